@@ -1,0 +1,88 @@
+package io.kvquant.codec;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * A trained, immutable vector quantizer that writes one fixed-size record per vector and can
+ * compute attention directly on records: inner products with an unquantized query
+ * ({@link #prepareQuery} once, then {@link #score} per record) and weighted sums of records
+ * ({@link #accumulate} per record, then {@link #finish} once). Implementations are thread-safe;
+ * the caller owns the state and accumulator arrays.
+ */
+public interface VectorCodec {
+
+    /** Vector dimension. */
+    int dim();
+
+    /** Bytes of one encoded vector, everything included (codes, norms, residual norms, signs). */
+    int recordBytes();
+
+    /** Real bits per element: {@code 8 · recordBytes() / dim()}. */
+    default double bitsPerElement() {
+        return 8.0 * recordBytes() / dim();
+    }
+
+    /**
+     * Encodes x[xo..xo+dim) into dst at byte offset {@code off}.
+     *
+     * @throws IllegalArgumentException if a component is NaN or infinite, or the norm does not fit fp16
+     */
+    void encode(float[] x, int xo, MemorySegment dst, long off);
+
+    /** Reconstructs the vector stored at {@code off} into out[oo..oo+dim). */
+    void decode(MemorySegment src, long off, float[] out, int oo);
+
+    /** Length of the per-query state array. */
+    int queryStateSize();
+
+    /**
+     * Prepares query q[qo..qo+dim) for {@link #score} into state[so..so+queryStateSize()):
+     * rotation, look-up tables, projections.
+     */
+    void prepareQuery(float[] q, int qo, float[] state, int so);
+
+    /** Estimate of ⟨q, x⟩ for the record at {@code off}, read straight from its codes. */
+    float score(float[] state, int so, MemorySegment src, long off);
+
+    /** Length of the accumulator used by {@link #accumulate}. */
+    int accumulatorSize();
+
+    /**
+     * acc[ao..) += w · x (in the codec's internal, e.g. rotated, domain) for the record at
+     * {@code off}. The accumulator must start zeroed.
+     */
+    void accumulate(float w, MemorySegment src, long off, float[] acc, int ao);
+
+    /** Converts the accumulator acc[ao..) to the output vector out[oo..oo+dim) (overwrites it). */
+    void finish(float[] acc, int ao, float[] out, int oo);
+
+    /** Short description, e.g. {@code mse(b=3,d=128,hadamard)}. */
+    String describe();
+
+    /** Checks x[xo..xo+n) for NaN/Inf and returns Σ x² in double. */
+    static double checkedSumOfSquares(float[] x, int xo, int n) {
+        if (x.length - xo < n || xo < 0) {
+            throw new IllegalArgumentException("vector has " + Math.max(0, x.length - xo)
+                    + " components from offset " + xo + ", expected dimension " + n);
+        }
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            float v = x[xo + i];
+            if (!Float.isFinite(v)) {
+                throw new IllegalArgumentException("component " + i + " is " + v + " (NaN or infinite values cannot be quantized)");
+            }
+            s += (double) v * v;
+        }
+        return s;
+    }
+
+    /** Rounds a non-negative norm to fp16 and back, rejecting values beyond the fp16 range. */
+    static float toFp16(float v, String what) {
+        short h = Float.floatToFloat16(v);
+        float r = Float.float16ToFloat(h);
+        if (Float.isInfinite(r)) {
+            throw new IllegalArgumentException(what + " " + v + " exceeds the fp16 range (max 65504)");
+        }
+        return r;
+    }
+}

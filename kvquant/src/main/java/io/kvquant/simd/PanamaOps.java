@@ -1,0 +1,125 @@
+package io.kvquant.simd;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * {@link VectorOps} on the Vector API (jdk.incubator.vector). Loaded only when {@link Simd}
+ * chooses the vector path, so the library runs without the incubator module. Loops are
+ * head / vector body / scalar tail; results match {@link ScalarOps} to float rounding.
+ */
+final class PanamaOps implements VectorOps {
+
+    static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    static final int L = F.length();
+
+    @Override
+    public float dot(float[] a, int ao, float[] b, int bo, int n) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        FloatVector acc = FloatVector.zero(F);
+        if (bound >= 2 * L) {
+            FloatVector acc2 = FloatVector.zero(F);
+            int b2 = n - n % (2 * L);
+            for (; i < b2; i += 2 * L) {
+                acc = FloatVector.fromArray(F, a, ao + i).fma(FloatVector.fromArray(F, b, bo + i), acc);
+                acc2 = FloatVector.fromArray(F, a, ao + i + L).fma(FloatVector.fromArray(F, b, bo + i + L), acc2);
+            }
+            acc = acc.add(acc2);
+        }
+        for (; i < bound; i += L) {
+            acc = FloatVector.fromArray(F, a, ao + i).fma(FloatVector.fromArray(F, b, bo + i), acc);
+        }
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            s += a[ao + i] * b[bo + i];
+        }
+        return s;
+    }
+
+    @Override
+    public void axpy(float alpha, float[] x, int xo, float[] y, int yo, int n) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        FloatVector va = FloatVector.broadcast(F, alpha);
+        for (; i < bound; i += L) {
+            FloatVector.fromArray(F, x, xo + i).fma(va, FloatVector.fromArray(F, y, yo + i)).intoArray(y, yo + i);
+        }
+        for (; i < n; i++) {
+            y[yo + i] += alpha * x[xo + i];
+        }
+    }
+
+    @Override
+    public void scale(float[] x, int o, int n, float s) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        for (; i < bound; i += L) {
+            FloatVector.fromArray(F, x, o + i).mul(s).intoArray(x, o + i);
+        }
+        for (; i < n; i++) {
+            x[o + i] *= s;
+        }
+    }
+
+    @Override
+    public float sumOfSquares(float[] x, int o, int n) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        FloatVector acc = FloatVector.zero(F);
+        for (; i < bound; i += L) {
+            FloatVector v = FloatVector.fromArray(F, x, o + i);
+            acc = v.fma(v, acc);
+        }
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            s += x[o + i] * x[o + i];
+        }
+        return s;
+    }
+
+    @Override
+    public void multiply(float[] x, int xo, float[] y, int yo, float[] out, int oo, int n) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        for (; i < bound; i += L) {
+            FloatVector.fromArray(F, x, xo + i).mul(FloatVector.fromArray(F, y, yo + i)).intoArray(out, oo + i);
+        }
+        for (; i < n; i++) {
+            out[oo + i] = x[xo + i] * y[yo + i];
+        }
+    }
+
+    @Override
+    public void fwht(float[] x, int o, int n) {
+        int h = 1;
+        // Butterflies narrower than a vector: scalar.
+        for (; h < n && h < L; h <<= 1) {
+            for (int i = 0; i < n; i += h << 1) {
+                for (int j = i; j < i + h; j++) {
+                    float a = x[o + j];
+                    float b = x[o + j + h];
+                    x[o + j] = a + b;
+                    x[o + j + h] = a - b;
+                }
+            }
+        }
+        // Wide butterflies: whole vectors.
+        for (; h < n; h <<= 1) {
+            for (int i = 0; i < n; i += h << 1) {
+                for (int j = i; j < i + h; j += L) {
+                    FloatVector a = FloatVector.fromArray(F, x, o + j);
+                    FloatVector b = FloatVector.fromArray(F, x, o + j + h);
+                    a.add(b).intoArray(x, o + j);
+                    a.sub(b).intoArray(x, o + j + h);
+                }
+            }
+        }
+    }
+
+    @Override
+    public String name() {
+        return "vector(" + F.vectorBitSize() + "-bit)";
+    }
+}

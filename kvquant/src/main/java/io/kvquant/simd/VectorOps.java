@@ -1,0 +1,33 @@
+package io.kvquant.simd;
+
+/**
+ * The numeric kernels kvquant's codecs and attention are built on. Two implementations:
+ * {@link ScalarOps} (plain Java, the reference) and a Vector API one, chosen once by {@link Simd}.
+ * All methods work on array slices and never allocate.
+ */
+public interface VectorOps {
+
+    /** Σ a[ao+i]·b[bo+i] for i in [0, n). */
+    float dot(float[] a, int ao, float[] b, int bo, int n);
+
+    /** y[yo+i] += alpha·x[xo+i]. */
+    void axpy(float alpha, float[] x, int xo, float[] y, int yo, int n);
+
+    /** x[o+i] *= s. */
+    void scale(float[] x, int o, int n, float s);
+
+    /** Σ x[o+i]². */
+    float sumOfSquares(float[] x, int o, int n);
+
+    /** out[oo+i] = x[xo+i]·y[yo+i] (out may alias x). */
+    void multiply(float[] x, int xo, float[] y, int yo, float[] out, int oo, int n);
+
+    /**
+     * In-place unnormalized fast Walsh–Hadamard transform of x[o..o+n), n a power of two.
+     * The result is H·x with H the ±1 Sylvester–Hadamard matrix (H·H = n·I).
+     */
+    void fwht(float[] x, int o, int n);
+
+    /** Name shown in logs and run metadata. */
+    String name();
+}

@@ -1,0 +1,84 @@
+package io.kvquant.simd;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+class SimdParityTest {
+
+    private static final long SEED = 20261128L;
+    private final VectorOps scalar = ScalarOps.INSTANCE;
+    private final VectorOps vector = Simd.vectorOpsOrNull();
+
+    private static float[] rand(Random r, int n) {
+        float[] a = new float[n];
+        for (int i = 0; i < n; i++) {
+            a[i] = (float) r.nextGaussian();
+        }
+        return a;
+    }
+
+    @Test
+    void vectorPathIsAvailableInTests() {
+        assertNotNull(vector, "surefire runs with --add-modules jdk.incubator.vector");
+        if (Boolean.getBoolean("kvquant.simd.require")) {
+            assertTrue(Simd.vectorized(), "kvquant.simd.require=true but backend is " + Simd.describe());
+        }
+    }
+
+    @Test
+    void kernelsAgreeOnOddLengthsAndOffsets() {
+        Random r = new Random(SEED);
+        for (int n : new int[]{0, 1, 3, 7, 8, 15, 17, 31, 33, 127, 1021}) {
+            for (int off : new int[]{0, 3}) {
+                float[] a = rand(r, n + off + 5);
+                float[] b = rand(r, n + off + 5);
+                float tol = 1e-5f * (float) Math.sqrt(n + 1) * 4;
+                assertEquals(scalar.dot(a, off, b, 1, n), vector.dot(a, off, b, 1, n), tol, "dot n=" + n);
+                assertEquals(scalar.sumOfSquares(a, off, n), vector.sumOfSquares(a, off, n), tol * 4, "ss n=" + n);
+                float[] y1 = b.clone();
+                float[] y2 = b.clone();
+                scalar.axpy(0.37f, a, off, y1, 2, n);
+                vector.axpy(0.37f, a, off, y2, 2, n);
+                assertArrayClose(y1, y2, 1e-6f, "axpy n=" + n);
+                float[] m1 = new float[n + 2];
+                float[] m2 = new float[n + 2];
+                scalar.multiply(a, off, b, 0, m1, 1, n);
+                vector.multiply(a, off, b, 0, m2, 1, n);
+                assertArrayClose(m1, m2, 0f, "multiply n=" + n);
+                float[] s1 = a.clone();
+                float[] s2 = a.clone();
+                scalar.scale(s1, off, n, -1.5f);
+                vector.scale(s2, off, n, -1.5f);
+                assertArrayClose(s1, s2, 0f, "scale n=" + n);
+            }
+        }
+    }
+
+    @Test
+    void fwhtAgreesAndIsAnInvolutionUpToN() {
+        Random r = new Random(SEED + 1);
+        for (int n = 1; n <= 1024; n <<= 1) {
+            float[] a = rand(r, n + 3);
+            float[] x1 = a.clone();
+            float[] x2 = a.clone();
+            scalar.fwht(x1, 3, n);
+            vector.fwht(x2, 3, n);
+            assertArrayClose(x1, x2, 1e-4f * n, "fwht n=" + n);
+            vector.fwht(x2, 3, n);
+            for (int i = 0; i < n; i++) {
+                assertEquals(a[3 + i] * n, x2[3 + i], 1e-3f * n, "H·H = n·I at n=" + n);
+            }
+        }
+    }
+
+    static void assertArrayClose(float[] e, float[] a, float tol, String msg) {
+        assertEquals(e.length, a.length, msg);
+        for (int i = 0; i < e.length; i++) {
+            assertEquals(e[i], a[i], tol, msg + " at " + i);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Trains the bundled Llama-architecture model on Debian-packaged English text, with a
+synthetic pass-code retrieval task mixed in, under a wall-clock budget.
+
+  /usr/bin/python3 train.py --minutes 55 --out ../work/ckpt.pt
+A GPU run (larger configuration) : --device cuda --preset gpu --minutes 30
+"""
+import argparse
+import math
+import os
+import random
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import bpe
+import model as M
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORK = os.path.join(os.path.dirname(HERE), "work")
+
+NEEDLE = "The pass code is {code}."
+QUESTION = "\nWhat is the pass code? The pass code is {code}."
+
+
+def encode_corpus(enc, path):
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    ids = []
+    for para in text.split("\n\n"):
+        ids.extend(enc.encode(para + "\n\n"))
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def random_code(rng):
+    return str(rng.randint(10 ** 4, 10 ** 7 - 1))
+
+
+def needle_sample(enc, data, length, rng):
+    """Returns (ids, weights) of `length + 1` tokens: filler with a pass code at a random depth
+    and the question at the end; the answer digits get a larger loss weight."""
+    code = random_code(rng)
+    needle = enc.encode(" " + NEEDLE.format(code=code) + " ")
+    question = enc.encode(QUESTION.format(code=code))
+    answer_len = len(enc.encode(code + "."))
+    n_fill = length + 1 - len(needle) - len(question)
+    start = rng.randint(0, len(data) - n_fill - 1)
+    filler = data[start:start + n_fill].tolist()
+    depth = rng.randint(0, n_fill)
+    ids = filler[:depth] + needle + filler[depth:] + question
+    w = [1.0] * len(ids)
+    for i in range(len(ids) - answer_len, len(ids)):
+        w[i] = 5.0
+    return ids, w
+
+
+def batch(enc, data, bs, seq, needle_frac, rng):
+    xs, ws = [], []
+    for _ in range(bs):
+        if rng.random() < needle_frac:
+            length = rng.randint(max(64, seq // 8), seq)
+            ids, w = needle_sample(enc, data, length, rng)
+            pad = seq + 1 - len(ids)
+            # left-fill with ordinary text so every row has seq+1 tokens
+            start = rng.randint(0, len(data) - pad - 1)
+            ids = data[start:start + pad].tolist() + ids
+            w = [1.0] * pad + w
+        else:
+            start = rng.randint(0, len(data) - seq - 2)
+            ids = data[start:start + seq + 1].tolist()
+            w = [1.0] * (seq + 1)
+        xs.append(ids)
+        ws.append(w)
+    x = torch.tensor(xs, dtype=torch.long)
+    w = torch.tensor(ws, dtype=torch.float32)
+    return x[:, :-1], x[:, 1:], w[:, 1:]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=55)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--tokenizer", default=os.path.join(os.path.dirname(HERE), "kvq-llama", "tokenizer.json"))
+    ap.add_argument("--text", default=os.path.join(WORK, "train.txt"))
+    ap.add_argument("--out", default=os.path.join(WORK, "ckpt.pt"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    enc = bpe.Encoder(args.tokenizer)
+    cache = os.path.join(WORK, "train_ids.pt")
+    if os.path.exists(cache):
+        data = torch.load(cache)
+    else:
+        data = encode_corpus(enc, args.text)
+        torch.save(data, cache)
+    print(f"training tokens: {len(data)}", flush=True)
+    cfg = M.Config()
+    if args.preset == "gpu":
+        cfg = M.Config(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                       num_key_value_heads=2, intermediate_size=1408)
+    net = M.LlamaTiny(cfg).to(args.device)
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"params: {n_params}", flush=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    budget = args.minutes * 60
+    t0 = time.time()
+    last_ckpt = t0
+    step, seen = 0, 0
+    # phase 1: short sequences (fast); phase 2: full 2048 context for RoPE range and retrieval.
+    while True:
+        frac = (time.time() - t0) / budget
+        if frac >= 1:
+            break
+        if frac < 0.6:
+            seq, bs, nf = 512, 8, 0.3
+        else:
+            seq, bs, nf = 2048, 2, 0.4
+        lr = 2e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y, w = batch(enc, data, bs, seq, nf, rng)
+        x, y, w = x.to(args.device), y.to(args.device), w.to(args.device)
+        logits, _ = net(x)
+        loss_tok = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1), reduction="none")
+        loss = (loss_tok * w.reshape(-1)).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seen += x.numel()
+        if step % 20 == 0:
+            el = time.time() - t0
+            print(f"step {step} seq {seq} loss {loss_tok.mean().item():.3f} lr {lr:.2e} "
+                  f"tokens {seen} {seen / el:.0f} tok/s elapsed {el / 60:.1f} min", flush=True)
+        if time.time() - last_ckpt > 300:
+            torch.save({"config": cfg.to_dict(), "state": net.state_dict(), "step": step,
+                        "tokens_seen": seen}, args.out)
+            last_ckpt = time.time()
+    torch.save({"config": cfg.to_dict(), "state": net.state_dict(), "step": step,
+                "tokens_seen": seen}, args.out)
+    print(f"done: {step} steps, {seen} tokens, {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
