@@ -28,6 +28,7 @@ public final class Kvq implements Runnable {
     @Command(name = "eval", mixinStandardHelpOptions = true,
             description = "Evaluation: distortion figures, perplexity, needle in a haystack.",
             subcommands = {
+                    io.kvquant.eval.distortion.DistortionCommand.class,
             })
     static final class Eval implements Runnable {
         @CommandLine.Spec
@@ -42,6 +43,7 @@ public final class Kvq implements Runnable {
     @Command(name = "bench", mixinStandardHelpOptions = true,
             description = "Benchmarks: codec throughput, decode attention.",
             subcommands = {
+                    io.kvquant.eval.bench.CodecBenchCommand.class,
             })
     static final class Bench implements Runnable {
         @CommandLine.Spec

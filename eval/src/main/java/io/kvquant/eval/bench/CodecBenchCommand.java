@@ -1,0 +1,201 @@
+package io.kvquant.eval.bench;
+
+import io.kvquant.codec.Codecs;
+import io.kvquant.codec.QjlKind;
+import io.kvquant.codec.RotationKind;
+import io.kvquant.codec.VectorCodec;
+import io.kvquant.eval.Json;
+import io.kvquant.eval.RunContext;
+import io.kvquant.simd.Simd;
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Random;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code kvq bench codec}: vectors per second to quantize and dequantize, single thread, with the
+ * SIMD backend and (in a second JVM started by this one, {@code -Dkvquant.simd=scalar}) the
+ * scalar reference, so that both are measured in one run. Medians over repeats after warm-up.
+ */
+@Command(name = "codec", mixinStandardHelpOptions = true,
+        description = "Codec throughput: quantize/dequantize vectors per second, SIMD vs scalar.",
+        footer = {"", "Example: ./kvq bench codec --dim 128 --rates 2.5,3.5,4"})
+public final class CodecBenchCommand implements Callable<Integer> {
+
+    @Option(names = "--dim", defaultValue = "128", description = "Vector dimension (default: ${DEFAULT-VALUE}).")
+    int dim;
+
+    @Option(names = "--rates", split = ",", defaultValue = "2.5,3.5,4", description = "Bits per coordinate (default: ${DEFAULT-VALUE}).")
+    double[] rates;
+
+    @Option(names = "--rotation", defaultValue = "hadamard", description = "hadamard or haar (default: ${DEFAULT-VALUE}).")
+    String rotation;
+
+    @Option(names = "--repeats", defaultValue = "7", description = "Timed repeats; the median is reported (default: ${DEFAULT-VALUE}).")
+    int repeats;
+
+    @Option(names = "--vectors", defaultValue = "4096", description = "Vectors per repeat (default: ${DEFAULT-VALUE}).")
+    int vectors;
+
+    @Option(names = "--no-scalar", description = "Skip the scalar comparison (no second JVM).")
+    boolean noScalar;
+
+    @Option(names = "--json", description = "Print JSON to stdout.")
+    boolean json;
+
+    @Option(names = "--out", description = "Write codec-bench.json here.")
+    Path out;
+
+    @Option(names = "--child", hidden = true)
+    boolean child;
+
+    @Override
+    public Integer call() throws Exception {
+        if (repeats < 1 || vectors < 1) {
+            throw new IllegalArgumentException("--repeats and --vectors must be >= 1");
+        }
+        RotationKind rk = RotationKind.parse(rotation);
+        List<Map<String, Object>> rows = measureAll(rk);
+        if (child) {
+            System.out.println(Json.write(rows));
+            return 0;
+        }
+        if (!noScalar && Simd.vectorized()) {
+            rows.addAll(runScalarChild());
+        }
+        // ratios against scalar in this run
+        for (Map<String, Object> r : rows) {
+            for (Map<String, Object> s : rows) {
+                if (s.get("backend").equals("scalar") && !r.get("backend").equals("scalar")
+                        && s.get("bits").equals(r.get("bits")) && s.get("variant").equals(r.get("variant"))) {
+                    r.put("encode_speedup_vs_scalar", (Double) r.get("encode_vectors_per_s") / (Double) s.get("encode_vectors_per_s"));
+                    r.put("decode_speedup_vs_scalar", (Double) r.get("decode_vectors_per_s") / (Double) s.get("decode_vectors_per_s"));
+                }
+            }
+        }
+        Map<String, Object> config = new LinkedHashMap<>();
+        config.put("dim", dim);
+        config.put("rotation", rk.name().toLowerCase(Locale.ROOT));
+        config.put("repeats", repeats);
+        config.put("vectors", vectors);
+        Map<String, Object> doc = new LinkedHashMap<>();
+        doc.put("run", RunContext.capture(1, config));
+        doc.put("results", rows);
+        String js = Json.write(doc);
+        if (json) {
+            System.out.println(js);
+        } else {
+            System.out.printf(Locale.ROOT, "%-9s %6s %-5s %9s %14s %14s %10s %10s%n", "backend", "bits", "var", "bits/elem",
+                    "encode vec/s", "decode vec/s", "enc×scal", "dec×scal");
+            for (Map<String, Object> r : rows) {
+                System.out.printf(Locale.ROOT, "%-9s %6s %-5s %9.3f %14.0f %14.0f %10s %10s%n", r.get("backend"), r.get("bits"),
+                        r.get("variant"), (Double) r.get("bits_per_element"), (Double) r.get("encode_vectors_per_s"),
+                        (Double) r.get("decode_vectors_per_s"), fmt(r.get("encode_speedup_vs_scalar")), fmt(r.get("decode_speedup_vs_scalar")));
+            }
+        }
+        if (out != null) {
+            RunContext.writeAtomically(out.resolve("codec-bench.json"), js + "\n");
+        }
+        return 0;
+    }
+
+    private static String fmt(Object o) {
+        return o == null ? "-" : String.format(Locale.ROOT, "%.2f", (Double) o);
+    }
+
+    private List<Map<String, Object>> measureAll(RotationKind rk) {
+        List<Map<String, Object>> rows = new ArrayList<>();
+        Random r = new Random(1);
+        float[] data = new float[vectors * dim];
+        for (int i = 0; i < data.length; i++) {
+            data[i] = (float) r.nextGaussian();
+        }
+        for (double bits : rates) {
+            for (String variant : List.of("mse", "prod")) {
+                if (variant.equals("prod") && bits < 2) {
+                    continue;
+                }
+                VectorCodec c = Codecs.turbo(dim, bits, variant.equals("prod"), rk, QjlKind.GAUSSIAN, 7, false);
+                MemorySegment recs = MemorySegment.ofArray(new byte[c.recordBytes() * vectors]);
+                float[] outv = new float[dim];
+                double[] enc = new double[repeats];
+                double[] dec = new double[repeats];
+                for (int w = 0; w < 3; w++) { // warm-up
+                    encodeAll(c, data, recs);
+                    decodeAll(c, recs, outv);
+                }
+                for (int k = 0; k < repeats; k++) {
+                    long t0 = System.nanoTime();
+                    encodeAll(c, data, recs);
+                    long t1 = System.nanoTime();
+                    float sink = decodeAll(c, recs, outv);
+                    long t2 = System.nanoTime();
+                    if (Float.isNaN(sink)) {
+                        throw new IllegalStateException("NaN in decoded output");
+                    }
+                    enc[k] = vectors / ((t1 - t0) / 1e9);
+                    dec[k] = vectors / ((t2 - t1) / 1e9);
+                }
+                Map<String, Object> row = new LinkedHashMap<>();
+                row.put("backend", Simd.describe());
+                row.put("bits", bits);
+                row.put("variant", variant);
+                row.put("bits_per_element", c.bitsPerElement());
+                row.put("encode_vectors_per_s", median(enc));
+                row.put("decode_vectors_per_s", median(dec));
+                rows.add(row);
+            }
+        }
+        return rows;
+    }
+
+    private void encodeAll(VectorCodec c, float[] data, MemorySegment recs) {
+        for (int i = 0; i < vectors; i++) {
+            c.encode(data, i * dim, recs, (long) i * c.recordBytes());
+        }
+    }
+
+    private float decodeAll(VectorCodec c, MemorySegment recs, float[] outv) {
+        float s = 0;
+        for (int i = 0; i < vectors; i++) {
+            c.decode(recs, (long) i * c.recordBytes(), outv, 0);
+            s += outv[i % dim];
+        }
+        return s;
+    }
+
+    private static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        return s.length % 2 == 1 ? s[s.length / 2] : 0.5 * (s[s.length / 2 - 1] + s[s.length / 2]);
+    }
+
+    @SuppressWarnings("unchecked")
+    private List<Map<String, Object>> runScalarChild() throws IOException, InterruptedException {
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> cmd = new ArrayList<>(List.of(java, "--add-modules", "jdk.incubator.vector", "-Dkvquant.simd=scalar",
+                "-cp", System.getProperty("java.class.path"), "io.kvquant.cli.Kvq", "bench", "codec", "--child",
+                "--dim", String.valueOf(dim), "--rotation", rotation, "--repeats", String.valueOf(repeats),
+                "--vectors", String.valueOf(vectors), "--rates"));
+        StringBuilder rs = new StringBuilder();
+        for (double d : rates) {
+            rs.append(rs.isEmpty() ? "" : ",").append(d);
+        }
+        cmd.add(rs.toString());
+        Process p = new ProcessBuilder(cmd).redirectError(ProcessBuilder.Redirect.DISCARD).start();
+        String outText = new String(p.getInputStream().readAllBytes());
+        if (p.waitFor() != 0) {
+            throw new IllegalStateException("the scalar comparison run failed (exit " + p.exitValue() + ")");
+        }
+        return (List<Map<String, Object>>) (List<?>) MiniJsonParser.parseRows(outText);
+    }
+}
