@@ -10,6 +10,9 @@ package io.kvquant.cache;
  */
 public interface KvCache extends AutoCloseable {
 
+    /** The configuration this cache was built from. */
+    KvQuantConfig config();
+
     int layers();
 
     int kvHeads();

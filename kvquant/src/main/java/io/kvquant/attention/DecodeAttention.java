@@ -1,0 +1,195 @@
+package io.kvquant.attention;
+
+import io.kvquant.cache.KvCache;
+import io.kvquant.cache.LayerStore;
+import io.kvquant.cache.LayeredKvCache;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ForkJoinPool;
+import java.util.stream.IntStream;
+
+/**
+ * Scaled dot-product attention for new queries against a layer of a {@link LayeredKvCache},
+ * computed straight from each store's format: TurboQuant scores come from look-up tables over
+ * the codes and values are summed in the rotated domain and un-rotated once per output; nothing
+ * is dequantized in bulk. Grouped-query attention: query head h reads KV head h / (qHeads/kvHeads).
+ * Parallel over query heads with a fixed thread count.
+ */
+public final class DecodeAttention implements AutoCloseable {
+
+    private final int threads;
+    private final ForkJoinPool pool;
+    private final ThreadLocal<Scratch> scratch = ThreadLocal.withInitial(Scratch::new);
+
+    private static final class Scratch {
+        float[] state = new float[0];
+        float[] scores = new float[0];
+        float[] acc = new float[0];
+
+        void ensure(int s, int n, int a) {
+            if (state.length < s) {
+                state = new float[s];
+            }
+            if (scores.length < n) {
+                scores = new float[Math.max(n, scores.length * 3 / 2)];
+            }
+            if (acc.length < a) {
+                acc = new float[a];
+            }
+        }
+    }
+
+    /** @param threads worker threads (1 = run on the caller's thread) */
+    public DecodeAttention(int threads) {
+        if (threads < 1) {
+            throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+        }
+        this.threads = threads;
+        this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
+    }
+
+    public int threads() {
+        return threads;
+    }
+
+    /**
+     * One new query per head against every stored token of {@code layer} (the new token's own
+     * key and value must already be appended).
+     *
+     * @param q   {@code [qHeads][headDim]}
+     * @param out {@code [qHeads][headDim]}
+     */
+    public void attend(KvCache cache, int layer, float[] q, int qHeads, float scale, float[] out) {
+        LayerStore store = storeOf(cache, layer);
+        int len = store.length();
+        check(store, q, qHeads, 1, out, len);
+        run(qHeads, h -> attendOne(store, h / (qHeads / store.kvHeads()), q, h * store.headDim(), len, scale, out,
+                h * store.headDim()));
+    }
+
+    /**
+     * Prefill form: {@code n} queries per head for the last {@code n} stored positions, causal
+     * (query i sees tokens [0, length − n + i]).
+     *
+     * @param q   {@code [qHeads][n][headDim]}
+     * @param out {@code [qHeads][n][headDim]}
+     */
+    public void attendPrefill(KvCache cache, int layer, float[] q, int qHeads, int n, float scale, float[] out) {
+        LayerStore store = storeOf(cache, layer);
+        int len = store.length();
+        check(store, q, qHeads, n, out, len);
+        int d = store.headDim();
+        int group = qHeads / store.kvHeads();
+        run(qHeads * n, task -> {
+            int h = task / n;
+            int i = task % n;
+            int off = (h * n + i) * d;
+            attendOne(store, h / group, q, off, len - n + i + 1, scale, out, off);
+        });
+    }
+
+    private static LayerStore storeOf(KvCache cache, int layer) {
+        if (!(cache instanceof LayeredKvCache lc)) {
+            throw new IllegalArgumentException("decode attention needs a cache made by KvCaches, got " + cache.getClass().getName());
+        }
+        return lc.store(layer);
+    }
+
+    private static void check(LayerStore store, float[] q, int qHeads, int n, float[] out, int len) {
+        if (qHeads < store.kvHeads() || qHeads % store.kvHeads() != 0) {
+            throw new IllegalArgumentException(qHeads + " query heads cannot share " + store.kvHeads()
+                    + " KV heads (query heads must be a multiple of KV heads)");
+        }
+        long need = (long) qHeads * n * store.headDim();
+        if (q.length != need || out.length != need) {
+            throw new IllegalArgumentException("queries and output must hold " + need + " floats ([" + qHeads + "][" + n + "]["
+                    + store.headDim() + "]), got " + q.length + " and " + out.length);
+        }
+        if (len < n || len == 0) {
+            throw new IllegalArgumentException("layer holds " + len + " tokens, fewer than the " + n + " queries");
+        }
+    }
+
+    private interface Task {
+        void run(int i);
+    }
+
+    private void run(int count, Task task) {
+        if (pool == null || count == 1) {
+            for (int i = 0; i < count; i++) {
+                task.run(i);
+            }
+            return;
+        }
+        try {
+            pool.submit(() -> IntStream.range(0, count).parallel().forEach(task::run)).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("attention interrupted", e);
+        } catch (ExecutionException e) {
+            if (e.getCause() instanceof RuntimeException re) {
+                throw re;
+            }
+            throw new IllegalStateException(e.getCause());
+        }
+    }
+
+    /** Softmax(q·K[0..len)ᵀ·scale)·V[0..len) for one query head into out[oo..oo+d). */
+    private void attendOne(LayerStore store, int kvHead, float[] q, int qo, int len, float scale, float[] out, int oo) {
+        Scratch s = scratch.get();
+        s.ensure(store.queryStateSize(), len, store.accumulatorSize());
+        float[] sc = s.scores;
+        store.prepareQuery(kvHead, q, qo, s.state);
+        store.scores(kvHead, s.state, 0, len, sc, 0);
+        float max = Float.NEGATIVE_INFINITY;
+        for (int t = 0; t < len; t++) {
+            sc[t] *= scale;
+            max = Math.max(max, sc[t]);
+        }
+        double sum = 0;
+        for (int t = 0; t < len; t++) {
+            float e = (float) Math.exp(sc[t] - max);
+            sc[t] = e;
+            sum += e;
+        }
+        float inv = (float) (1.0 / sum);
+        for (int t = 0; t < len; t++) {
+            sc[t] *= inv;
+        }
+        java.util.Arrays.fill(s.acc, 0, store.accumulatorSize(), 0f);
+        store.accumulate(kvHead, sc, 0, 0, len, s.acc);
+        store.finish(kvHead, s.acc, out, oo);
+    }
+
+    /** Exact reference: dense softmax attention on float arrays ([len][d] keys and values of one head). */
+    public static void reference(float[] q, int qo, float[] keys, float[] values, int len, int d, float scale, float[] out, int oo) {
+        double[] p = new double[len];
+        double max = Double.NEGATIVE_INFINITY;
+        for (int t = 0; t < len; t++) {
+            double s = 0;
+            for (int j = 0; j < d; j++) {
+                s += (double) q[qo + j] * keys[t * d + j];
+            }
+            p[t] = s * scale;
+            max = Math.max(max, p[t]);
+        }
+        double sum = 0;
+        for (int t = 0; t < len; t++) {
+            p[t] = Math.exp(p[t] - max);
+            sum += p[t];
+        }
+        for (int j = 0; j < d; j++) {
+            double a = 0;
+            for (int t = 0; t < len; t++) {
+                a += p[t] * values[t * d + j];
+            }
+            out[oo + j] = (float) (a / sum);
+        }
+    }
+
+    @Override
+    public void close() {
+        if (pool != null) {
+            pool.shutdown();
+        }
+    }
+}

@@ -1,0 +1,180 @@
+package io.kvquant.cache;
+
+import io.kvquant.simd.Simd;
+import io.kvquant.simd.VectorOps;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/** Dense fp32 or fp16 storage of one layer: the baselines, and boundary layers of compressed caches. */
+final class DenseStore implements LayerStore {
+
+    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
+    private static final ValueLayout.OfShort F16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+
+    private final int heads;
+    private final int dim;
+    private final boolean half;
+    private final PagedRecords[] keys;
+    private final PagedRecords[] values;
+    private final ThreadLocal<float[]> row;
+    private final ThreadLocal<short[]> shorts;
+    private int length;
+
+    DenseStore(Arena arena, int heads, int dim, boolean half, int pageTokens) {
+        this.heads = heads;
+        this.dim = dim;
+        this.half = half;
+        keys = new PagedRecords[heads];
+        values = new PagedRecords[heads];
+        int rb = dim * (half ? 2 : 4);
+        for (int h = 0; h < heads; h++) {
+            keys[h] = new PagedRecords(arena, rb, pageTokens);
+            values[h] = new PagedRecords(arena, rb, pageTokens);
+        }
+        row = ThreadLocal.withInitial(() -> new float[dim]);
+        shorts = ThreadLocal.withInitial(() -> new short[dim]);
+    }
+
+    @Override
+    public int kvHeads() {
+        return heads;
+    }
+
+    @Override
+    public int headDim() {
+        return dim;
+    }
+
+    @Override
+    public int length() {
+        return length;
+    }
+
+    @Override
+    public void append(float[] k, float[] v, int tokens) {
+        int newLen = length + tokens;
+        for (int h = 0; h < heads; h++) {
+            keys[h].ensureCapacity(newLen);
+            values[h].ensureCapacity(newLen);
+        }
+        short[] tmp = shorts.get();
+        for (int h = 0; h < heads; h++) {
+            for (int i = 0; i < tokens; i++) {
+                int src = (h * tokens + i) * dim;
+                int t = length + i;
+                write(keys[h], t, k, src, tmp);
+                write(values[h], t, v, src, tmp);
+            }
+        }
+        length = newLen;
+    }
+
+    private void write(PagedRecords pr, int t, float[] x, int src, short[] tmp) {
+        MemorySegment page = pr.page(t);
+        long off = pr.offset(t);
+        if (half) {
+            for (int j = 0; j < dim; j++) {
+                tmp[j] = Float.floatToFloat16(x[src + j]);
+            }
+            MemorySegment.copy(tmp, 0, page, F16, off, dim);
+        } else {
+            MemorySegment.copy(x, src, page, F32, off, dim);
+        }
+    }
+
+    private void load(PagedRecords pr, int t, float[] out, int oo) {
+        MemorySegment page = pr.page(t);
+        long off = pr.offset(t);
+        if (half) {
+            short[] tmp = shorts.get();
+            MemorySegment.copy(page, F16, off, tmp, 0, dim);
+            for (int j = 0; j < dim; j++) {
+                out[oo + j] = Float.float16ToFloat(tmp[j]);
+            }
+        } else {
+            MemorySegment.copy(page, F32, off, out, oo, dim);
+        }
+    }
+
+    @Override
+    public void read(int from, int to, float[] kOut, float[] vOut) {
+        int n = to - from;
+        for (int h = 0; h < heads; h++) {
+            for (int t = from; t < to; t++) {
+                int dst = (h * n + t - from) * dim;
+                load(keys[h], t, kOut, dst);
+                load(values[h], t, vOut, dst);
+            }
+        }
+    }
+
+    @Override
+    public long bytesUsed() {
+        return 2L * heads * length * dim * (half ? 2 : 4);
+    }
+
+    @Override
+    public long bytesAllocated() {
+        long b = 0;
+        for (int h = 0; h < heads; h++) {
+            b += keys[h].bytesAllocated() + values[h].bytesAllocated();
+        }
+        return b;
+    }
+
+    @Override
+    public void clear() {
+        length = 0;
+    }
+
+    @Override
+    public void close() {
+        length = 0;
+    }
+
+    @Override
+    public int queryStateSize() {
+        return dim;
+    }
+
+    @Override
+    public void prepareQuery(int head, float[] q, int qo, float[] state) {
+        System.arraycopy(q, qo, state, 0, dim);
+    }
+
+    @Override
+    public void scores(int head, float[] state, int from, int to, float[] out, int oo) {
+        VectorOps ops = Simd.ops();
+        float[] r = row.get();
+        PagedRecords pr = keys[head];
+        for (int t = from; t < to; t++) {
+            load(pr, t, r, 0);
+            out[oo + t - from] = ops.dot(state, 0, r, 0, dim);
+        }
+    }
+
+    @Override
+    public int accumulatorSize() {
+        return dim;
+    }
+
+    @Override
+    public void accumulate(int head, float[] p, int po, int from, int to, float[] acc) {
+        VectorOps ops = Simd.ops();
+        float[] r = row.get();
+        PagedRecords pr = values[head];
+        for (int t = from; t < to; t++) {
+            float w = p[po + t - from];
+            if (w != 0f) {
+                load(pr, t, r, 0);
+                ops.axpy(w, r, 0, acc, 0, dim);
+            }
+        }
+    }
+
+    @Override
+    public void finish(int head, float[] acc, float[] out, int oo) {
+        System.arraycopy(acc, 0, out, oo, dim);
+    }
+}

@@ -1,0 +1,54 @@
+package io.kvquant.cache;
+
+import io.kvquant.codec.Codecs;
+import io.kvquant.codec.VectorCodec;
+import java.lang.foreign.Arena;
+
+/** Creates caches from a {@link KvQuantConfig}. */
+public final class KvCaches {
+
+    private KvCaches() {
+    }
+
+    public static LayeredKvCache create(String spec, int layers, int kvHeads, int headDim) {
+        return create(KvQuantConfig.parse(spec), layers, kvHeads, headDim);
+    }
+
+    public static LayeredKvCache create(KvQuantConfig cfg, int layers, int kvHeads, int headDim) {
+        if (layers < 1 || kvHeads < 1 || headDim < 2) {
+            throw new IllegalArgumentException("cache shape must be >= 1 layer, >= 1 kv head, head dim >= 2; got "
+                    + layers + " x " + kvHeads + " x " + headDim);
+        }
+        Arena arena = Arena.ofShared();
+        LayerStore[] stores = new LayerStore[layers];
+        try {
+            for (int l = 0; l < layers; l++) {
+                boolean boundary = cfg.isBoundary(l, layers);
+                stores[l] = switch (cfg.kind()) {
+                    case FULL -> new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens());
+                    case FP16 -> new DenseStore(arena, kvHeads, headDim, true, cfg.pageTokens());
+                    case TURBO -> boundary ? new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens())
+                            : new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
+                            cfg.window(), cfg.pageTokens());
+                    case KIVI -> boundary ? new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens())
+                            : new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
+                            cfg.pageTokens());
+                };
+            }
+        } catch (IllegalArgumentException e) {
+            arena.close();
+            throw new IllegalArgumentException("cannot build '" + cfg + "' for head dim " + headDim + ": " + e.getMessage(), e);
+        }
+        return new LayeredKvCache(cfg, layers, kvHeads, headDim, stores, arena);
+    }
+
+    static VectorCodec keyCodec(KvQuantConfig cfg, int headDim, int layer) {
+        return Codecs.turbo(headDim, cfg.keyBits(), cfg.keyQjl(), cfg.rotation(), cfg.qjlKind(),
+                cfg.seed() * 1_000_003L + layer * 2L, cfg.normCorrection());
+    }
+
+    static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
+        return Codecs.turbo(headDim, cfg.valueBits(), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
+                cfg.seed() * 1_000_003L + layer * 2L + 1, cfg.normCorrection());
+    }
+}

@@ -1,0 +1,229 @@
+package io.kvquant.cache;
+
+import io.kvquant.codec.VectorCodec;
+import io.kvquant.simd.Simd;
+import io.kvquant.simd.VectorOps;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * TurboQuant storage of one layer: one record per token and head for keys and for values
+ * (codes, norms, QJL signs), plus a ring of the most recent {@code window} tokens in fp32.
+ * Tokens [0, length − window) are compressed; the rest are in the window.
+ */
+final class TurboStore implements LayerStore {
+
+    private final int heads;
+    private final int dim;
+    private final int window;
+    private final VectorCodec kc;
+    private final VectorCodec vc;
+    private final PagedRecords[] keys;
+    private final PagedRecords[] values;
+    private final float[][] winK;   // per head, window × dim ring
+    private final float[][] winV;
+    private int length;
+
+    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens) {
+        this.heads = heads;
+        this.dim = dim;
+        this.window = window;
+        this.kc = keyCodec;
+        this.vc = valueCodec;
+        keys = new PagedRecords[heads];
+        values = new PagedRecords[heads];
+        winK = new float[heads][window * dim];
+        winV = new float[heads][window * dim];
+        for (int h = 0; h < heads; h++) {
+            keys[h] = new PagedRecords(arena, kc.recordBytes(), pageTokens);
+            values[h] = new PagedRecords(arena, vc.recordBytes(), pageTokens);
+        }
+    }
+
+    VectorCodec keyCodec() {
+        return kc;
+    }
+
+    VectorCodec valueCodec() {
+        return vc;
+    }
+
+    @Override
+    public int kvHeads() {
+        return heads;
+    }
+
+    @Override
+    public int headDim() {
+        return dim;
+    }
+
+    @Override
+    public int length() {
+        return length;
+    }
+
+    private int compressed() {
+        return Math.max(0, length - window);
+    }
+
+    @Override
+    public void append(float[] k, float[] v, int tokens) {
+        int newLen = length + tokens;
+        int c = compressed();
+        int newC = Math.max(0, newLen - window);
+        for (int h = 0; h < heads; h++) {
+            keys[h].ensureCapacity(newC);
+            values[h].ensureCapacity(newC);
+        }
+        // 1. tokens leaving the window (or never entering it) are encoded; nothing is visible
+        //    until length changes, so a failure here leaves the cache as it was.
+        for (int h = 0; h < heads; h++) {
+            for (int t = c; t < newC; t++) {
+                float[] ksrc;
+                float[] vsrc;
+                int off;
+                if (t < length) {
+                    ksrc = winK[h];
+                    vsrc = winV[h];
+                    off = (t % window) * dim;
+                } else {
+                    ksrc = k;
+                    vsrc = v;
+                    off = (h * tokens + t - length) * dim;
+                }
+                kc.encode(ksrc, off, keys[h].page(t), keys[h].offset(t));
+                vc.encode(vsrc, off, values[h].page(t), values[h].offset(t));
+            }
+        }
+        // 2. new tokens that stay in the window are copied into the ring
+        for (int h = 0; h < heads; h++) {
+            for (int t = Math.max(newC, length); t < newLen; t++) {
+                int src = (h * tokens + t - length) * dim;
+                System.arraycopy(k, src, winK[h], (t % window) * dim, dim);
+                System.arraycopy(v, src, winV[h], (t % window) * dim, dim);
+            }
+        }
+        length = newLen;
+    }
+
+    @Override
+    public void read(int from, int to, float[] kOut, float[] vOut) {
+        int n = to - from;
+        int c = compressed();
+        for (int h = 0; h < heads; h++) {
+            for (int t = from; t < to; t++) {
+                int dst = (h * n + t - from) * dim;
+                if (t < c) {
+                    kc.decode(keys[h].page(t), keys[h].offset(t), kOut, dst);
+                    vc.decode(values[h].page(t), values[h].offset(t), vOut, dst);
+                } else {
+                    System.arraycopy(winK[h], (t % window) * dim, kOut, dst, dim);
+                    System.arraycopy(winV[h], (t % window) * dim, vOut, dst, dim);
+                }
+            }
+        }
+    }
+
+    @Override
+    public long bytesUsed() {
+        long c = compressed();
+        long w = length - c;
+        return heads * (c * (kc.recordBytes() + vc.recordBytes()) + w * 2L * dim * 4);
+    }
+
+    @Override
+    public long bytesAllocated() {
+        long b = 0;
+        for (int h = 0; h < heads; h++) {
+            b += keys[h].bytesAllocated() + values[h].bytesAllocated() + 2L * window * dim * 4;
+        }
+        return b;
+    }
+
+    @Override
+    public void clear() {
+        length = 0;
+    }
+
+    @Override
+    public void close() {
+        length = 0;
+    }
+
+    @Override
+    public int queryStateSize() {
+        return kc.queryStateSize() + dim;
+    }
+
+    @Override
+    public void prepareQuery(int head, float[] q, int qo, float[] state) {
+        kc.prepareQuery(q, qo, state, 0);
+        System.arraycopy(q, qo, state, kc.queryStateSize(), dim);
+    }
+
+    @Override
+    public void scores(int head, float[] state, int from, int to, float[] out, int oo) {
+        int c = compressed();
+        PagedRecords pr = keys[head];
+        int end = Math.min(to, c);
+        int t = from;
+        while (t < end) {
+            MemorySegment page = pr.page(t);
+            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
+            long off = pr.offset(t);
+            int rb = pr.recordBytes();
+            for (; t < pageEnd; t++, off += rb) {
+                out[oo + t - from] = kc.score(state, 0, page, off);
+            }
+        }
+        if (t < to) {
+            VectorOps ops = Simd.ops();
+            int qoff = kc.queryStateSize();
+            for (; t < to; t++) {
+                out[oo + t - from] = ops.dot(state, qoff, winK[head], (t % window) * dim, dim);
+            }
+        }
+    }
+
+    @Override
+    public int accumulatorSize() {
+        return vc.accumulatorSize() + dim;
+    }
+
+    @Override
+    public void accumulate(int head, float[] p, int po, int from, int to, float[] acc) {
+        int c = compressed();
+        PagedRecords pr = values[head];
+        int end = Math.min(to, c);
+        int t = from;
+        while (t < end) {
+            MemorySegment page = pr.page(t);
+            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
+            long off = pr.offset(t);
+            int rb = pr.recordBytes();
+            for (; t < pageEnd; t++, off += rb) {
+                float w = p[po + t - from];
+                if (w != 0f) {
+                    vc.accumulate(w, page, off, acc, 0);
+                }
+            }
+        }
+        if (t < to) {
+            VectorOps ops = Simd.ops();
+            int a = vc.accumulatorSize();
+            for (; t < to; t++) {
+                ops.axpy(p[po + t - from], winV[head], (t % window) * dim, acc, a, dim);
+            }
+        }
+    }
+
+    @Override
+    public void finish(int head, float[] acc, float[] out, int oo) {
+        vc.finish(acc, 0, out, oo);
+        int a = vc.accumulatorSize();
+        for (int j = 0; j < dim; j++) {
+            out[oo + j] += acc[a + j];
+        }
+    }
+}

@@ -1,0 +1,221 @@
+package io.kvquant.cache;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+
+class KvCacheTest {
+
+    private static final long SEED = 314L;
+
+    static float[] gaussian(Random r, int n, float scale) {
+        float[] x = new float[n];
+        for (int i = 0; i < n; i++) {
+            x[i] = (float) r.nextGaussian() * scale;
+        }
+        return x;
+    }
+
+    /** Appends tokens one chunk at a time and returns all of them in [heads][total][d] layout. */
+    static float[][] fill(KvCache c, int layer, Random r, int[] chunks) {
+        int heads = c.kvHeads();
+        int d = c.headDim();
+        int total = 0;
+        for (int n : chunks) {
+            total += n;
+        }
+        float[] allK = new float[heads * total * d];
+        float[] allV = new float[heads * total * d];
+        int done = 0;
+        for (int n : chunks) {
+            float[] k = gaussian(r, heads * n * d, 1.5f);
+            float[] v = gaussian(r, heads * n * d, 1f);
+            c.append(layer, k, v, n);
+            for (int h = 0; h < heads; h++) {
+                System.arraycopy(k, h * n * d, allK, (h * total + done) * d, n * d);
+                System.arraycopy(v, h * n * d, allV, (h * total + done) * d, n * d);
+            }
+            done += n;
+        }
+        return new float[][]{allK, allV};
+    }
+
+    static double relErr(float[] a, float[] b) {
+        double e = 0;
+        double n = 0;
+        for (int i = 0; i < a.length; i++) {
+            e += (a[i] - b[i]) * (double) (a[i] - b[i]);
+            n += (double) a[i] * a[i];
+        }
+        return e / n;
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"full", "fp16", "turbo4", "turbo3.5", "turbo2.5", "k4v3,qjl=k", "kivi4", "kivi2", "turbo3,window=5"})
+    void everyCacheRoundTripsWithinItsDistortion(String spec) {
+        int d = 64;
+        try (LayeredKvCache c = KvCaches.create(spec, 2, 2, d)) {
+            Random r = new Random(SEED);
+            // chunks cross page boundaries (page = 256 by default; use odd sizes)
+            float[][] kv = fill(c, 1, r, new int[]{7, 1, 1, 64, 3});
+            int len = c.length(1);
+            assertEquals(76, len);
+            assertEquals(0, c.length(0));
+            float[] k = new float[2 * len * d];
+            float[] v = new float[2 * len * d];
+            c.read(1, 0, len, k, v);
+            double ek = relErr(kv[0], k);
+            double ev = relErr(kv[1], v);
+            double bound = switch (spec.split(",")[0]) {
+                case "full" -> 0;
+                case "fp16" -> 1e-6;
+                case "turbo4" -> 0.0093 * 1.3;
+                case "turbo3.5" -> (0.0093 + 0.034) / 2 * 1.3;
+                case "turbo2.5" -> (0.034 + 0.116) / 2 * 1.3;
+                case "k4v3" -> 0.116 * 1.3;      // 3-bit mse + QJL keys reconstruct like 3-bit-ish; values 3-bit
+                case "turbo3" -> 0.034 * 1.3;
+                case "kivi4" -> 0.01;
+                case "kivi2" -> 0.2;
+                default -> throw new IllegalStateException(spec);
+            };
+            if (spec.startsWith("k4v3")) {
+                // QJL keys: the unbiased reconstruction has larger MSE; values are 3-bit mse
+                assertTrue(ev < 0.034 * 1.3, spec + " values " + ev);
+            } else {
+                assertTrue(ek <= bound && ev <= bound, spec + " rel. MSE keys " + ek + " values " + ev + " bound " + bound);
+            }
+            if (spec.equals("full")) {
+                assertArrayEquals(kv[0], k);
+                assertArrayEquals(kv[1], v);
+            }
+            if (spec.contains("window=5")) {
+                // the last 5 tokens are exact
+                for (int h = 0; h < 2; h++) {
+                    for (int t = len - 5; t < len; t++) {
+                        for (int j = 0; j < d; j++) {
+                            int i = (h * len + t) * d + j;
+                            assertEquals(kv[0][i], k[i], 0f);
+                            assertEquals(kv[1][i], v[i], 0f);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void pagingBoundariesKeepTokensInOrder() {
+        int d = 16;
+        for (String spec : new String[]{"full,page=4", "turbo8,page=4", "kivi4,page=4,group=4,window=0"}) {
+            try (LayeredKvCache c = KvCaches.create(spec, 1, 3, d)) {
+                Random r = new Random(SEED);
+                float[][] kv = fill(c, 0, r, new int[]{3, 1, 1, 4, 5});
+                int len = c.length(0);
+                // read a range that starts at the last slot of one page and ends in the next pages
+                float[] k = new float[3 * 6 * d];
+                float[] v = new float[3 * 6 * d];
+                c.read(0, 3, 9, k, v);
+                for (int h = 0; h < 3; h++) {
+                    for (int t = 3; t < 9; t++) {
+                        for (int j = 0; j < d; j++) {
+                            float want = kv[0][(h * len + t) * d + j];
+                            float got = k[(h * 6 + t - 3) * d + j];
+                            assertEquals(want, got, spec.startsWith("full") ? 0f : 0.08f * 4, spec + " h" + h + " t" + t + " j" + j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void badInputLeavesTheCacheUnchanged() {
+        int d = 32;
+        for (String spec : new String[]{"full", "fp16", "turbo3.5,window=4", "kivi2"}) {
+            try (LayeredKvCache c = KvCaches.create(spec, 2, 2, d)) {
+                Random r = new Random(SEED);
+                fill(c, 0, r, new int[]{10});
+                long bytes = c.bytesUsed();
+                float[] k0 = new float[2 * 10 * d];
+                float[] v0 = new float[2 * 10 * d];
+                c.read(0, 0, 10, k0, v0);
+                float[] bad = gaussian(r, 2 * 3 * d, 1f);
+                bad[2 * d + 5] = Float.NaN;
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> c.append(0, bad, gaussian(r, 2 * 3 * d, 1f), 3));
+                assertTrue(e.getMessage().contains("NaN"), e.getMessage());
+                e = assertThrows(IllegalArgumentException.class, () -> c.append(0, new float[5], new float[5], 1));
+                assertTrue(e.getMessage().contains("expected"), e.getMessage());
+                assertThrows(IllegalArgumentException.class, () -> c.append(2, new float[2 * d], new float[2 * d], 1));
+                e = assertThrows(IllegalArgumentException.class, () -> c.read(0, 5, 11, new float[2 * 6 * d], new float[2 * 6 * d]));
+                assertTrue(e.getMessage().contains("10 stored"), e.getMessage());
+                if (!spec.equals("full")) {
+                    float[] huge = gaussian(r, 2 * d, 1f);
+                    huge[0] = 3e5f;
+                    huge[1] = -3e5f;
+                    assertThrows(IllegalArgumentException.class, () -> c.append(0, huge, gaussian(r, 2 * d, 1f), 1), spec);
+                }
+                assertEquals(10, c.length(0), spec);
+                assertEquals(bytes, c.bytesUsed(), spec);
+                float[] k1 = new float[2 * 10 * d];
+                float[] v1 = new float[2 * 10 * d];
+                c.read(0, 0, 10, k1, v1);
+                assertArrayEquals(k0, k1, spec);
+                assertArrayEquals(v0, v1, spec);
+            }
+        }
+    }
+
+    @Test
+    void byteAccountingIsExact() {
+        int d = 128;
+        int heads = 8;
+        try (LayeredKvCache fp16 = KvCaches.create("fp16", 1, heads, d);
+             LayeredKvCache t35 = KvCaches.create("turbo3.5", 1, heads, d);
+             LayeredKvCache t25 = KvCaches.create("turbo2.5", 1, heads, d);
+             LayeredKvCache full = KvCaches.create("full", 1, heads, d)) {
+            Random r = new Random(SEED);
+            for (LayeredKvCache c : new LayeredKvCache[]{fp16, t35, t25, full}) {
+                fill(c, 0, r, new int[]{100});
+            }
+            assertEquals(100L * heads * d * 2 * 2, fp16.bytesUsed());
+            assertEquals(fp16.bytesUsed(), t35.fp16EquivalentBytes());
+            assertEquals(2 * fp16.bytesUsed(), full.bytesUsed());
+            // 3.5 bits: 2 bytes norm + 56 bytes codes, K and V
+            assertEquals(100L * heads * 2 * (2 + 56), t35.bytesUsed());
+            assertEquals(100L * heads * 2 * (2 + 40), t25.bytesUsed());
+            double r35 = (double) fp16.bytesUsed() / t35.bytesUsed();
+            double r25 = (double) fp16.bytesUsed() / t25.bytesUsed();
+            assertTrue(r35 >= 4.4 && r25 >= 6.0, "ratios " + r35 + " " + r25);
+            assertTrue(t35.bytesAllocated() >= t35.bytesUsed());
+        }
+    }
+
+    @Test
+    void boundaryLayersAndClearAndClose() {
+        int d = 32;
+        LayeredKvCache c = KvCaches.create("turbo2,boundary=1", 3, 1, d);
+        Random r = new Random(SEED);
+        float[][] l0 = fill(c, 0, r, new int[]{5});
+        fill(c, 1, r, new int[]{5});
+        float[][] l2 = fill(c, 2, r, new int[]{5});
+        float[] k = new float[5 * d];
+        float[] v = new float[5 * d];
+        c.read(0, 0, 5, k, v);
+        assertArrayEquals(l0[0], k, "first layer exact");
+        c.read(2, 0, 5, k, v);
+        assertArrayEquals(l2[1], v, "last layer exact");
+        c.read(1, 0, 5, k, v);
+        assertTrue(relErr(l0[0], k) > 0, "middle layer quantized");
+        c.clear();
+        assertEquals(0, c.length(1));
+        c.close();
+        assertThrows(IllegalStateException.class, () -> c.length(0));
+    }
+}
