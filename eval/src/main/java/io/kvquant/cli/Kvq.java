@@ -44,6 +44,7 @@ public final class Kvq implements Runnable {
             description = "Benchmarks: codec throughput, decode attention.",
             subcommands = {
                     io.kvquant.eval.bench.CodecBenchCommand.class,
+                    io.kvquant.eval.bench.AttentionBenchCommand.class,
             })
     static final class Bench implements Runnable {
         @CommandLine.Spec

@@ -62,8 +62,9 @@ public final class DecodeAttention implements AutoCloseable {
         LayerStore store = storeOf(cache, layer);
         int len = store.length();
         check(store, q, qHeads, 1, out, len);
-        run(qHeads, h -> attendOne(store, h / (qHeads / store.kvHeads()), q, h * store.headDim(), len, scale, out,
-                h * store.headDim()));
+        int group = qHeads / store.kvHeads();
+        int d = store.headDim();
+        run(store.kvHeads(), g -> attendGroup(store, g, q, g * group * d, d, group, len, scale, out));
     }
 
     /**
@@ -79,11 +80,11 @@ public final class DecodeAttention implements AutoCloseable {
         check(store, q, qHeads, n, out, len);
         int d = store.headDim();
         int group = qHeads / store.kvHeads();
-        run(qHeads * n, task -> {
-            int h = task / n;
+        // query head h, position i lives at (h·n + i)·d: a group's queries for one position are n·d apart
+        run(store.kvHeads() * n, task -> {
+            int g = task / n;
             int i = task % n;
-            int off = (h * n + i) * d;
-            attendOne(store, h / group, q, off, len - n + i + 1, scale, out, off);
+            attendGroup(store, g, q, (g * group * n + i) * d, n * d, group, len - n + i + 1, scale, out);
         });
     }
 
@@ -133,31 +134,44 @@ public final class DecodeAttention implements AutoCloseable {
         }
     }
 
-    /** Softmax(q·K[0..len)ᵀ·scale)·V[0..len) for one query head into out[oo..oo+d). */
-    private void attendOne(LayerStore store, int kvHead, float[] q, int qo, int len, float scale, float[] out, int oo) {
+    /**
+     * Softmax(q·K[0..len)ᵀ·scale)·V[0..len) for the {@code nq} query heads of KV head {@code kvHead}:
+     * query i at q[qo + i·qStride], its output at the same offset of {@code out}.
+     */
+    private void attendGroup(LayerStore store, int kvHead, float[] q, int qo, int qStride, int nq, int len, float scale,
+                             float[] out) {
         Scratch s = scratch.get();
-        s.ensure(store.queryStateSize(), len, store.accumulatorSize());
+        int ss = store.queryStateSize();
+        int as = store.accumulatorSize();
+        s.ensure(ss * nq, len * nq, as * nq);
         float[] sc = s.scores;
-        store.prepareQuery(kvHead, q, qo, s.state);
-        store.scores(kvHead, s.state, 0, len, sc, 0);
-        float max = Float.NEGATIVE_INFINITY;
-        for (int t = 0; t < len; t++) {
-            sc[t] *= scale;
-            max = Math.max(max, sc[t]);
+        for (int i = 0; i < nq; i++) {
+            store.prepareQuery(q, qo + i * qStride, s.state, i * ss);
         }
-        double sum = 0;
-        for (int t = 0; t < len; t++) {
-            float e = (float) Math.exp(sc[t] - max);
-            sc[t] = e;
-            sum += e;
+        store.scores(kvHead, s.state, nq, 0, len, sc, len);
+        for (int i = 0; i < nq; i++) {
+            int b = i * len;
+            float max = Float.NEGATIVE_INFINITY;
+            for (int t = 0; t < len; t++) {
+                sc[b + t] *= scale;
+                max = Math.max(max, sc[b + t]);
+            }
+            double sum = 0;
+            for (int t = 0; t < len; t++) {
+                float e = (float) Math.exp(sc[b + t] - max);
+                sc[b + t] = e;
+                sum += e;
+            }
+            float inv = (float) (1.0 / sum);
+            for (int t = 0; t < len; t++) {
+                sc[b + t] *= inv;
+            }
         }
-        float inv = (float) (1.0 / sum);
-        for (int t = 0; t < len; t++) {
-            sc[t] *= inv;
+        java.util.Arrays.fill(s.acc, 0, as * nq, 0f);
+        store.accumulate(kvHead, sc, len, nq, 0, len, s.acc);
+        for (int i = 0; i < nq; i++) {
+            store.finish(s.acc, i * as, out, qo + i * qStride);
         }
-        java.util.Arrays.fill(s.acc, 0, store.accumulatorSize(), 0f);
-        store.accumulate(kvHead, sc, 0, 0, len, s.acc);
-        store.finish(kvHead, s.acc, out, oo);
     }
 
     /** Exact reference: dense softmax attention on float arrays ([len][d] keys and values of one head). */

@@ -139,18 +139,20 @@ final class DenseStore implements LayerStore {
     }
 
     @Override
-    public void prepareQuery(int head, float[] q, int qo, float[] state) {
-        System.arraycopy(q, qo, state, 0, dim);
+    public void prepareQuery(float[] q, int qo, float[] state, int so) {
+        System.arraycopy(q, qo, state, so, dim);
     }
 
     @Override
-    public void scores(int head, float[] state, int from, int to, float[] out, int oo) {
+    public void scores(int head, float[] states, int nq, int from, int to, float[] out, int stride) {
         VectorOps ops = Simd.ops();
         float[] r = row.get();
         PagedRecords pr = keys[head];
         for (int t = from; t < to; t++) {
             load(pr, t, r, 0);
-            out[oo + t - from] = ops.dot(state, 0, r, 0, dim);
+            for (int i = 0; i < nq; i++) {
+                out[i * stride + t - from] = ops.dot(states, i * dim, r, 0, dim);
+            }
         }
     }
 
@@ -160,21 +162,23 @@ final class DenseStore implements LayerStore {
     }
 
     @Override
-    public void accumulate(int head, float[] p, int po, int from, int to, float[] acc) {
+    public void accumulate(int head, float[] p, int stride, int nq, int from, int to, float[] acc) {
         VectorOps ops = Simd.ops();
         float[] r = row.get();
         PagedRecords pr = values[head];
         for (int t = from; t < to; t++) {
-            float w = p[po + t - from];
-            if (w != 0f) {
-                load(pr, t, r, 0);
-                ops.axpy(w, r, 0, acc, 0, dim);
+            load(pr, t, r, 0);
+            for (int i = 0; i < nq; i++) {
+                float w = p[i * stride + t - from];
+                if (w != 0f) {
+                    ops.axpy(w, r, 0, acc, i * dim, dim);
+                }
             }
         }
     }
 
     @Override
-    public void finish(int head, float[] acc, float[] out, int oo) {
-        System.arraycopy(acc, 0, out, oo, dim);
+    public void finish(float[] acc, int ao, float[] out, int oo) {
+        System.arraycopy(acc, ao, out, oo, dim);
     }
 }

@@ -255,22 +255,24 @@ final class KiviStore implements LayerStore {
         length = 0;
     }
 
-    // state: [q (dim)] [q·scale per channel (dim)] ; scores computed group by group
+    // state of one query: [q (dim)] [q·scale per channel, scratch (dim)]
     @Override
     public int queryStateSize() {
         return 2 * dim;
     }
 
     @Override
-    public void prepareQuery(int head, float[] q, int qo, float[] state) {
-        System.arraycopy(q, qo, state, 0, dim);
+    public void prepareQuery(float[] q, int qo, float[] state, int so) {
+        System.arraycopy(q, qo, state, so, dim);
     }
 
     @Override
-    public void scores(int head, float[] state, int from, int to, float[] out, int oo) {
+    public void scores(int head, float[] states, int nq, int from, int to, float[] out, int stride) {
         int q = quantizedFor(length);
+        int ss = queryStateSize();
         byte[] cd = codes.get();
         byte[] scratch = new byte[kCodeBytes];
+        float[] base = new float[nq];
         int t = from;
         int end = Math.min(to, q);
         while (t < end) {
@@ -278,26 +280,33 @@ final class KiviStore implements LayerStore {
             MemorySegment page = keyGroups[head].page(g);
             long off = keyGroups[head].offset(g);
             long mOff = off + (long) group * kCodeBytes;
-            float base = 0f;
+            java.util.Arrays.fill(base, 0f);
             for (int c = 0; c < dim; c++) {
                 float mn = Float.float16ToFloat(page.get(F16, mOff + c * 2L));
                 float sc = Float.float16ToFloat(page.get(F16, mOff + dim * 2L + c * 2L));
-                base += state[c] * mn;
-                state[dim + c] = state[c] * sc;
+                for (int i = 0; i < nq; i++) {
+                    base[i] += states[i * ss + c] * mn;
+                    states[i * ss + dim + c] = states[i * ss + c] * sc;
+                }
             }
             int gEnd = Math.min(end, (g + 1) * group);
             for (; t < gEnd; t++) {
                 BitPacking.unpack(page, off + (long) (t % group) * kCodeBytes, dim, bits, cd, scratch);
-                float s = base;
-                for (int c = 0; c < dim; c++) {
-                    s += state[dim + c] * (cd[c] & 0xFF);
+                for (int i = 0; i < nq; i++) {
+                    float s = base[i];
+                    int o = i * ss + dim;
+                    for (int c = 0; c < dim; c++) {
+                        s += states[o + c] * (cd[c] & 0xFF);
+                    }
+                    out[i * stride + t - from] = s;
                 }
-                out[oo + t - from] = s;
             }
         }
         VectorOps ops = Simd.ops();
         for (; t < to; t++) {
-            out[oo + t - from] = ops.dot(state, 0, resK[head], (t % resCap) * dim, dim);
+            for (int i = 0; i < nq; i++) {
+                out[i * stride + t - from] = ops.dot(states, i * ss, resK[head], (t % resCap) * dim, dim);
+            }
         }
     }
 
@@ -307,26 +316,32 @@ final class KiviStore implements LayerStore {
     }
 
     @Override
-    public void accumulate(int head, float[] p, int po, int from, int to, float[] acc) {
+    public void accumulate(int head, float[] p, int stride, int nq, int from, int to, float[] acc) {
         int q = quantizedFor(length);
         float[] row = new float[dim];
         VectorOps ops = Simd.ops();
         for (int t = from; t < to; t++) {
-            float w = p[po + t - from];
-            if (w == 0f) {
-                continue;
-            }
+            float[] src;
+            int so;
             if (t < q) {
                 readValue(head, t, row, 0);
-                ops.axpy(w, row, 0, acc, 0, dim);
+                src = row;
+                so = 0;
             } else {
-                ops.axpy(w, resV[head], (t % resCap) * dim, acc, 0, dim);
+                src = resV[head];
+                so = (t % resCap) * dim;
+            }
+            for (int i = 0; i < nq; i++) {
+                float w = p[i * stride + t - from];
+                if (w != 0f) {
+                    ops.axpy(w, src, so, acc, i * dim, dim);
+                }
             }
         }
     }
 
     @Override
-    public void finish(int head, float[] acc, float[] out, int oo) {
-        System.arraycopy(acc, 0, out, oo, dim);
+    public void finish(float[] acc, int ao, float[] out, int oo) {
+        System.arraycopy(acc, ao, out, oo, dim);
     }
 }

@@ -29,24 +29,28 @@ public interface LayerStore extends AutoCloseable {
     @Override
     void close();
 
-    /** Size of the per-query state array for {@link #prepareQuery}. */
+    /** Size of one query's state for {@link #prepareQuery}. */
     int queryStateSize();
 
-    /** Prepares query q[qo..qo+headDim) for scoring against KV head {@code head}. */
-    void prepareQuery(int head, float[] q, int qo, float[] state);
+    /** Prepares query q[qo..qo+headDim) into state[so..so+queryStateSize()). */
+    void prepareQuery(float[] q, int qo, float[] state, int so);
 
-    /** out[oo + t - from] = ⟨q, k_t⟩ for t in [from, to), KV head {@code head}. */
-    void scores(int head, float[] state, int from, int to, float[] out, int oo);
+    /**
+     * Scores of {@code nq} prepared queries (states back to back, queryStateSize() apart) against
+     * KV head {@code head}: out[i·stride + t − from] = ⟨q_i, k_t⟩ for t in [from, to). Reading
+     * each key once for all queries of a grouped-query group is the point.
+     */
+    void scores(int head, float[] states, int nq, int from, int to, float[] out, int stride);
 
-    /** Size of the value accumulator. */
+    /** Size of one query's value accumulator. */
     int accumulatorSize();
 
     /**
-     * acc += Σ_t p[po + t - from] · v_t for t in [from, to), KV head {@code head}, in the store's
-     * internal domain (the accumulator must start zeroed).
+     * For each query i < nq: acc[i·accumulatorSize() ..] += Σ_t p[i·stride + t − from] · v_t for t
+     * in [from, to), KV head {@code head}, in the store's internal domain (start zeroed).
      */
-    void accumulate(int head, float[] p, int po, int from, int to, float[] acc);
+    void accumulate(int head, float[] p, int stride, int nq, int from, int to, float[] acc);
 
-    /** Converts the accumulator to the output vector out[oo..oo+headDim). */
-    void finish(int head, float[] acc, float[] out, int oo);
+    /** Converts one accumulator acc[ao..) to the output vector out[oo..oo+headDim). */
+    void finish(float[] acc, int ao, float[] out, int oo);
 }

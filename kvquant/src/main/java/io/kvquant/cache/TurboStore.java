@@ -151,77 +151,117 @@ final class TurboStore implements LayerStore {
         length = 0;
     }
 
+    private static final int BLOCK = 64;
+
+    private final ThreadLocal<float[]> feat = ThreadLocal.withInitial(() -> new float[0]);
+    private final ThreadLocal<byte[]> blockBuf = ThreadLocal.withInitial(() -> new byte[0]);
+
+    private float[] featScratch(int n) {
+        float[] f = feat.get();
+        if (f.length < n) {
+            f = new float[n];
+            feat.set(f);
+        }
+        return f;
+    }
+
+    private byte[] blockScratch(int n) {
+        byte[] b = blockBuf.get();
+        if (b.length < n) {
+            b = new byte[n];
+            blockBuf.set(b);
+        }
+        return b;
+    }
+
+    // state of one query: [g(q) for the key codec (featureSize)] [raw q (dim)] for window tokens
     @Override
     public int queryStateSize() {
-        return kc.queryStateSize() + dim;
+        return kc.featureSize() + dim;
     }
 
     @Override
-    public void prepareQuery(int head, float[] q, int qo, float[] state) {
-        kc.prepareQuery(q, qo, state, 0);
-        System.arraycopy(q, qo, state, kc.queryStateSize(), dim);
+    public void prepareQuery(float[] q, int qo, float[] state, int so) {
+        kc.queryFeatures(q, qo, state, so);
+        System.arraycopy(q, qo, state, so + kc.featureSize(), dim);
     }
 
     @Override
-    public void scores(int head, float[] state, int from, int to, float[] out, int oo) {
+    public void scores(int head, float[] states, int nq, int from, int to, float[] out, int stride) {
+        VectorOps ops = Simd.ops();
         int c = compressed();
+        int fs = kc.featureSize();
+        int ss = queryStateSize();
+        float[] f = featScratch(fs);
         PagedRecords pr = keys[head];
+        int rb = pr.recordBytes();
+        byte[] buf = blockScratch(BLOCK * rb + 8);
         int end = Math.min(to, c);
         int t = from;
         while (t < end) {
-            MemorySegment page = pr.page(t);
+            // copy a block of records (within one page) to the heap, then decode each on the fly
             int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
-            long off = pr.offset(t);
-            int rb = pr.recordBytes();
-            for (; t < pageEnd; t++, off += rb) {
-                out[oo + t - from] = kc.score(state, 0, page, off);
-            }
-        }
-        if (t < to) {
-            VectorOps ops = Simd.ops();
-            int qoff = kc.queryStateSize();
-            for (; t < to; t++) {
-                out[oo + t - from] = ops.dot(state, qoff, winK[head], (t % window) * dim, dim);
-            }
-        }
-    }
-
-    @Override
-    public int accumulatorSize() {
-        return vc.accumulatorSize() + dim;
-    }
-
-    @Override
-    public void accumulate(int head, float[] p, int po, int from, int to, float[] acc) {
-        int c = compressed();
-        PagedRecords pr = values[head];
-        int end = Math.min(to, c);
-        int t = from;
-        while (t < end) {
-            MemorySegment page = pr.page(t);
-            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
-            long off = pr.offset(t);
-            int rb = pr.recordBytes();
-            for (; t < pageEnd; t++, off += rb) {
-                float w = p[po + t - from];
-                if (w != 0f) {
-                    vc.accumulate(w, page, off, acc, 0);
+            int n = Math.min(BLOCK, pageEnd - t);
+            MemorySegment.copy(pr.page(t), java.lang.foreign.ValueLayout.JAVA_BYTE, pr.offset(t), buf, 0, n * rb);
+            for (int k = 0; k < n; k++, t++) {
+                kc.features(buf, k * rb, f, 0);
+                for (int i = 0; i < nq; i++) {
+                    out[i * stride + t - from] = ops.dot(states, i * ss, f, 0, fs);
                 }
             }
         }
-        if (t < to) {
-            VectorOps ops = Simd.ops();
-            int a = vc.accumulatorSize();
-            for (; t < to; t++) {
-                ops.axpy(p[po + t - from], winV[head], (t % window) * dim, acc, a, dim);
+        for (; t < to; t++) {
+            int w = (t % window) * dim;
+            for (int i = 0; i < nq; i++) {
+                out[i * stride + t - from] = ops.dot(states, i * ss + fs, winK[head], w, dim);
+            }
+        }
+    }
+
+    // accumulator of one query: [Σ w·f(v) (value featureSize)] [Σ w·v for window tokens (dim)]
+    @Override
+    public int accumulatorSize() {
+        return vc.featureSize() + dim;
+    }
+
+    @Override
+    public void accumulate(int head, float[] p, int stride, int nq, int from, int to, float[] acc) {
+        VectorOps ops = Simd.ops();
+        int c = compressed();
+        int fs = vc.featureSize();
+        int as = accumulatorSize();
+        float[] f = featScratch(fs);
+        PagedRecords pr = values[head];
+        int rb = pr.recordBytes();
+        byte[] buf = blockScratch(BLOCK * rb + 8);
+        int end = Math.min(to, c);
+        int t = from;
+        while (t < end) {
+            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
+            int n = Math.min(BLOCK, pageEnd - t);
+            MemorySegment.copy(pr.page(t), java.lang.foreign.ValueLayout.JAVA_BYTE, pr.offset(t), buf, 0, n * rb);
+            for (int k = 0; k < n; k++, t++) {
+                vc.features(buf, k * rb, f, 0);
+                for (int i = 0; i < nq; i++) {
+                    float w = p[i * stride + t - from];
+                    if (w != 0f) {
+                        ops.axpy(w, f, 0, acc, i * as, fs);
+                    }
+                }
+            }
+        }
+        for (; t < to; t++) {
+            int w = (t % window) * dim;
+            for (int i = 0; i < nq; i++) {
+                ops.axpy(p[i * stride + t - from], winV[head], w, acc, i * as + fs, dim);
             }
         }
     }
 
     @Override
-    public void finish(int head, float[] acc, float[] out, int oo) {
-        vc.finish(acc, 0, out, oo);
-        int a = vc.accumulatorSize();
+    public void finish(float[] acc, int ao, float[] out, int oo) {
+        vc.finishFeatures(acc, ao, out, oo);
+        int a = ao + vc.featureSize();
         for (int j = 0; j < dim; j++) {
             out[oo + j] += acc[a + j];
         }

@@ -176,6 +176,38 @@ public final class MixedPrecision implements VectorCodec {
     }
 
     @Override
+    public int featureSize() {
+        return hi.featureSize() + lo.featureSize();
+    }
+
+    @Override
+    public void queryFeatures(float[] q, int qo, float[] out, int oo) {
+        float[][] t = scratch.get();
+        split(q, qo, t[0], t[1]);
+        hi.queryFeatures(t[0], 0, out, oo);
+        lo.queryFeatures(t[1], 0, out, oo + hi.featureSize());
+    }
+
+    @Override
+    public void features(byte[] buf, int off, float[] out, int oo) {
+        hi.features(buf, off, out, oo);
+        lo.features(buf, off + hi.recordBytes(), out, oo + hi.featureSize());
+    }
+
+    @Override
+    public void finishFeatures(float[] acc, int ao, float[] out, int oo) {
+        float[][] t = scratch.get();
+        hi.finishFeatures(acc, ao, t[0], 0);
+        lo.finishFeatures(acc, ao + hi.featureSize(), t[1], 0);
+        for (int i = 0; i < outliers.length; i++) {
+            out[oo + outliers[i]] = t[0][i];
+        }
+        for (int i = 0; i < rest.length; i++) {
+            out[oo + rest[i]] = t[1][i];
+        }
+    }
+
+    @Override
     public String describe() {
         return "split(" + outliers.length + " outlier channels: " + hi.describe() + " | " + rest.length + ": " + lo.describe() + ")";
     }

@@ -1,6 +1,7 @@
 package io.kvquant.codec;
 
 import io.kvquant.simd.Simd;
+import io.kvquant.simd.VectorOps;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
@@ -29,6 +30,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segByteOff;   // offset of each segment's codes within the record
     private final Codebook[] books;
     private final float[][] centroids;
+    private final float[][] paddedCentroids; // at least 16 entries, for the vector decode path
     private final int recordBytes;
     // look-up table geometry for fused scoring: per segment, groups of g codes (g·b ≤ 8 bits)
     private final int[] segGroup;
@@ -74,6 +76,7 @@ public final class TurboQuantMse implements VectorCodec {
         segByteOff = new int[n];
         books = new Codebook[n];
         centroids = new float[n][];
+        paddedCentroids = new float[n][];
         segGroup = new int[n];
         segLutOff = new int[n];
         int start = 0;
@@ -85,6 +88,7 @@ public final class TurboQuantMse implements VectorCodec {
             }
             books[s] = Codebook.forDimension(Math.max(dim, 2), segBits[s]);
             centroids[s] = books[s].centroids();
+            paddedCentroids[s] = Arrays.copyOf(centroids[s], Math.max(16, centroids[s].length));
             segStart[s] = start;
             segByteOff[s] = bytes;
             start += segLen[s];
@@ -307,6 +311,31 @@ public final class TurboQuantMse implements VectorCodec {
 
     @Override
     public void finish(float[] acc, int ao, float[] out, int oo) {
+        rotation.unrotate(acc, ao, out, oo);
+    }
+
+
+    @Override
+    public int featureSize() {
+        return dim;
+    }
+
+    @Override
+    public void queryFeatures(float[] q, int qo, float[] out, int oo) {
+        rotation.rotate(q, qo, out, oo);
+    }
+
+    @Override
+    public void features(byte[] buf, int off, float[] out, int oo) {
+        float norm = Float.float16ToFloat((short) ((buf[off] & 0xFF) | (buf[off + 1] << 8)));
+        VectorOps ops = Simd.ops();
+        for (int s = 0; s < segLen.length; s++) {
+            ops.decodeCodes(buf, off + segByteOff[s], segBits[s], paddedCentroids[s], segLen[s], norm, out, oo + segStart[s]);
+        }
+    }
+
+    @Override
+    public void finishFeatures(float[] acc, int ao, float[] out, int oo) {
         rotation.unrotate(acc, ao, out, oo);
     }
 

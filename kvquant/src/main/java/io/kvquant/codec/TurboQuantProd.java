@@ -40,6 +40,7 @@ public final class TurboQuantProd implements VectorCodec {
     // accumulator: [mse part (d)] [Σ w·γ·sign (d)]
     private final ThreadLocal<float[][]> scratch;
     private final ThreadLocal<byte[][]> byteScratch;
+    private static final float[] SIGN_TABLE = {-1f, 1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 
     public TurboQuantProd(int dim, int bits, Rotation rotation, QjlKind kind, long seed) {
         this(dim, bits, null, rotation, kind, seed, false);
@@ -301,6 +302,37 @@ public final class TurboQuantProd implements VectorCodec {
         System.arraycopy(acc, ao + dim, sv, 0, dim);
         addQjl(scale, sv, y);
         rotation.unrotate(y, 0, out, oo);
+    }
+
+    @Override
+    public int featureSize() {
+        return 2 * dim;
+    }
+
+    @Override
+    public void queryFeatures(float[] q, int qo, float[] out, int oo) {
+        rotation.rotate(q, qo, out, oo);
+        VectorOps ops = Simd.ops();
+        for (int i = 0; i < dim; i++) {
+            out[oo + dim + i] = scale * ops.dot(s, i * dim, out, oo, dim);
+        }
+    }
+
+    @Override
+    public void features(byte[] buf, int off, float[] out, int oo) {
+        if (mse != null) {
+            mse.features(buf, off, out, oo);
+        } else {
+            java.util.Arrays.fill(out, oo, oo + dim, 0f);
+        }
+        float g = Float.float16ToFloat((short) ((buf[off + gammaOff] & 0xFF) | (buf[off + gammaOff + 1] << 8)));
+        // sign bits are 1-bit codes into the table {−1, +1}
+        Simd.ops().decodeCodes(buf, off + signOff, 1, SIGN_TABLE, dim, g, out, oo + dim);
+    }
+
+    @Override
+    public void finishFeatures(float[] acc, int ao, float[] out, int oo) {
+        finish(acc, ao, out, oo);
     }
 
     @Override

@@ -56,6 +56,28 @@ public interface VectorCodec {
     /** Converts the accumulator acc[ao..) to the output vector out[oo..oo+dim) (overwrites it). */
     void finish(float[] acc, int ao, float[] out, int oo);
 
+    // ---- The feature form used by the cache's decode attention --------------------------------
+    // Every codec's estimate is linear in a per-record feature vector f(x) in its internal
+    // (rotated) domain: ⟨q, x̂⟩ = ⟨g(q), f(x)⟩ and Σ w·x̂ = finishFeatures(Σ w·f(x)). Attention
+    // computes g(q) once per query, f(x) per record on the fly from the codes (never stored),
+    // and uses SIMD dot products and axpys; with grouped-query attention one f(x) serves every
+    // query head of the group.
+
+    /** Length of f(x) and g(q). */
+    int featureSize();
+
+    /** g(q) for query q[qo..qo+dim) into out[oo..oo+featureSize). */
+    void queryFeatures(float[] q, int qo, float[] out, int oo);
+
+    /**
+     * f(x) of the record at buf[off..off+recordBytes) into out[oo..oo+featureSize). The buffer
+     * must have at least 8 readable bytes past the end of the record (word-wide code reads).
+     */
+    void features(byte[] buf, int off, float[] out, int oo);
+
+    /** Turns Σ w·f(x) (acc[ao..ao+featureSize)) into Σ w·x̂ in out[oo..oo+dim). */
+    void finishFeatures(float[] acc, int ao, float[] out, int oo);
+
     /** Short description, e.g. {@code mse(b=3,d=128,hadamard)}. */
     String describe();
 

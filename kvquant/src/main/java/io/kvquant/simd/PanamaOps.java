@@ -1,6 +1,10 @@
 package io.kvquant.simd;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 
@@ -115,6 +119,62 @@ final class PanamaOps implements VectorOps {
                     a.sub(b).intoArray(x, o + j + h);
                 }
             }
+        }
+    }
+
+    private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
+    private static final VectorSpecies<Float> F8 = FloatVector.SPECIES_256;
+    private static final VectorSpecies<Integer> I8 = IntVector.SPECIES_256;
+    private static final IntVector[] SHIFTS = new IntVector[5];
+
+    static {
+        for (int b = 1; b <= 4; b++) {
+            int[] sh = new int[8];
+            for (int i = 0; i < 8; i++) {
+                sh[i] = i * b;
+            }
+            SHIFTS[b] = IntVector.fromArray(I8, sh, 0);
+        }
+    }
+
+    /**
+     * Eight codes at a time: the 8·bits bits are one little-endian int, broadcast, shifted per
+     * lane, masked, and used as indices into the centroid table held in one or two vectors.
+     */
+    @Override
+    public void decodeCodes(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] out, int oo) {
+        if (bits > 4 || table.length < 16) {
+            ScalarOps.INSTANCE.decodeCodes(buf, bo, bits, table, n, scale, out, oo);
+            return;
+        }
+        FloatVector t0 = FloatVector.fromArray(F8, table, 0).mul(scale);
+        FloatVector t1 = FloatVector.fromArray(F8, table, 8).mul(scale);
+        IntVector shifts = SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I8, (1 << bits) - 1);
+        int groups = n >>> 3;
+        int g = 0;
+        if (bits <= 3) {
+            for (; g < groups; g++) {
+                int word = (int) INT_LE.get(buf, bo + g * bits);
+                FloatVector idx = (FloatVector) IntVector.broadcast(I8, word).lanewise(VectorOperators.LSHR, shifts).and(mask)
+                        .convert(VectorOperators.I2F, 0);
+                idx.selectFrom(t0).intoArray(out, oo + (g << 3));
+            }
+        } else {
+            // 16 centroids: look up the low 3 bits in both halves and blend on the high bit
+            IntVector seven = IntVector.broadcast(I8, 7);
+            for (; g < groups; g++) {
+                int word = (int) INT_LE.get(buf, bo + g * bits);
+                IntVector v = IntVector.broadcast(I8, word).lanewise(VectorOperators.LSHR, shifts).and(mask);
+                FloatVector lo = (FloatVector) v.and(seven).convert(VectorOperators.I2F, 0);
+                var high = v.compare(VectorOperators.GT, 7).cast(F8);
+                lo.selectFrom(t0).blend(lo.selectFrom(t1), high).intoArray(out, oo + (g << 3));
+            }
+        }
+        int done = groups << 3;
+        if (done < n) {
+            // tail: codes continue at bit offset done·bits, which is byte aligned (done is a multiple of 8)
+            ScalarOps.INSTANCE.decodeCodes(buf, bo + done * bits / 8, bits, table, n - done, scale, out, oo + done);
         }
     }
 

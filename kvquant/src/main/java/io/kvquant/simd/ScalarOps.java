@@ -63,6 +63,18 @@ public final class ScalarOps implements VectorOps {
     }
 
     @Override
+    public void decodeCodes(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] out, int oo) {
+        int mask = (1 << bits) - 1;
+        long bit = 0;
+        for (int j = 0; j < n; j++, bit += bits) {
+            int idx = bo + (int) (bit >>> 3);
+            int shift = (int) (bit & 7);
+            int v = ((buf[idx] & 0xFF) | ((buf[idx + 1] & 0xFF) << 8)) >>> shift;
+            out[oo + j] = scale * table[v & mask];
+        }
+    }
+
+    @Override
     public String name() {
         return "scalar";
     }

@@ -28,6 +28,14 @@ public interface VectorOps {
      */
     void fwht(float[] x, int o, int n);
 
+    /**
+     * out[oo+j] = scale · table[code_j] for j in [0, n), where code_j is the j-th {@code bits}-bit
+     * code packed least-significant-bit first from buf[bo] (bits 1..8). The buffer must have 8
+     * readable bytes past the last code byte. Pass tables padded to at least 16 entries so the
+     * vector path can hold them in registers (it falls back to scalar code otherwise).
+     */
+    void decodeCodes(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] out, int oo);
+
     /** Name shown in logs and run metadata. */
     String name();
 }

@@ -171,9 +171,9 @@ class DecodeAttentionTest {
             c.append(0, kv[0], kv[1], len);
             LayerStore s = c.store(0);
             float[] state = new float[s.queryStateSize()];
-            s.prepareQuery(0, q, 0, state);
+            s.prepareQuery(q, 0, state, 0);
             float[] sc = new float[len];
-            s.scores(0, state, 0, len, sc, 0);
+            s.scores(0, state, 1, 0, len, sc, len);
             double sum = 0;
             double sum2 = 0;
             for (int t = 0; t < len; t++) {

@@ -75,6 +75,30 @@ class SimdParityTest {
         }
     }
 
+    @Test
+    void codeDecodingAgreesForEveryWidthAndOddCounts() {
+        Random r = new Random(SEED + 2);
+        for (int bits = 1; bits <= 8; bits++) {
+            float[] table = rand(r, Math.max(16, 1 << bits));
+            for (int n : new int[]{1, 7, 8, 9, 31, 64, 96, 127}) {
+                byte[] buf = new byte[n + 16];
+                r.nextBytes(buf);
+                float[] a = new float[n + 1];
+                float[] b = new float[n + 1];
+                scalar.decodeCodes(buf, 3, bits, table, n, 0.7f, a, 1);
+                vector.decodeCodes(buf, 3, bits, table, n, 0.7f, b, 1);
+                assertArrayClose(a, b, 0f, "decodeCodes bits=" + bits + " n=" + n);
+                // the scalar reference against plain bit arithmetic
+                for (int j = 0; j < n; j++) {
+                    long bit = (long) j * bits;
+                    int v = (int) ((((buf[3 + (int) (bit >>> 3)] & 0xFF) | ((buf[4 + (int) (bit >>> 3)] & 0xFF) << 8)) >>> (bit & 7))
+                            & ((1 << bits) - 1));
+                    assertEquals(0.7f * table[v], a[1 + j], 0f);
+                }
+            }
+        }
+    }
+
     static void assertArrayClose(float[] e, float[] a, float tol, String msg) {
         assertEquals(e.length, a.length, msg);
         for (int i = 0; i < e.length; i++) {

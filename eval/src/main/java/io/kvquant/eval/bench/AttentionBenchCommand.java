@@ -1,0 +1,198 @@
+package io.kvquant.eval.bench;
+
+import io.kvquant.attention.DecodeAttention;
+import io.kvquant.cache.KvCaches;
+import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.cache.LayeredKvCache;
+import io.kvquant.eval.Json;
+import io.kvquant.eval.RunContext;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code kvq bench attention}: decode attention time per token for one layer (one new query per
+ * head over the whole context), per cache, context and thread count, with bytes per token and
+ * ratios against dense fp16 measured in the same run.
+ */
+@Command(name = "attention", mixinStandardHelpOptions = true,
+        description = {"Decode-attention time per token for one layer, and bytes per token, per KV cache.",
+                "Ratios are against dense fp16 at the same context, threads and head dim, in this run."},
+        footer = {"", "Example: ./kvq bench attention --contexts 1024,4096,16384,65536 --threads 1,2",
+                "Quick smoke run: ./kvq bench attention --quick"})
+public final class AttentionBenchCommand implements Callable<Integer> {
+
+    @Option(names = "--caches", split = ";", description = "KV settings, ';'-separated (default: ${DEFAULT-VALUE}).",
+            defaultValue = "full;fp16;turbo3.5;turbo2.5;turbo3.5,qjl=k;turbo2.5,qjl=k;kivi2;kivi4")
+    String[] caches;
+
+    @Option(names = "--contexts", split = ",", defaultValue = "1024,4096,16384,65536", description = "Context lengths (default: ${DEFAULT-VALUE}).")
+    int[] contexts;
+
+    @Option(names = "--head-dims", split = ",", defaultValue = "128,64", description = "Head dims (default: ${DEFAULT-VALUE}).")
+    int[] headDims;
+
+    @Option(names = "--q-heads", defaultValue = "32", description = "Query heads (default: ${DEFAULT-VALUE}).")
+    int qHeads;
+
+    @Option(names = "--kv-heads", defaultValue = "8", description = "KV heads (default: ${DEFAULT-VALUE}).")
+    int kvHeads;
+
+    @Option(names = "--threads", split = ",", description = "Thread counts (default: 1 and all cores).")
+    int[] threads;
+
+    @Option(names = "--repeats", defaultValue = "7", description = "Timed decode steps; median reported (default: ${DEFAULT-VALUE}).")
+    int repeats;
+
+    @Option(names = "--quick", description = "Small smoke run: contexts 256,1024, head dim 64, 3 repeats.")
+    boolean quick;
+
+    @Option(names = "--json", description = "Print JSON to stdout instead of the table.")
+    boolean json;
+
+    @Option(names = "--out", description = "Write attention-bench.json here.")
+    Path out;
+
+    @Override
+    public Integer call() throws Exception {
+        if (quick) {
+            contexts = new int[]{256, 1024};
+            headDims = new int[]{64};
+            repeats = 3;
+        }
+        if (threads == null) {
+            int cores = Runtime.getRuntime().availableProcessors();
+            threads = cores > 1 ? new int[]{1, cores} : new int[]{1};
+        }
+        if (qHeads < 1 || kvHeads < 1 || qHeads % kvHeads != 0) {
+            throw new IllegalArgumentException("--q-heads must be a positive multiple of --kv-heads");
+        }
+        if (repeats < 1) {
+            throw new IllegalArgumentException("--repeats must be >= 1");
+        }
+        for (int c : contexts) {
+            if (c < 1) {
+                throw new IllegalArgumentException("--contexts must be positive");
+            }
+        }
+        List<KvQuantConfig> cfgs = new ArrayList<>();
+        for (String c : caches) {
+            cfgs.add(KvQuantConfig.parse(c.trim()));
+        }
+        boolean tty = System.console() != null;
+        List<Map<String, Object>> rows = new ArrayList<>();
+        int total = headDims.length * contexts.length * cfgs.size();
+        int done = 0;
+        for (int d : headDims) {
+            for (int ctx : contexts) {
+                for (KvQuantConfig cfg : cfgs) {
+                    done++;
+                    if (tty) {
+                        System.err.printf("\r[%d/%d] d=%d context=%d %s            ", done, total, d, ctx, cfg);
+                    }
+                    rows.addAll(measure(cfg, d, ctx));
+                }
+            }
+        }
+        if (tty) {
+            System.err.print("\r" + " ".repeat(70) + "\r");
+        }
+        for (Map<String, Object> r : rows) {
+            for (Map<String, Object> base : rows) {
+                if (base.get("cache").equals("fp16") && base.get("context").equals(r.get("context"))
+                        && base.get("threads").equals(r.get("threads")) && base.get("head_dim").equals(r.get("head_dim"))) {
+                    r.put("ratio_vs_fp16", (Double) r.get("ns_per_token") / (Double) base.get("ns_per_token"));
+                    r.put("memory_ratio_vs_fp16", (Double) base.get("bytes_per_token") / (Double) r.get("bytes_per_token"));
+                }
+            }
+        }
+        Map<String, Object> config = new LinkedHashMap<>();
+        config.put("q_heads", qHeads);
+        config.put("kv_heads", kvHeads);
+        config.put("repeats", repeats);
+        config.put("caches", Arrays.asList(caches));
+        Map<String, Object> doc = new LinkedHashMap<>();
+        doc.put("run", RunContext.capture(Arrays.stream(threads).max().orElse(1), config));
+        doc.put("results", rows);
+        String js = Json.write(doc);
+        if (json) {
+            System.out.println(js);
+        } else {
+            System.out.printf(Locale.ROOT, "%-16s %4s %7s %3s %12s %9s %11s %9s%n", "cache", "d", "context", "thr",
+                    "us/token", "×fp16", "bytes/tok", "mem÷");
+            for (Map<String, Object> r : rows) {
+                System.out.printf(Locale.ROOT, "%-16s %4d %7d %3d %12.1f %9.2f %11.1f %9.2f%n", r.get("cache"), (Integer) r.get("head_dim"),
+                        (Integer) r.get("context"), (Integer) r.get("threads"), (Double) r.get("ns_per_token") / 1000,
+                        (Double) r.getOrDefault("ratio_vs_fp16", Double.NaN), (Double) r.get("bytes_per_token"),
+                        (Double) r.getOrDefault("memory_ratio_vs_fp16", Double.NaN));
+            }
+        }
+        if (out != null) {
+            RunContext.writeAtomically(out.resolve("attention-bench.json"), js + "\n");
+        }
+        return 0;
+    }
+
+    private List<Map<String, Object>> measure(KvQuantConfig cfg, int d, int ctx) {
+        List<Map<String, Object>> rows = new ArrayList<>();
+        SplittableRandom r = new SplittableRandom(ctx * 31L + d);
+        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, d)) {
+            int chunk = 1024;
+            float[] k = new float[kvHeads * chunk * d];
+            float[] v = new float[kvHeads * chunk * d];
+            for (int t0 = 0; t0 < ctx; t0 += chunk) {
+                int n = Math.min(chunk, ctx - t0);
+                int m = kvHeads * n * d;
+                for (int i = 0; i < m; i++) {
+                    // keys with a few outlier channels, as real keys have
+                    k[i] = (float) (gauss(r) * ((i % d) % 32 == 5 ? 4 : 1));
+                    v[i] = (float) gauss(r);
+                }
+                cache.append(0, m == k.length ? k : Arrays.copyOf(k, m), m == v.length ? v : Arrays.copyOf(v, m), n);
+            }
+            float[] q = new float[qHeads * d];
+            for (int i = 0; i < q.length; i++) {
+                q[i] = (float) gauss(r);
+            }
+            float[] o = new float[qHeads * d];
+            float scale = (float) (1 / Math.sqrt(d));
+            for (int th : threads) {
+                try (DecodeAttention att = new DecodeAttention(th)) {
+                    int warm = ctx >= 32768 ? 2 : 4;
+                    for (int i = 0; i < warm; i++) {
+                        att.attend(cache, 0, q, qHeads, scale, o);
+                    }
+                    double[] ns = new double[repeats];
+                    for (int i = 0; i < repeats; i++) {
+                        long t0 = System.nanoTime();
+                        att.attend(cache, 0, q, qHeads, scale, o);
+                        ns[i] = System.nanoTime() - t0;
+                    }
+                    Arrays.sort(ns);
+                    Map<String, Object> row = new LinkedHashMap<>();
+                    row.put("cache", cfg.toString());
+                    row.put("head_dim", d);
+                    row.put("context", ctx);
+                    row.put("threads", th);
+                    row.put("ns_per_token", ns[ns.length / 2]);
+                    row.put("bytes_per_token", (double) cache.bytesUsed() / ctx);
+                    row.put("bits_per_element", 8.0 * cache.bytesUsed() / ((double) ctx * kvHeads * d * 2));
+                    rows.add(row);
+                }
+            }
+        }
+        return rows;
+    }
+
+    private static double gauss(SplittableRandom r) {
+        return Math.sqrt(-2 * Math.log(1 - r.nextDouble())) * Math.cos(2 * Math.PI * r.nextDouble());
+    }
+}
