@@ -88,6 +88,10 @@ def main():
     ap.add_argument("--tokenizer", default=os.path.join(os.path.dirname(HERE), "kvq-llama", "tokenizer.json"))
     ap.add_argument("--text", default=os.path.join(WORK, "train.txt"))
     ap.add_argument("--out", default=os.path.join(WORK, "ckpt.pt"))
+    ap.add_argument("--resume", help="continue from this checkpoint (weights; a fresh optimizer with warm-up)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    ap.add_argument("--long-from", type=float, default=0.6,
+                    help="fraction of the budget after which sequences are 2048 tokens long")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -104,24 +108,33 @@ def main():
     if args.preset == "gpu":
         cfg = M.Config(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
                        num_key_value_heads=2, intermediate_size=1408)
-    net = M.LlamaTiny(cfg).to(args.device)
+    net = M.LlamaTiny(cfg)
+    seen0 = 0
+    if args.resume:
+        d = torch.load(args.resume, map_location="cpu")
+        cfg = M.Config(**d["config"])
+        net = M.LlamaTiny(cfg)
+        net.load_state_dict(d["state"])
+        seen0 = d.get("tokens_seen", 0)
+        print(f"resumed from {args.resume} ({seen0} tokens seen)", flush=True)
+    net = net.to(args.device)
     n_params = sum(p.numel() for p in net.parameters())
     print(f"params: {n_params}", flush=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     budget = args.minutes * 60
     t0 = time.time()
     last_ckpt = t0
-    step, seen = 0, 0
+    step, seen = 0, seen0
     # phase 1: short sequences (fast); phase 2: full 2048 context for RoPE range and retrieval.
     while True:
         frac = (time.time() - t0) / budget
         if frac >= 1:
             break
-        if frac < 0.6:
+        if frac < args.long_from:
             seq, bs, nf = 512, 8, 0.3
         else:
             seq, bs, nf = 2048, 2, 0.4
-        lr = 2e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         x, y, w = batch(enc, data, bs, seq, nf, rng)
@@ -138,7 +151,7 @@ def main():
         if step % 20 == 0:
             el = time.time() - t0
             print(f"step {step} seq {seq} loss {loss_tok.mean().item():.3f} lr {lr:.2e} "
-                  f"tokens {seen} {seen / el:.0f} tok/s elapsed {el / 60:.1f} min", flush=True)
+                  f"tokens {seen} {(seen - seen0) / el:.0f} tok/s elapsed {el / 60:.1f} min", flush=True)
         if time.time() - last_ckpt > 300:
             torch.save({"config": cfg.to_dict(), "state": net.state_dict(), "step": step,
                         "tokens_seen": seen}, args.out)

@@ -12,6 +12,7 @@ import picocli.CommandLine.Command;
         version = "kvq 0.1.0",
         description = "kvquant: TurboQuant KV-cache compression for LLM inference in Java.",
         subcommands = {
+                io.kvquant.demo.cli.GenerateCommand.class,
                 Kvq.Eval.class,
                 Kvq.Bench.class,
         })
@@ -57,6 +58,9 @@ public final class Kvq implements Runnable {
     }
 
     public static void main(String[] args) {
+        // generated text is UTF-8 whatever the platform's default console encoding
+        System.setOut(new java.io.PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true,
+                java.nio.charset.StandardCharsets.UTF_8));
         CommandLine cl = new CommandLine(new Kvq());
         cl.setExecutionExceptionHandler(new UserErrors());
         System.exit(cl.execute(args));
