@@ -46,7 +46,7 @@ public final class TurboQuantMse implements VectorCodec {
         Scratch(int dim) {
             y = new float[dim];
             codes = new byte[dim];
-            packed = new byte[dim + 8];
+            packed = new byte[dim + 16];
         }
     }
 
@@ -209,7 +209,9 @@ public final class TurboQuantMse implements VectorCodec {
     @Override
     public void decode(MemorySegment src, long off, float[] out, int oo) {
         Scratch t = scratch.get();
-        decodeRotated(src, off, t.y);
+        // copy the record to the heap (with slack for word-wide reads) and expand it with the SIMD decoder
+        MemorySegment.copy(src, ValueLayout.JAVA_BYTE, off, t.packed, 0, recordBytes);
+        features(t.packed, 0, t.y, 0);
         rotation.unrotate(t.y, 0, out, oo);
     }
 
