@@ -12,6 +12,7 @@ import picocli.CommandLine.Command;
         version = "kvq 0.1.0",
         description = "kvquant: TurboQuant KV-cache compression for LLM inference in Java.",
         subcommands = {
+                io.kvquant.demo.cli.GenerateCommand.class,
                 Kvq.Eval.class,
                 Kvq.Bench.class,
         })

@@ -1,0 +1,261 @@
+package io.kvquant.demo.cli;
+
+import io.kvquant.cache.KvCache;
+import io.kvquant.cache.KvCaches;
+import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.demo.onnx.DecoderModel;
+import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.sampling.Sampler;
+import io.kvquant.demo.text.TextTokenizer;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code kvq generate}: text generation with an ONNX decoder whose KV cache goes through kvquant. */
+@Command(name = "generate", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Generate text from a prompt with an ONNX decoder (Hugging Face/optimum layout) whose KV cache "
+                + "is held by kvquant. Text streams to stdout; progress and figures go to stderr."},
+        footer = {"", "Example: ./kvq generate --prompt-file models/prompts/long.txt --kv turbo3.5 --max-new-tokens 64"})
+public final class GenerateCommand implements Callable<Integer> {
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Option(names = "--model", paramLabel = "DIR",
+            description = "Model directory with model.onnx, tokenizer.json, config.json (default: the bundled "
+                    + ModelPaths.BUNDLED + ").")
+    Path model;
+
+    @Option(names = "--prompt", paramLabel = "TEXT", description = "The prompt text.")
+    String prompt;
+
+    @Option(names = "--prompt-file", paramLabel = "FILE", description = "Read the prompt from a UTF-8 file.")
+    Path promptFile;
+
+    @Option(names = "--kv", paramLabel = "SPEC", defaultValue = "turbo3.5",
+            description = "KV cache: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ... (default: ${DEFAULT-VALUE}).")
+    String kv;
+
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
+            description = "How attention meets the cache: roundtrip (java-attention and graph come later) "
+                    + "(default: ${DEFAULT-VALUE}).")
+    String mode;
+
+    @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "128",
+            description = "Stop after N generated tokens (default: ${DEFAULT-VALUE}).")
+    int maxNewTokens;
+
+    @Option(names = "--temperature", defaultValue = "0",
+            description = "Sampling temperature; 0 = greedy (default: ${DEFAULT-VALUE}).")
+    double temperature;
+
+    @Option(names = "--top-k", defaultValue = "0", description = "Keep the k most likely tokens; 0 = all (default: ${DEFAULT-VALUE}).")
+    int topK;
+
+    @Option(names = "--top-p", defaultValue = "1.0", description = "Nucleus sampling mass in (0,1] (default: ${DEFAULT-VALUE}).")
+    double topP;
+
+    @Option(names = "--seed", defaultValue = "42", description = "Sampling seed (default: ${DEFAULT-VALUE}).")
+    long seed;
+
+    @Option(names = "--no-stop", description = "Do not stop at the end-of-sequence token.")
+    boolean noStop;
+
+    @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",
+            description = "Feed the prompt N tokens per step (default: ${DEFAULT-VALUE}).")
+    int prefillChunk;
+
+    @Option(names = "--threads", defaultValue = "0",
+            description = "ONNX Runtime intra-op threads; 0 = its default (default: ${DEFAULT-VALUE}).")
+    int threads;
+
+    @Option(names = "--ep", defaultValue = "cpu", description = "Execution provider: cpu or cuda (default: ${DEFAULT-VALUE}).")
+    String ep;
+
+    @Option(names = "--stats-json", paramLabel = "FILE", description = "Also write the figures as JSON to FILE.")
+    Path statsJson;
+
+    @Override
+    public Integer call() throws IOException {
+        // Validate everything cheap before loading anything.
+        KvQuantConfig kvCfg = KvQuantConfig.parse(kv);
+        KvHookDecoder.Mode m = KvHookDecoder.Mode.parse(mode);
+        DecoderModel.Ep provider = switch (ep.trim().toLowerCase(Locale.ROOT)) {
+            case "cpu" -> DecoderModel.Ep.CPU;
+            case "cuda" -> DecoderModel.Ep.CUDA;
+            default -> throw new IllegalArgumentException("unknown --ep '" + ep + "' (cpu or cuda)");
+        };
+        if (maxNewTokens < 0) {
+            throw new IllegalArgumentException("--max-new-tokens must be >= 0, got " + maxNewTokens);
+        }
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
+        }
+        if (threads < 0) {
+            throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
+        }
+        Sampler sampler = new Sampler(temperature, topK, topP, seed);
+        if ((prompt == null) == (promptFile == null)) {
+            throw new IllegalArgumentException("give exactly one of --prompt TEXT or --prompt-file FILE");
+        }
+        if (statsJson != null) {
+            Path dir = statsJson.toAbsolutePath().getParent();
+            if (dir == null || !Files.isDirectory(dir)) {
+                throw new IllegalArgumentException("--stats-json: folder does not exist: " + dir);
+            }
+        }
+        String text;
+        if (promptFile != null) {
+            if (!Files.isRegularFile(promptFile)) {
+                throw new IllegalArgumentException("prompt file not found: " + promptFile);
+            }
+            text = Files.readString(promptFile);
+        } else {
+            text = prompt;
+        }
+        Path dir = model != null ? model : ModelPaths.bundledModel();
+        ModelPaths.check(dir);
+
+        PrintWriter err = spec.commandLine().getErr();
+        PrintWriter out = spec.commandLine().getOut();
+        try (TextTokenizer tok = TextTokenizer.open(dir);
+             DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(threads, provider))) {
+            long[] ids = tok.encode(text);
+            if (ids.length == 0) {
+                throw new IllegalArgumentException("the prompt encodes to no tokens");
+            }
+            int ctx = dm.maxContext();
+            if (ctx > 0 && ids.length > ctx) {
+                throw new IllegalArgumentException("the prompt is " + ids.length + " tokens, longer than the model's context of "
+                        + ctx + " tokens; shorten it");
+            }
+            try (KvCache cache = KvCaches.create(kvCfg, dm.layers(), dm.kvHeads(), dm.headDim())) {
+                return generate(dm, tok, cache, ids, sampler, kvCfg, m, out, err);
+            }
+        }
+    }
+
+    private int generate(DecoderModel dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
+                         KvQuantConfig kvCfg, KvHookDecoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
+        KvHookDecoder dec = new KvHookDecoder(dm, cache, prefillChunk);
+        java.io.Console console = System.console();
+        boolean tty = console != null && console.isTerminal();
+        ProgressBar bar = tty ? new ProgressBar(err, "prefill", ids.length) : null;
+        long t0 = System.nanoTime();
+        float[] logits = dec.prefill(ids, bar == null ? null : bar::update);
+        long t1 = System.nanoTime();
+        if (bar != null) {
+            bar.done();
+        }
+        int ctx = dm.maxContext();
+        int eos = dm.eosTokenId();
+        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
+        int generated = 0;
+        String stop = "max-new-tokens";
+        long t2 = System.nanoTime();
+        while (generated < maxNewTokens) {
+            int next = sampler.sample(logits);
+            generated++;
+            if (next == eos && !noStop) {
+                stop = "eos";
+                break;
+            }
+            out.print(streamer.accept(next));
+            out.flush();
+            if (generated == maxNewTokens) {
+                break;
+            }
+            if (ctx > 0 && dec.position() >= ctx) {
+                stop = "context full (" + ctx + " tokens)";
+                break;
+            }
+            logits = dec.step(next);
+        }
+        long t3 = System.nanoTime();
+        out.println();
+        out.flush();
+        // Decode steps actually run: tokens fed after the prefill.
+        int decodeSteps = dec.position() - ids.length;
+        double prefillTps = ids.length / ((t1 - t0) / 1e9);
+        double decodeTps = decodeSteps > 0 ? decodeSteps / ((t3 - t2) / 1e9) : Double.NaN;
+        RunStats st = new RunStats();
+        st.fields.put("prompt_tokens", ids.length);
+        st.fields.put("generated_tokens", generated);
+        st.fields.put("decode_steps", decodeSteps);
+        st.fields.put("stop", stop);
+        st.fields.put("prefill_seconds", (t1 - t0) / 1e9);
+        st.fields.put("prefill_tokens_per_s", prefillTps);
+        st.fields.put("decode_tokens_per_s", decodeTps);
+        st.fields.put("kv_tokens", cache.length(0));
+        st.fields.put("kv_bytes", cache.bytesUsed());
+        st.fields.put("kv_bytes_fp16_equivalent", cache.fp16EquivalentBytes());
+        st.fields.put("peak_rss_bytes", RunStats.peakRssBytes());
+        st.fields.put("kv", kvCfg.toString());
+        st.fields.put("mode", m.cli);
+        Map<String, Object> cfg = new LinkedHashMap<>();
+        cfg.put("model", dm.file().toString());
+        cfg.put("model_shape", dm.describe());
+        cfg.put("kv", kvCfg.toString());
+        cfg.put("mode", m.cli);
+        cfg.put("ep", ep);
+        cfg.put("prefill_chunk", prefillChunk);
+        cfg.put("max_new_tokens", maxNewTokens);
+        cfg.put("temperature", temperature);
+        cfg.put("top_k", topK);
+        cfg.put("top_p", topP);
+        cfg.put("seed", seed);
+        st.fields.put("run", RunStats.metadata(threads));
+        st.fields.put("config", cfg);
+        err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%n",
+                ids.length, prefillTps, generated, stop, decodeTps);
+        err.printf(Locale.ROOT, "kv %s, mode %s: %s used, fp16 equivalent %s (fp16/used %.2fx); peak RSS %s%n",
+                kvCfg, m.cli, mib(cache.bytesUsed()), mib(cache.fp16EquivalentBytes()),
+                cache.bytesUsed() > 0 ? (double) cache.fp16EquivalentBytes() / cache.bytesUsed() : Double.NaN,
+                mib(RunStats.peakRssBytes()));
+        err.flush();
+        if (statsJson != null) {
+            st.writeAtomically(statsJson);
+        }
+        return 0;
+    }
+
+    private static String mib(long bytes) {
+        return bytes < 0 ? "n/a" : String.format(Locale.ROOT, "%.2f MiB", bytes / (1024.0 * 1024.0));
+    }
+
+    /** A one-line progress bar redrawn with carriage returns (terminals only). */
+    static final class ProgressBar {
+        private final PrintWriter err;
+        private final String label;
+        private final int total;
+        private final long start = System.nanoTime();
+
+        ProgressBar(PrintWriter err, String label, int total) {
+            this.err = err;
+            this.label = label;
+            this.total = total;
+        }
+
+        void update(int done) {
+            int width = 30;
+            int fill = (int) ((long) done * width / Math.max(1, total));
+            double s = (System.nanoTime() - start) / 1e9;
+            err.printf(Locale.ROOT, "\r%s [%s%s] %d/%d tokens, %.0f tok/s", label, "#".repeat(fill), ".".repeat(width - fill),
+                    done, total, done / Math.max(s, 1e-9));
+            err.flush();
+        }
+
+        void done() {
+            err.print("\r\033[2K");
+            err.flush();
+        }
+    }
+}
