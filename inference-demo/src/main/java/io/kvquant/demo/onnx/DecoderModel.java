@@ -10,6 +10,8 @@ import ai.onnxruntime.OrtProvider;
 import ai.onnxruntime.OrtSession;
 import ai.onnxruntime.TensorInfo;
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.FloatBuffer;
 import java.nio.LongBuffer;
 import java.nio.ShortBuffer;
@@ -65,6 +67,7 @@ public final class DecoderModel implements AutoCloseable {
     private final int eosTokenId;
     private final Set<String> opTypes;
     private boolean closed;
+    private final Map<String, ByteBuffer> buffers = new HashMap<>();
 
     private DecoderModel(Path file, OrtSession session, ModelConfig cfg, Set<String> ops) throws OrtException {
         this.file = file;
@@ -267,18 +270,22 @@ public final class DecoderModel implements AutoCloseable {
         int total = pastLen + len;
         Map<String, OnnxTensor> inputs = new HashMap<>();
         try {
-            inputs.put("input_ids", OnnxTensor.createTensor(ENV, LongBuffer.wrap(ids, off, len), new long[] {1, len}));
+            LongBuffer idBuf = longs("input_ids", len);
+            idBuf.put(ids, off, len).flip();
+            inputs.put("input_ids", OnnxTensor.createTensor(ENV, idBuf, new long[] {1, len}));
             if (hasAttentionMask) {
-                long[] mask = new long[total];
-                java.util.Arrays.fill(mask, 1L);
-                inputs.put("attention_mask", OnnxTensor.createTensor(ENV, LongBuffer.wrap(mask), new long[] {1, total}));
+                LongBuffer mask = longs("attention_mask", total);
+                for (int i = 0; i < total; i++) {
+                    mask.put(1L);
+                }
+                inputs.put("attention_mask", OnnxTensor.createTensor(ENV, mask.flip(), new long[] {1, total}));
             }
             if (hasPositionIds) {
-                long[] pos = new long[len];
+                LongBuffer pos = longs("position_ids", len);
                 for (int i = 0; i < len; i++) {
-                    pos[i] = pastLen + i;
+                    pos.put(pastLen + i);
                 }
-                inputs.put("position_ids", OnnxTensor.createTensor(ENV, LongBuffer.wrap(pos), new long[] {1, len}));
+                inputs.put("position_ids", OnnxTensor.createTensor(ENV, pos.flip(), new long[] {1, len}));
             }
             if (hasUseCacheBranch) {
                 inputs.put("use_cache_branch", OnnxTensor.createTensor(ENV, new boolean[] {pastLen > 0}));
@@ -286,8 +293,8 @@ public final class DecoderModel implements AutoCloseable {
             long[] pastShape = {1, kvHeads, pastLen, headDim};
             int pastN = kvHeads * pastLen * headDim;
             for (int l = 0; l < layers; l++) {
-                inputs.put("past_key_values." + l + ".key", pastTensor(pastK[l], pastN, pastShape));
-                inputs.put("past_key_values." + l + ".value", pastTensor(pastV[l], pastN, pastShape));
+                inputs.put("past_key_values." + l + ".key", pastTensor("k" + l, pastK[l], pastN, pastShape));
+                inputs.put("past_key_values." + l + ".value", pastTensor("v" + l, pastV[l], pastN, pastShape));
             }
             try (OrtSession.Result res = session.run(inputs)) {
                 float[] logits = lastRow(res, len);
@@ -309,18 +316,43 @@ public final class DecoderModel implements AutoCloseable {
         }
     }
 
-    private OnnxTensor pastTensor(float[] data, int n, long[] shape) throws OrtException {
+    private OnnxTensor pastTensor(String slot, float[] data, int n, long[] shape) throws OrtException {
         if (n > 0 && (data == null || data.length < n)) {
             throw new IllegalArgumentException("past array holds " + (data == null ? 0 : data.length) + " floats, need " + n);
         }
         if (fp16) {
-            short[] h = new short[n];
+            ShortBuffer h = direct(slot, n, 2).asShortBuffer();
             for (int i = 0; i < n; i++) {
-                h[i] = Float.floatToFloat16(data[i]);
+                h.put(i, Float.floatToFloat16(data[i]));
             }
-            return OnnxTensor.createTensor(ENV, ShortBuffer.wrap(h), shape, OnnxJavaType.FLOAT16);
+            return OnnxTensor.createTensor(ENV, h, shape, OnnxJavaType.FLOAT16);
         }
-        return OnnxTensor.createTensor(ENV, n == 0 ? FloatBuffer.allocate(0) : FloatBuffer.wrap(data, 0, n), shape);
+        FloatBuffer f = direct(slot, n, 4).asFloatBuffer();
+        f.put(0, data, 0, n);
+        return OnnxTensor.createTensor(ENV, f, shape);
+    }
+
+    private LongBuffer longs(String slot, int n) {
+        return direct(slot, n, 8).asLongBuffer();
+    }
+
+    /**
+     * A reusable direct buffer per input, grown geometrically: ONNX Runtime wraps direct
+     * buffers without copying, and reusing them keeps each step free of native allocations
+     * (heap buffers would be copied into a fresh direct buffer that only the GC releases).
+     */
+    private ByteBuffer direct(String slot, int n, int bytesPer) {
+        long need = (long) n * bytesPer;
+        ByteBuffer b = buffers.get(slot);
+        if (b == null || b.capacity() < need) {
+            long cap = Math.max(need, b == null ? 0 : b.capacity() + b.capacity() / 2);
+            if (cap > Integer.MAX_VALUE) {
+                throw new IllegalArgumentException("input " + slot + " needs " + need + " bytes, over 2 GiB");
+            }
+            b = ByteBuffer.allocateDirect((int) Math.max(cap, 64)).order(ByteOrder.nativeOrder());
+            buffers.put(slot, b);
+        }
+        return b.clear().limit((int) need).slice().order(ByteOrder.nativeOrder());
     }
 
     private static OnnxTensor output(OrtSession.Result res, String name) {
