@@ -111,16 +111,6 @@ public final class DecoderModel implements AutoCloseable {
                         + "input_ids, attention_mask, position_ids, use_cache_branch, past_key_values.i.key|value)");
             }
         }
-        List<String> fused = new ArrayList<>();
-        for (String op : ops) {
-            if (OnnxOps.FUSED_ATTENTION.contains(op)) {
-                fused.add(op);
-            }
-        }
-        if (!fused.isEmpty()) {
-            throw new IllegalArgumentException(where + ": fused attention operators " + fused + " are not supported;"
-                    + " export with plain attention ops (MatMul/Softmax), e.g. without ORT transformer optimizations");
-        }
         TensorInfo pk = tensorInfo(in.get("past_key_values.0.key"), where);
         if (pk.type != OnnxJavaType.FLOAT && pk.type != OnnxJavaType.FLOAT16) {
             throw new IllegalArgumentException(where + ": past_key_values are " + pk.type + "; only float32 and float16 "
@@ -166,6 +156,16 @@ public final class DecoderModel implements AutoCloseable {
         }
         ModelConfig cfg = ModelConfig.read(file.toAbsolutePath().getParent().resolve("config.json"));
         Set<String> ops = OnnxOps.opTypes(file);
+        List<String> fused = new ArrayList<>();
+        for (String op : ops) {
+            if (OnnxOps.FUSED_ATTENTION.contains(op)) {
+                fused.add(op);
+            }
+        }
+        if (!fused.isEmpty()) {
+            throw new IllegalArgumentException(file.getFileName() + ": fused attention operators " + fused + " are not "
+                    + "supported; export with plain attention ops (MatMul/Softmax), e.g. without ORT transformer optimizations");
+        }
         try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
             if (opts.threads() > 0) {
                 so.setIntraOpNumThreads(opts.threads());
