@@ -261,6 +261,31 @@ public final class DecoderModel implements AutoCloseable {
      * floats in [kvHeads][pastLen][headDim] order).
      */
     public Step run(long[] ids, int off, int len, int pastLen, float[][] pastK, float[][] pastV) {
+        int pastN = kvHeads * pastLen * headDim;
+        for (int l = 0; l < layers && pastN > 0; l++) {
+            if (pastK[l] == null || pastK[l].length < pastN || pastV[l] == null || pastV[l].length < pastN) {
+                throw new IllegalArgumentException("layer " + l + ": past arrays need " + pastN + " floats");
+            }
+        }
+        return run(ids, off, len, pastLen, (layer, key, heads, dst) -> {
+            for (int h = 0; h < heads.length; h++) {
+                heads[h] = key ? pastK[layer] : pastV[layer];
+                dst[h] = h * pastLen * headDim;
+            }
+        });
+    }
+
+    /**
+     * Supplies the dense past of one layer as per-head blocks: for KV head {@code h},
+     * {@code heads[h]} from offset {@code offsets[h]} holds {@code pastLen x headDim} floats.
+     */
+    @FunctionalInterface
+    public interface PastSource {
+        void blocks(int layer, boolean key, float[][] heads, int[] offsets);
+    }
+
+    /** Like {@link #run(long[], int, int, int, float[][], float[][])} with the past given per head. */
+    public Step run(long[] ids, int off, int len, int pastLen, PastSource past) {
         if (closed) {
             throw new IllegalStateException("the model is closed");
         }
@@ -293,8 +318,8 @@ public final class DecoderModel implements AutoCloseable {
             long[] pastShape = {1, kvHeads, pastLen, headDim};
             int pastN = kvHeads * pastLen * headDim;
             for (int l = 0; l < layers; l++) {
-                inputs.put("past_key_values." + l + ".key", pastTensor("k" + l, pastK[l], pastN, pastShape));
-                inputs.put("past_key_values." + l + ".value", pastTensor("v" + l, pastV[l], pastN, pastShape));
+                inputs.put("past_key_values." + l + ".key", pastTensor("k" + l, past, l, true, pastLen, pastShape));
+                inputs.put("past_key_values." + l + ".value", pastTensor("v" + l, past, l, false, pastLen, pastShape));
             }
             try (OrtSession.Result res = session.run(inputs)) {
                 float[] logits = lastRow(res, len);
@@ -316,19 +341,28 @@ public final class DecoderModel implements AutoCloseable {
         }
     }
 
-    private OnnxTensor pastTensor(String slot, float[] data, int n, long[] shape) throws OrtException {
-        if (n > 0 && (data == null || data.length < n)) {
-            throw new IllegalArgumentException("past array holds " + (data == null ? 0 : data.length) + " floats, need " + n);
+    private OnnxTensor pastTensor(String slot, PastSource past, int layer, boolean key, int pastLen, long[] shape)
+            throws OrtException {
+        int block = pastLen * headDim;
+        int n = kvHeads * block;
+        float[][] heads = new float[kvHeads][];
+        int[] offsets = new int[kvHeads];
+        if (n > 0) {
+            past.blocks(layer, key, heads, offsets);
         }
         if (fp16) {
-            ShortBuffer h = direct(slot, n, 2).asShortBuffer();
-            for (int i = 0; i < n; i++) {
-                h.put(i, Float.floatToFloat16(data[i]));
+            ShortBuffer hb = direct(slot, n, 2).asShortBuffer();
+            for (int h = 0; h < kvHeads && n > 0; h++) {
+                for (int i = 0; i < block; i++) {
+                    hb.put(h * block + i, Float.floatToFloat16(heads[h][offsets[h] + i]));
+                }
             }
-            return OnnxTensor.createTensor(ENV, h, shape, OnnxJavaType.FLOAT16);
+            return OnnxTensor.createTensor(ENV, hb, shape, OnnxJavaType.FLOAT16);
         }
         FloatBuffer f = direct(slot, n, 4).asFloatBuffer();
-        f.put(0, data, 0, n);
+        for (int h = 0; h < kvHeads && n > 0; h++) {
+            f.put(h * block, heads[h], offsets[h], block);
+        }
         return OnnxTensor.createTensor(ENV, f, shape);
     }
 

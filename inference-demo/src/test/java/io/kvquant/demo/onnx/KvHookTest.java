@@ -213,6 +213,56 @@ class KvHookTest {
     }
 
     @Test
+    void incrementalMirrorEqualsAFullReadEveryStep() {
+        // The hook re-reads only positions a cache may still re-encode (its residual window);
+        // this checks that assumption against a full read after every step, for windowed caches.
+        for (String spec : new String[] {"turbo3.5,window=16", "kivi2", "turbo2.5", "fp16"}) {
+            try (KvCache cache = KvCaches.create(spec, model.layers(), model.kvHeads(), model.headDim())) {
+                KvHookDecoder dec = new KvHookDecoder(model, cache, 7);
+                float[] l = dec.prefill(Arrays.copyOf(prompt, 61), null);
+                assertTrue(dec.mirrorMatchesCache(), spec + " after prefill");
+                for (int i = 0; i < 40; i++) {
+                    l = dec.step(Sampler.argmax(l));
+                    assertTrue(dec.mirrorMatchesCache(), spec + " after decode step " + i);
+                }
+                cache.clear();
+                dec.step(1);
+                assertTrue(dec.mirrorMatchesCache(), spec + " after clear()");
+            }
+        }
+    }
+
+    @Test
+    void unknownCacheImplementationsAreReReadInFull() {
+        try (KvCache a = KvCaches.create("kivi2", model.layers(), model.kvHeads(), model.headDim());
+             KvCache b = KvCaches.create("kivi2", model.layers(), model.kvHeads(), model.headDim())) {
+            KvCache wrapped = new KvCache() { // not a LayeredKvCache: the hook knows nothing about its windows
+                public io.kvquant.cache.KvQuantConfig config() { return b.config(); }
+                public int layers() { return b.layers(); }
+                public int kvHeads() { return b.kvHeads(); }
+                public int headDim() { return b.headDim(); }
+                public int length(int layer) { return b.length(layer); }
+                public void append(int layer, float[] k, float[] v, int t) { b.append(layer, k, v, t); }
+                public void read(int layer, int from, int to, float[] k, float[] v) { b.read(layer, from, to, k, v); }
+                public long bytesUsed() { return b.bytesUsed(); }
+                public long fp16EquivalentBytes() { return b.fp16EquivalentBytes(); }
+                public void clear() { b.clear(); }
+                public void close() { }
+            };
+            assertEquals(Integer.MAX_VALUE, KvHookDecoder.unstableTail(wrapped));
+            KvHookDecoder da = new KvHookDecoder(model, a, 16);
+            KvHookDecoder db = new KvHookDecoder(model, wrapped, 16);
+            float[] la = da.prefill(Arrays.copyOf(prompt, 50), null);
+            float[] lb = db.prefill(Arrays.copyOf(prompt, 50), null);
+            for (int i = 0; i < 20; i++) {
+                assertEquals(0.0, TestModel.maxAbsDiff(la, lb), "step " + i);
+                la = da.step(Sampler.argmax(la));
+                lb = db.step(Sampler.argmax(lb));
+            }
+        }
+    }
+
+    @Test
     void rejectsBadUse() {
         assertThrows(IllegalArgumentException.class, () -> new KvHookDecoder(model,
                 KvCaches.create("full", model.layers() + 1, model.kvHeads(), model.headDim()), 8));
