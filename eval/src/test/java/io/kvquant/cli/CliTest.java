@@ -9,13 +9,10 @@ import java.io.PrintStream;
 import java.io.PrintWriter;
 import java.io.StringWriter;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 import picocli.CommandLine;
 
-/** The kvq command as a user meets it: exit codes, one-line errors, files written or not. */
+/** The kvq command as a user meets it (generate has its own GenerateCliTest): exit codes, one-line errors. */
 class CliTest {
 
     record Run(int code, String out, String err) {
@@ -57,37 +54,6 @@ class CliTest {
         assertTrue(usage.contains("generate") && usage.contains("eval") && usage.contains("bench"), usage);
         String eval = new CommandLine(new Kvq()).getSubcommands().get("eval").getUsageMessage();
         assertTrue(eval.contains("distortion"), eval);
-    }
-
-    @Test
-    void generateRejectsBadInputWithOneLine(@TempDir Path tmp) throws Exception {
-        assertOneLineError(kvq("generate", "--prompt", "x", "--kv", "turbo3.5,windw=3"), "windw");
-        assertOneLineError(kvq("generate", "--prompt", "x", "--kv", "bogus"), "bogus");
-        assertOneLineError(kvq("generate", "--prompt", "x", "--model", tmp.resolve("none").toString()), "does not exist");
-        Files.createDirectories(tmp.resolve("empty"));
-        assertOneLineError(kvq("generate", "--prompt", "x", "--model", tmp.resolve("empty").toString()), "tokenizer.json");
-        assertOneLineError(kvq("generate", "--prompt", "x", "--ep", "cuda"), "cuda");
-        assertOneLineError(kvq("generate", "--prompt", "x", "--mode", "graph"), "not available yet");
-        assertOneLineError(kvq("generate", "--prompt-file", tmp.resolve("missing.txt").toString()), "does not exist");
-        Path stats = tmp.resolve("stats.json");
-        Files.writeString(tmp.resolve("long.txt"), "word ".repeat(3000));
-        assertOneLineError(kvq("generate", "--prompt-file", tmp.resolve("long.txt").toString(), "--stats-json", stats.toString()),
-                "context", "--truncate");
-        assertFalse(Files.exists(stats), "nothing half-written");
-    }
-
-    @Test
-    void generateWritesTextAndStats(@TempDir Path tmp) throws Exception {
-        Path stats = tmp.resolve("stats.json");
-        Run r = kvq("generate", "--prompt", "And God said, Let there be", "--kv", "turbo3.5", "--max-new-tokens", "8",
-                "--stats-json", stats.toString());
-        assertEquals(0, r.code(), r.err());
-        assertFalse(r.out().isBlank(), "generated text on stdout");
-        String js = Files.readString(stats);
-        for (String f : new String[]{"prompt_tokens", "generated_tokens", "prefill_tokens_per_s", "decode_tokens_per_s",
-                "kv_bytes", "kv_bytes_fp16_equivalent", "peak_rss_bytes", "\"kv\": \"turbo3.5\"", "\"mode\": \"roundtrip\""}) {
-            assertTrue(js.contains(f), f + " in " + js);
-        }
     }
 
     @Test

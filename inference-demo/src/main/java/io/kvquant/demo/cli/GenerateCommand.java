@@ -4,231 +4,258 @@ import io.kvquant.cache.KvCache;
 import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
 import io.kvquant.demo.onnx.DecoderModel;
-import io.kvquant.demo.onnx.Generator;
-import io.kvquant.demo.onnx.ModelDir;
-import io.kvquant.demo.onnx.ModelInfo;
-import io.kvquant.demo.text.Sampler;
-import io.kvquant.demo.text.Tokenizer;
+import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.sampling.Sampler;
+import io.kvquant.demo.text.TextTokenizer;
 import java.io.IOException;
-import java.io.PrintStream;
-import java.nio.charset.StandardCharsets;
+import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.util.ArrayList;
-import java.util.Arrays;
-import java.util.List;
+import java.util.LinkedHashMap;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.Callable;
-import picocli.CommandLine.ArgGroup;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-/** {@code kvq generate}: long-context generation with an ONNX decoder and a kvquant KV cache. */
-@Command(name = "generate", mixinStandardHelpOptions = true,
-        description = {"Generates text with an exported decoder (ONNX Runtime), its KV cache compressed by kvquant.",
-                "Text streams to stdout; progress and statistics go to stderr."},
-        footer = {"", "Examples:",
-                "  ./kvq generate --prompt-file models/prompts/long.txt --kv turbo3.5 --max-new-tokens 200",
-                "  ./kvq generate --prompt 'And God said' --kv full --temperature 0.8 --top-p 0.95 --seed 1"})
+/** {@code kvq generate}: text generation with an ONNX decoder whose KV cache goes through kvquant. */
+@Command(name = "generate", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Generate text from a prompt with an ONNX decoder (Hugging Face/optimum layout) whose KV cache "
+                + "is held by kvquant. Text streams to stdout; progress and figures go to stderr."},
+        footer = {"", "Example: ./kvq generate --prompt-file models/prompts/long.txt --kv turbo3.5 --max-new-tokens 64"})
 public final class GenerateCommand implements Callable<Integer> {
 
-    static final class PromptSource {
-        @Option(names = "--prompt", description = "Prompt text.")
-        String text;
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
 
-        @Option(names = "--prompt-file", description = "Read the prompt from a UTF-8 file.")
-        Path file;
-    }
-
-    @ArgGroup(exclusive = true, multiplicity = "1")
-    PromptSource prompt;
-
-    @Option(names = "--model", description = "Model directory (model.onnx, tokenizer.json, config.json). Default: the bundled model.")
+    @Option(names = "--model", paramLabel = "DIR",
+            description = "Model directory with model.onnx, tokenizer.json, config.json (default: the bundled "
+                    + ModelPaths.BUNDLED + ").")
     Path model;
 
-    @Option(names = "--kv", defaultValue = "turbo3.5", description = "KV cache setting, e.g. full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, turbo3.5,window=128 (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--prompt", paramLabel = "TEXT", description = "The prompt text.")
+    String prompt;
+
+    @Option(names = "--prompt-file", paramLabel = "FILE", description = "Read the prompt from a UTF-8 file.")
+    Path promptFile;
+
+    @Option(names = "--kv", paramLabel = "SPEC", defaultValue = "turbo3.5",
+            description = "KV cache: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ... (default: ${DEFAULT-VALUE}).")
     String kv;
 
-    @Option(names = "--max-new-tokens", defaultValue = "128", description = "Tokens to generate at most (default: ${DEFAULT-VALUE}).")
-    int maxNew;
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
+            description = "How attention meets the cache: roundtrip (java-attention and graph come later) "
+                    + "(default: ${DEFAULT-VALUE}).")
+    String mode;
 
-    @Option(names = "--temperature", defaultValue = "0", description = "0 = greedy (default: ${DEFAULT-VALUE}).")
-    float temperature;
+    @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "128",
+            description = "Stop after N generated tokens (default: ${DEFAULT-VALUE}).")
+    int maxNewTokens;
 
-    @Option(names = "--top-k", defaultValue = "0", description = "Sample among the k most likely tokens; 0 = off (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--temperature", defaultValue = "0",
+            description = "Sampling temperature; 0 = greedy (default: ${DEFAULT-VALUE}).")
+    double temperature;
+
+    @Option(names = "--top-k", defaultValue = "0", description = "Keep the k most likely tokens; 0 = all (default: ${DEFAULT-VALUE}).")
     int topK;
 
-    @Option(names = "--top-p", defaultValue = "1.0", description = "Nucleus sampling mass (default: ${DEFAULT-VALUE}).")
-    float topP;
+    @Option(names = "--top-p", defaultValue = "1.0", description = "Nucleus sampling mass in (0,1] (default: ${DEFAULT-VALUE}).")
+    double topP;
 
-    @Option(names = "--seed", defaultValue = "0", description = "Sampling seed (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--seed", defaultValue = "42", description = "Sampling seed (default: ${DEFAULT-VALUE}).")
     long seed;
 
-    @Option(names = "--threads", description = "ONNX Runtime intra-op threads (default: all cores).")
-    Integer threads;
+    @Option(names = "--no-stop", description = "Do not stop at the end-of-sequence token.")
+    boolean noStop;
+
+    @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",
+            description = "Feed the prompt N tokens per step (default: ${DEFAULT-VALUE}).")
+    int prefillChunk;
+
+    @Option(names = "--threads", defaultValue = "0",
+            description = "ONNX Runtime intra-op threads; 0 = its default (default: ${DEFAULT-VALUE}).")
+    int threads;
 
     @Option(names = "--ep", defaultValue = "cpu", description = "Execution provider: cpu or cuda (default: ${DEFAULT-VALUE}).")
     String ep;
 
-    @Option(names = "--mode", defaultValue = "roundtrip", description = "roundtrip (cache dequantized into the past tensors each step); java-attention and graph are planned (default: ${DEFAULT-VALUE}).")
-    String mode;
-
-    @Option(names = "--prefill-chunk", defaultValue = "256", description = "Prompt tokens per prefill step (default: ${DEFAULT-VALUE}).")
-    int prefillChunk;
-
-    @Option(names = "--truncate", description = "If the prompt does not fit the model's context, keep its last tokens instead of failing.")
-    boolean truncate;
-
-    @Option(names = "--stats-json", description = "Write the run's figures to this JSON file.")
+    @Option(names = "--stats-json", paramLabel = "FILE", description = "Also write the figures as JSON to FILE.")
     Path statsJson;
 
     @Override
     public Integer call() throws IOException {
-        PrintStream err = System.err;
-        if (maxNew < 1) {
-            throw new IllegalArgumentException("--max-new-tokens must be >= 1, got " + maxNew);
+        // Validate everything cheap before loading anything.
+        KvQuantConfig kvCfg = KvQuantConfig.parse(kv);
+        KvHookDecoder.Mode m = KvHookDecoder.Mode.parse(mode);
+        DecoderModel.Ep provider = switch (ep.trim().toLowerCase(Locale.ROOT)) {
+            case "cpu" -> DecoderModel.Ep.CPU;
+            case "cuda" -> DecoderModel.Ep.CUDA;
+            default -> throw new IllegalArgumentException("unknown --ep '" + ep + "' (cpu or cuda)");
+        };
+        if (maxNewTokens < 0) {
+            throw new IllegalArgumentException("--max-new-tokens must be >= 0, got " + maxNewTokens);
         }
-        switch (mode) {
-            case "roundtrip" -> {
-            }
-            case "java-attention", "graph" -> throw new IllegalArgumentException("--mode " + mode
-                    + " is not available yet (planned: issues 7 and 8); use --mode roundtrip");
-            default -> throw new IllegalArgumentException("unknown --mode '" + mode + "' (known: roundtrip)");
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
         }
-        KvQuantConfig cfg = KvQuantConfig.parse(kv);
+        if (threads < 0) {
+            throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
+        }
         Sampler sampler = new Sampler(temperature, topK, topP, seed);
-        String text = prompt.text;
-        if (prompt.file != null) {
-            if (!Files.isRegularFile(prompt.file)) {
-                throw new IllegalArgumentException("prompt file " + prompt.file + " does not exist");
+        if ((prompt == null) == (promptFile == null)) {
+            throw new IllegalArgumentException("give exactly one of --prompt TEXT or --prompt-file FILE");
+        }
+        if (statsJson != null) {
+            Path dir = statsJson.toAbsolutePath().getParent();
+            if (dir == null || !Files.isDirectory(dir)) {
+                throw new IllegalArgumentException("--stats-json: folder does not exist: " + dir);
             }
-            text = Files.readString(prompt.file, StandardCharsets.UTF_8);
         }
-        if (text == null || text.isEmpty()) {
-            throw new IllegalArgumentException("the prompt is empty");
+        String text;
+        if (promptFile != null) {
+            if (!Files.isRegularFile(promptFile)) {
+                throw new IllegalArgumentException("prompt file not found: " + promptFile);
+            }
+            text = Files.readString(promptFile);
+        } else {
+            text = prompt;
         }
-        if (statsJson != null && statsJson.toAbsolutePath().getParent() != null
-                && !Files.isDirectory(statsJson.toAbsolutePath().getParent())) {
-            throw new IllegalArgumentException("cannot write --stats-json: folder " + statsJson.toAbsolutePath().getParent()
-                    + " does not exist");
-        }
-        Path dir = model != null ? model : ModelDir.bundled();
-        ModelDir md = ModelDir.open(dir);
-        int nThreads = threads != null ? threads : Runtime.getRuntime().availableProcessors();
-        if (nThreads < 1) {
-            throw new IllegalArgumentException("--threads must be >= 1");
-        }
-        try (Tokenizer tok = new Tokenizer(dir);
-             DecoderModel dm = new DecoderModel(dir, nThreads, ep)) {
-            ModelInfo info = dm.info();
+        Path dir = model != null ? model : ModelPaths.bundledModel();
+        ModelPaths.check(dir);
+
+        PrintWriter err = spec.commandLine().getErr();
+        PrintWriter out = spec.commandLine().getOut();
+        try (TextTokenizer tok = TextTokenizer.open(dir);
+             DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(threads, provider))) {
             long[] ids = tok.encode(text);
             if (ids.length == 0) {
                 throw new IllegalArgumentException("the prompt encodes to no tokens");
             }
-            int ctx = md.maxPositions();
-            if (ctx > 0 && ids.length + maxNew > ctx) {
-                if (!truncate) {
-                    throw new IllegalArgumentException("the prompt has " + ids.length + " tokens; with --max-new-tokens " + maxNew
-                            + " it needs " + (ids.length + maxNew) + " positions, but the model's context is " + ctx
-                            + " (shorten it, lower --max-new-tokens, or pass --truncate to keep its last tokens)");
-                }
-                int keep = Math.max(1, ctx - maxNew);
-                ids = Arrays.copyOfRange(ids, ids.length - keep, ids.length);
-                err.println("prompt truncated to its last " + keep + " tokens to fit the context of " + ctx);
+            int ctx = dm.maxContext();
+            if (ctx > 0 && ids.length > ctx) {
+                throw new IllegalArgumentException("the prompt is " + ids.length + " tokens, longer than the model's context of "
+                        + ctx + " tokens; shorten it");
             }
-            Generator gen = new Generator(dm, prefillChunk);
-            boolean tty = System.console() != null;
-            List<Long> out = new ArrayList<>();
-            StringBuilder printed = new StringBuilder();
-            PrintStream stdout = System.out;
-            Generator.Stats st;
-            long kvBytes;
-            long kvFp16;
-            try (KvCache cache = KvCaches.create(cfg, info.layers(), info.kvHeads(), info.headDim())) {
-                st = gen.generate(ids, cache, sampler, maxNew, md.eosTokenId(), tokenId -> {
-                    out.add((long) tokenId);
-                    String all = tok.decode(out.stream().mapToLong(Long::longValue).toArray());
-                    // wait for the rest of a UTF-8 character split across tokens
-                    if (!all.endsWith("\uFFFD") && all.length() >= printed.length() && all.startsWith(printed.toString())) {
-                        stdout.print(all.substring(printed.length()));
-                        stdout.flush();
-                        printed.setLength(0);
-                        printed.append(all);
-                    }
-                }, tty ? (done, total) -> progress(err, done, total) : null);
-                kvBytes = cache.bytesUsed();
-                kvFp16 = cache.fp16EquivalentBytes();
-            }
-            String all = tok.decode(out.stream().mapToLong(Long::longValue).toArray());
-            if (all.startsWith(printed.toString()) && all.length() > printed.length()) {
-                stdout.print(all.substring(printed.length()));
-            }
-            stdout.println();
-            stdout.flush();
-            long rss = peakRss();
-            err.printf(Locale.ROOT, "prompt tokens: %d, generated: %d | prefill %.1f tok/s | decode %.2f tok/s%n",
-                    st.promptTokens(), st.generatedTokens(), st.prefillTokensPerSecond(), st.decodeTokensPerSecond());
-            err.printf(Locale.ROOT, "KV cache (%s, %s): %.2f MiB, fp16 equivalent %.2f MiB (%.2fx smaller) | peak RSS %.0f MiB%n",
-                    cfg, mode, kvBytes / 1048576.0, kvFp16 / 1048576.0, kvFp16 / (double) Math.max(1, kvBytes), rss / 1048576.0);
-            if (statsJson != null) {
-                writeStats(st, kvBytes, kvFp16, rss, cfg, nThreads, dir);
+            try (KvCache cache = KvCaches.create(kvCfg, dm.layers(), dm.kvHeads(), dm.headDim())) {
+                return generate(dm, tok, cache, ids, sampler, kvCfg, m, out, err);
             }
         }
-        return 0;
     }
 
-    private static void progress(PrintStream err, int done, int total) {
-        int width = 30;
-        int fill = (int) ((long) width * done / total);
-        err.printf(Locale.ROOT, "\rprefill [%s%s] %3d%% %d/%d tokens", "#".repeat(fill), ".".repeat(width - fill),
-                100L * done / total, done, total);
-        if (done == total) {
-            err.print("\r" + " ".repeat(70) + "\r");
+    private int generate(DecoderModel dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
+                         KvQuantConfig kvCfg, KvHookDecoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
+        KvHookDecoder dec = new KvHookDecoder(dm, cache, prefillChunk);
+        java.io.Console console = System.console();
+        boolean tty = console != null && console.isTerminal();
+        ProgressBar bar = tty ? new ProgressBar(err, "prefill", ids.length) : null;
+        long t0 = System.nanoTime();
+        float[] logits = dec.prefill(ids, bar == null ? null : bar::update);
+        long t1 = System.nanoTime();
+        if (bar != null) {
+            bar.done();
         }
+        int ctx = dm.maxContext();
+        int eos = dm.eosTokenId();
+        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
+        int generated = 0;
+        String stop = "max-new-tokens";
+        long t2 = System.nanoTime();
+        while (generated < maxNewTokens) {
+            int next = sampler.sample(logits);
+            generated++;
+            if (next == eos && !noStop) {
+                stop = "eos";
+                break;
+            }
+            out.print(streamer.accept(next));
+            out.flush();
+            if (generated == maxNewTokens) {
+                break;
+            }
+            if (ctx > 0 && dec.position() >= ctx) {
+                stop = "context full (" + ctx + " tokens)";
+                break;
+            }
+            logits = dec.step(next);
+        }
+        long t3 = System.nanoTime();
+        out.println();
+        out.flush();
+        // Decode steps actually run: tokens fed after the prefill.
+        int decodeSteps = dec.position() - ids.length;
+        double prefillTps = ids.length / ((t1 - t0) / 1e9);
+        double decodeTps = decodeSteps > 0 ? decodeSteps / ((t3 - t2) / 1e9) : Double.NaN;
+        RunStats st = new RunStats();
+        st.fields.put("prompt_tokens", ids.length);
+        st.fields.put("generated_tokens", generated);
+        st.fields.put("decode_steps", decodeSteps);
+        st.fields.put("stop", stop);
+        st.fields.put("prefill_seconds", (t1 - t0) / 1e9);
+        st.fields.put("prefill_tokens_per_s", prefillTps);
+        st.fields.put("decode_tokens_per_s", decodeTps);
+        st.fields.put("kv_tokens", cache.length(0));
+        st.fields.put("kv_bytes", cache.bytesUsed());
+        st.fields.put("kv_bytes_fp16_equivalent", cache.fp16EquivalentBytes());
+        st.fields.put("peak_rss_bytes", RunStats.peakRssBytes());
+        st.fields.put("kv", kvCfg.toString());
+        st.fields.put("mode", m.cli);
+        Map<String, Object> cfg = new LinkedHashMap<>();
+        cfg.put("model", dm.file().toString());
+        cfg.put("model_shape", dm.describe());
+        cfg.put("kv", kvCfg.toString());
+        cfg.put("mode", m.cli);
+        cfg.put("ep", ep);
+        cfg.put("prefill_chunk", prefillChunk);
+        cfg.put("max_new_tokens", maxNewTokens);
+        cfg.put("temperature", temperature);
+        cfg.put("top_k", topK);
+        cfg.put("top_p", topP);
+        cfg.put("seed", seed);
+        st.fields.put("run", RunStats.metadata(threads));
+        st.fields.put("config", cfg);
+        err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%n",
+                ids.length, prefillTps, generated, stop, decodeTps);
+        err.printf(Locale.ROOT, "kv %s, mode %s: %s used, fp16 equivalent %s (fp16/used %.2fx); peak RSS %s%n",
+                kvCfg, m.cli, mib(cache.bytesUsed()), mib(cache.fp16EquivalentBytes()),
+                cache.bytesUsed() > 0 ? (double) cache.fp16EquivalentBytes() / cache.bytesUsed() : Double.NaN,
+                mib(RunStats.peakRssBytes()));
         err.flush();
-    }
-
-    /** Peak resident set size of this process (VmHWM), 0 where /proc is not available. */
-    public static long peakRss() {
-        try {
-            for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-                if (line.startsWith("VmHWM:")) {
-                    return Long.parseLong(line.replaceAll("[^0-9]", "")) * 1024L;
-                }
-            }
-        } catch (IOException | RuntimeException e) {
-            return 0;
+        if (statsJson != null) {
+            st.writeAtomically(statsJson);
         }
         return 0;
     }
 
-    private void writeStats(Generator.Stats st, long kvBytes, long kvFp16, long rss, KvQuantConfig cfg, int nThreads, Path dir)
-            throws IOException {
-        String json = String.format(Locale.ROOT, """
-                {
-                  "prompt_tokens": %d,
-                  "generated_tokens": %d,
-                  "prefill_tokens_per_s": %.3f,
-                  "decode_tokens_per_s": %.3f,
-                  "kv_bytes": %d,
-                  "kv_bytes_fp16_equivalent": %d,
-                  "peak_rss_bytes": %d,
-                  "kv": "%s",
-                  "mode": "%s",
-                  "ep": "%s",
-                  "threads": %d,
-                  "model": "%s"
-                }
-                """, st.promptTokens(), st.generatedTokens(), st.prefillTokensPerSecond(), st.decodeTokensPerSecond(),
-                kvBytes, kvFp16, rss, cfg, mode, ep, nThreads, dir.toAbsolutePath().toString().replace("\\", "\\\\").replace("\"", "\\\""));
-        Path target = statsJson.toAbsolutePath();
-        Path tmp = Files.createTempFile(target.getParent(), ".stats", ".tmp");
-        try {
-            Files.writeString(tmp, json);
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
+    private static String mib(long bytes) {
+        return bytes < 0 ? "n/a" : String.format(Locale.ROOT, "%.2f MiB", bytes / (1024.0 * 1024.0));
+    }
+
+    /** A one-line progress bar redrawn with carriage returns (terminals only). */
+    static final class ProgressBar {
+        private final PrintWriter err;
+        private final String label;
+        private final int total;
+        private final long start = System.nanoTime();
+
+        ProgressBar(PrintWriter err, String label, int total) {
+            this.err = err;
+            this.label = label;
+            this.total = total;
+        }
+
+        void update(int done) {
+            int width = 30;
+            int fill = (int) ((long) done * width / Math.max(1, total));
+            double s = (System.nanoTime() - start) / 1e9;
+            err.printf(Locale.ROOT, "\r%s [%s%s] %d/%d tokens, %.0f tok/s", label, "#".repeat(fill), ".".repeat(width - fill),
+                    done, total, done / Math.max(s, 1e-9));
+            err.flush();
+        }
+
+        void done() {
+            err.print("\r\033[2K");
+            err.flush();
         }
     }
 }
