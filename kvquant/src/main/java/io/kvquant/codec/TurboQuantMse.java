@@ -337,6 +337,19 @@ public final class TurboQuantMse implements VectorCodec {
     }
 
     @Override
+    public void scoreMany(byte[] buf, int off, float[] g, int go, int gs, int nq, float[] out, int oo, int os) {
+        float norm = Float.float16ToFloat((short) ((buf[off] & 0xFF) | (buf[off + 1] << 8)));
+        for (int i = 0; i < nq; i++) {
+            out[oo + i * os] = 0f;
+        }
+        VectorOps ops = Simd.ops();
+        for (int s = 0; s < segLen.length; s++) {
+            ops.decodeDot(buf, off + segByteOff[s], segBits[s], paddedCentroids[s], segLen[s], norm, g, go + segStart[s], gs, nq,
+                    out, oo, os);
+        }
+    }
+
+    @Override
     public void finishFeatures(float[] acc, int ao, float[] out, int oo) {
         rotation.unrotate(acc, ao, out, oo);
     }

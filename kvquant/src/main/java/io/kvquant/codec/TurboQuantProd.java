@@ -331,6 +331,19 @@ public final class TurboQuantProd implements VectorCodec {
     }
 
     @Override
+    public void scoreMany(byte[] buf, int off, float[] g, int go, int gs, int nq, float[] out, int oo, int os) {
+        if (mse != null) {
+            mse.scoreMany(buf, off, g, go, gs, nq, out, oo, os);
+        } else {
+            for (int i = 0; i < nq; i++) {
+                out[oo + i * os] = 0f;
+            }
+        }
+        float gamma = Float.float16ToFloat((short) ((buf[off + gammaOff] & 0xFF) | (buf[off + gammaOff + 1] << 8)));
+        Simd.ops().decodeDot(buf, off + signOff, 1, SIGN_TABLE, dim, gamma, g, go + dim, gs, nq, out, oo, os);
+    }
+
+    @Override
     public void finishFeatures(float[] acc, int ao, float[] out, int oo) {
         finish(acc, ao, out, oo);
     }

@@ -75,6 +75,18 @@ public interface VectorCodec {
      */
     void features(byte[] buf, int off, float[] out, int oo);
 
+    /**
+     * Scores of one record for a group of queries: out[oo + i·os] = ⟨g_i, f(x)⟩ for i &lt; nq,
+     * where g_i = g[go + i·gs ..]. Implementations fuse the code expansion with the products.
+     */
+    default void scoreMany(byte[] buf, int off, float[] g, int go, int gs, int nq, float[] out, int oo, int os) {
+        float[] f = new float[featureSize()];
+        features(buf, off, f, 0);
+        for (int i = 0; i < nq; i++) {
+            out[oo + i * os] = io.kvquant.simd.Simd.ops().dot(g, go + i * gs, f, 0, f.length);
+        }
+    }
+
     /** Turns Σ w·f(x) (acc[ao..ao+featureSize)) into Σ w·x̂ in out[oo..oo+dim). */
     void finishFeatures(float[] acc, int ao, float[] out, int oo);
 

@@ -178,6 +178,70 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    /** Eight centroid values for code group g (bits ≤ 4, table in t0/t1). */
+    private static FloatVector lanes(byte[] buf, int bo, int bits, int g, IntVector shifts, IntVector mask,
+                                     FloatVector t0, FloatVector t1) {
+        int word = (int) INT_LE.get(buf, bo + g * bits);
+        IntVector v = IntVector.broadcast(I8, word).lanewise(VectorOperators.LSHR, shifts).and(mask);
+        if (bits <= 3) {
+            return ((FloatVector) v.convert(VectorOperators.I2F, 0)).selectFrom(t0);
+        }
+        FloatVector lo = (FloatVector) v.and(7).convert(VectorOperators.I2F, 0);
+        var high = v.compare(VectorOperators.GT, 7).cast(F8);
+        return lo.selectFrom(t0).blend(lo.selectFrom(t1), high);
+    }
+
+    @Override
+    public void decodeDot(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] q, int qo, int qs, int nq,
+                          float[] out, int oo, int os) {
+        if (bits > 4 || table.length < 16 || F8.length() != 8) {
+            ScalarOps.INSTANCE.decodeDot(buf, bo, bits, table, n, scale, q, qo, qs, nq, out, oo, os);
+            return;
+        }
+        FloatVector t0 = FloatVector.fromArray(F8, table, 0);
+        FloatVector t1 = FloatVector.fromArray(F8, table, 8);
+        IntVector shifts = SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I8, (1 << bits) - 1);
+        int groups = n >>> 3;
+        int done = groups << 3;
+        // up to four queries per pass, each with its own accumulator in a register
+        for (int i0 = 0; i0 < nq; i0 += 4) {
+            int m = Math.min(4, nq - i0);
+            FloatVector a0 = FloatVector.zero(F8);
+            FloatVector a1 = FloatVector.zero(F8);
+            FloatVector a2 = FloatVector.zero(F8);
+            FloatVector a3 = FloatVector.zero(F8);
+            int b0 = qo + i0 * qs;
+            for (int g = 0; g < groups; g++) {
+                FloatVector c = lanes(buf, bo, bits, g, shifts, mask, t0, t1);
+                int j = g << 3;
+                a0 = c.fma(FloatVector.fromArray(F8, q, b0 + j), a0);
+                if (m > 1) {
+                    a1 = c.fma(FloatVector.fromArray(F8, q, b0 + qs + j), a1);
+                }
+                if (m > 2) {
+                    a2 = c.fma(FloatVector.fromArray(F8, q, b0 + 2 * qs + j), a2);
+                }
+                if (m > 3) {
+                    a3 = c.fma(FloatVector.fromArray(F8, q, b0 + 3 * qs + j), a3);
+                }
+            }
+            out[oo + i0 * os] += scale * a0.reduceLanes(VectorOperators.ADD);
+            if (m > 1) {
+                out[oo + (i0 + 1) * os] += scale * a1.reduceLanes(VectorOperators.ADD);
+            }
+            if (m > 2) {
+                out[oo + (i0 + 2) * os] += scale * a2.reduceLanes(VectorOperators.ADD);
+            }
+            if (m > 3) {
+                out[oo + (i0 + 3) * os] += scale * a3.reduceLanes(VectorOperators.ADD);
+            }
+        }
+        if (done < n) {
+            ScalarOps.INSTANCE.decodeDot(buf, bo + done * bits / 8, bits, table, n - done, scale, q, qo + done, qs, nq, out, oo, os);
+        }
+    }
+
     @Override
     public String name() {
         return "vector(" + F.vectorBitSize() + "-bit)";

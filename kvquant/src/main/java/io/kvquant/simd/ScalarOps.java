@@ -74,6 +74,25 @@ public final class ScalarOps implements VectorOps {
         }
     }
 
+    private static int code(byte[] buf, int bo, int bits, int j) {
+        long bit = (long) j * bits;
+        int idx = bo + (int) (bit >>> 3);
+        int v = ((buf[idx] & 0xFF) | ((buf[idx + 1] & 0xFF) << 8)) >>> (int) (bit & 7);
+        return v & ((1 << bits) - 1);
+    }
+
+    @Override
+    public void decodeDot(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] q, int qo, int qs, int nq,
+                          float[] out, int oo, int os) {
+        for (int i = 0; i < nq; i++) {
+            float s = 0f;
+            for (int j = 0; j < n; j++) {
+                s += table[code(buf, bo, bits, j)] * q[qo + i * qs + j];
+            }
+            out[oo + i * os] += scale * s;
+        }
+    }
+
     @Override
     public String name() {
         return "scalar";

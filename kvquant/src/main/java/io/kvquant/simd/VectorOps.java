@@ -36,6 +36,14 @@ public interface VectorOps {
      */
     void decodeCodes(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] out, int oo);
 
+    /**
+     * Fused decode and dot products for a group of queries: for i &lt; nq,
+     * out[oo + i·os] += scale · Σ_{j&lt;n} table[code_j] · q[qo + i·qs + j]. Same code layout and
+     * padding rules as {@link #decodeCodes}.
+     */
+    void decodeDot(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] q, int qo, int qs, int nq,
+                   float[] out, int oo, int os);
+
     /** Name shown in logs and run metadata. */
     String name();
 }

@@ -66,6 +66,24 @@ class FeatureFormTest {
                     want[i] += (t + 1) * 0.1f * dec[t][i];
                 }
             }
+            // the fused group form gives the same scores as features + dot
+            float[] gs = new float[3 * c.featureSize()];
+            float[] qs = unitVector(r, d);
+            c.queryFeatures(q, 0, gs, 0);
+            c.queryFeatures(qs, 0, gs, c.featureSize());
+            c.queryFeatures(q, 0, gs, 2 * c.featureSize());
+            float[] many = new float[3];
+            for (int t = 0; t < n; t++) {
+                c.scoreMany(buf, t * c.recordBytes(), gs, 0, c.featureSize(), 3, many, 0, 1);
+                c.features(buf, t * c.recordBytes(), f, 0);
+                for (int i = 0; i < 3; i++) {
+                    double s = 0;
+                    for (int k = 0; k < f.length; k++) {
+                        s += (double) gs[i * c.featureSize() + k] * f[k];
+                    }
+                    assertEquals(s, many[i], 1e-4 * 2.5 * Math.sqrt(d / 64.0), c.describe() + " scoreMany");
+                }
+            }
             float[] out = new float[d];
             c.finishFeatures(acc, 0, out, 0);
             for (int i = 0; i < d; i++) {

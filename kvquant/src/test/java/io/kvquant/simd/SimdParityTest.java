@@ -99,6 +99,32 @@ class SimdParityTest {
         }
     }
 
+    @Test
+    void fusedDecodeDotAgreesWithDecodeThenDot() {
+        Random r = new Random(SEED + 3);
+        for (int bits = 1; bits <= 5; bits++) {
+            float[] table = rand(r, Math.max(16, 1 << bits));
+            for (int n : new int[]{8, 13, 64, 96}) {
+                for (int nq : new int[]{1, 3, 4, 6}) {
+                    byte[] buf = new byte[n + 16];
+                    r.nextBytes(buf);
+                    float[] q = rand(r, 2 + nq * (n + 5));
+                    float[] dec = new float[n];
+                    scalar.decodeCodes(buf, 1, bits, table, n, 1f, dec, 0);
+                    for (VectorOps ops : new VectorOps[]{scalar, vector}) {
+                        float[] out = new float[3 * nq + 1];
+                        java.util.Arrays.fill(out, 0.5f);
+                        ops.decodeDot(buf, 1, bits, table, n, 0.7f, q, 2, n + 5, nq, out, 1, 3);
+                        for (int i = 0; i < nq; i++) {
+                            float want = 0.5f + 0.7f * scalar.dot(dec, 0, q, 2 + i * (n + 5), n);
+                            assertEquals(want, out[1 + 3 * i], 1e-4f * n, ops.name() + " decodeDot bits=" + bits + " n=" + n + " q" + i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     static void assertArrayClose(float[] e, float[] a, float tol, String msg) {
         assertEquals(e.length, a.length, msg);
         for (int i = 0; i < e.length; i++) {
