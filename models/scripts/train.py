@@ -90,6 +90,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(WORK, "ckpt.pt"))
     ap.add_argument("--resume", help="continue from this checkpoint (weights; a fresh optimizer with warm-up)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    ap.add_argument("--needle-frac", type=float, default=0.3,
+                    help="share of retrieval (pass code) sequences; +0.1 in the long phase")
+    ap.add_argument("--short-seq", type=int, default=512, help="sequence length of the first phase")
     ap.add_argument("--long-from", type=float, default=0.6,
                     help="fraction of the budget after which sequences are 2048 tokens long")
     args = ap.parse_args()
@@ -131,9 +134,9 @@ def main():
         if frac >= 1:
             break
         if frac < args.long_from:
-            seq, bs, nf = 512, 8, 0.3
+            seq, bs, nf = args.short_seq, max(1, 4096 // args.short_seq), args.needle_frac
         else:
-            seq, bs, nf = 2048, 2, 0.4
+            seq, bs, nf = 2048, 2, min(1.0, args.needle_frac + 0.1)
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr

@@ -70,7 +70,7 @@ class CliTest {
     @Test
     void attentionBenchQuickRunsAndReportsRatios() {
         Run r = kvq("bench", "attention", "--head-dims", "64", "--contexts", "128", "--caches", "fp16;turbo2.5", "--threads", "1",
-                "--repeats", "1", "--q-heads", "4", "--kv-heads", "2", "--json");
+                "--repeats", "1", "--q-heads", "4", "--kv-heads", "2", "--no-warmup", "--json");
         assertEquals(0, r.code(), r.err());
         for (String f : new String[]{"\"cache\"", "\"context\"", "\"threads\"", "\"ns_per_token\"", "\"bytes_per_token\"",
                 "\"ratio_vs_fp16\""}) {

@@ -55,6 +55,9 @@ public final class AttentionBenchCommand implements Callable<Integer> {
     @Option(names = "--quick", description = "Small smoke run: contexts 256,1024, head dim 64, 3 repeats.")
     boolean quick;
 
+    @Option(names = "--no-warmup", description = "Skip the JIT warm-up pass over every cache.")
+    boolean noWarmup;
+
     @Option(names = "--json", description = "Print JSON to stdout instead of the table.")
     boolean json;
 
@@ -88,6 +91,23 @@ public final class AttentionBenchCommand implements Callable<Integer> {
             cfgs.add(KvQuantConfig.parse(c.trim()));
         }
         boolean tty = System.console() != null;
+        // JIT warm-up of every kernel on a small context, so the first measured configurations
+        // are not timed in the interpreter (results discarded)
+        if (!noWarmup) {
+            int savedRepeats = repeats;
+            repeats = 1;
+            for (int d : headDims) {
+                for (KvQuantConfig cfg : cfgs) {
+                    if (tty) {
+                        System.err.printf("\rwarming up %s d=%d            ", cfg, d);
+                    }
+                    for (int i = 0; i < 5; i++) {
+                        measure(cfg, d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
+                    }
+                }
+            }
+            repeats = savedRepeats;
+        }
         List<Map<String, Object>> rows = new ArrayList<>();
         int total = headDims.length * contexts.length * cfgs.size();
         int done = 0;
