@@ -196,6 +196,10 @@ public final class CodecBenchCommand implements Callable<Integer> {
         if (p.waitFor() != 0) {
             throw new IllegalStateException("the scalar comparison run failed (exit " + p.exitValue() + ")");
         }
-        return (List<Map<String, Object>>) (List<?>) MiniJsonParser.parseRows(outText);
+        int start = outText.indexOf('[');
+        if (start < 0) {
+            throw new IllegalStateException("the scalar comparison run printed no results");
+        }
+        return (List<Map<String, Object>>) io.kvquant.demo.onnx.Json.parse(outText.substring(start));
     }
 }
