@@ -52,13 +52,18 @@ public final class RunStats {
         return m;
     }
 
-    static String gitCommit() {
+    /** The commit of the checkout kvq runs from ("-dirty" if tracked files changed), "unknown" outside git. */
+    public static String gitCommit() {
         String home = System.getProperty("kvq.home", ".");
         try {
             Process p = new ProcessBuilder("git", "-C", home, "rev-parse", "HEAD").redirectErrorStream(true).start();
             String out = new String(p.getInputStream().readAllBytes()).trim();
             if (p.waitFor(5, TimeUnit.SECONDS) && p.exitValue() == 0 && out.matches("[0-9a-f]{40}")) {
-                return out;
+                Process d = new ProcessBuilder("git", "-C", home, "status", "--porcelain", "--untracked-files=no")
+                        .redirectErrorStream(true).start();
+                String dirty = new String(d.getInputStream().readAllBytes()).trim();
+                d.waitFor(5, TimeUnit.SECONDS);
+                return dirty.isEmpty() ? out : out + "-dirty";
             }
         } catch (IOException e) {
             return "unknown";
