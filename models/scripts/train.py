@@ -56,26 +56,47 @@ def needle_sample(enc, data, length, rng):
     return ids, w
 
 
-def batch(enc, data, bs, seq, needle_frac, rng):
-    xs, ws = [], []
+def batch(enc, data, bs, seq, needle_frac, rng, min_len=64):
+    """Returns (x, y, w, answers): answers lists, per retrieval row, the positions in y of the
+    code's digits (empty for ordinary text rows)."""
+    xs, ws, answers = [], [], []
     for _ in range(bs):
         if rng.random() < needle_frac:
-            length = rng.randint(max(64, seq // 8), seq)
+            length = rng.randint(min(seq, max(min_len, seq // 4)), seq)
             ids, w = needle_sample(enc, data, length, rng)
             pad = seq + 1 - len(ids)
             # left-fill with ordinary text so every row has seq+1 tokens
             start = rng.randint(0, len(data) - pad - 1)
             ids = data[start:start + pad].tolist() + ids
             w = [1.0] * pad + w
+            n_ans = sum(1 for v in w if v > 1.0)
+            # y = ids[1:], so the answer tokens are the last n_ans positions of y; drop the "."
+            answers.append(list(range(seq - n_ans, seq - 1)))
         else:
             start = rng.randint(0, len(data) - seq - 2)
             ids = data[start:start + seq + 1].tolist()
             w = [1.0] * (seq + 1)
+            answers.append([])
         xs.append(ids)
         ws.append(w)
     x = torch.tensor(xs, dtype=torch.long)
     w = torch.tensor(ws, dtype=torch.float32)
-    return x[:, :-1], x[:, 1:], w[:, 1:]
+    return x[:, :-1], x[:, 1:], w[:, 1:], answers
+
+
+def probe(net, enc, data, seq, rng, n, device):
+    """Needle accuracy at lengths up to `seq`: teacher-forced argmax over the code's digits, which
+    equals greedy decoding's answer (each digit is right iff all before it are)."""
+    net.eval()
+    ok = 0
+    with torch.no_grad():
+        for _ in range(n):
+            x, y, _, ans = batch(enc, data, 1, seq, 1.0, rng)
+            logits, _ = net(x.to(device))
+            pred = logits[0].argmax(-1).cpu()
+            ok += int(all(pred[i] == y[0, i] for i in ans[0]))
+    net.train()
+    return ok / n
 
 
 def main():
@@ -95,6 +116,14 @@ def main():
     ap.add_argument("--short-seq", type=int, default=512, help="sequence length of the first phase")
     ap.add_argument("--long-from", type=float, default=0.6,
                     help="fraction of the budget after which sequences are 2048 tokens long")
+    ap.add_argument("--curriculum",
+                    help="retrieval curriculum, e.g. 128,256,512,1024,2048: sequence lengths in turn, "
+                         "moving on when the probe finds the needle in >= --advance-at of cases "
+                         "(or at --long-from of the budget, straight to the last); replaces --short-seq")
+    ap.add_argument("--advance-at", type=float, default=0.9)
+    ap.add_argument("--probe-every", type=int, default=50, help="steps between needle probes")
+    ap.add_argument("--probe-n", type=int, default=24, help="needles per probe")
+    ap.add_argument("--batch-tokens", type=int, default=4096)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -128,19 +157,26 @@ def main():
     t0 = time.time()
     last_ckpt = t0
     step, seen = 0, seen0
-    # phase 1: short sequences (fast); phase 2: full 2048 context for RoPE range and retrieval.
+    # Without --curriculum: short sequences (fast), then the full 2048 context for RoPE range
+    # and retrieval. With it: lengths in turn, moving on once retrieval works at the current one.
+    stages = [int(v) for v in args.curriculum.split(",")] if args.curriculum else [args.short_seq, 2048]
+    stage = 0
+    probe_rng = random.Random(args.seed + 1)
+    ans_loss_sum, ans_n = 0.0, 0
     while True:
         frac = (time.time() - t0) / budget
         if frac >= 1:
             break
-        if frac < args.long_from:
-            seq, bs, nf = args.short_seq, max(1, 4096 // args.short_seq), args.needle_frac
-        else:
-            seq, bs, nf = 2048, 2, min(1.0, args.needle_frac + 0.1)
+        if frac >= args.long_from and stage < len(stages) - 1:
+            stage = len(stages) - 1
+            print(f"time share reached: moving to {stages[stage]} tokens", flush=True)
+        seq = stages[stage]
+        bs = max(1, args.batch_tokens // seq)
+        nf = args.needle_frac if stage < len(stages) - 1 else min(1.0, args.needle_frac + 0.1)
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y, w = batch(enc, data, bs, seq, nf, rng)
+        x, y, w, answers = batch(enc, data, bs, seq, nf, rng)
         x, y, w = x.to(args.device), y.to(args.device), w.to(args.device)
         logits, _ = net(x)
         loss_tok = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1), reduction="none")
@@ -151,10 +187,24 @@ def main():
         opt.step()
         step += 1
         seen += x.numel()
+        lt = loss_tok.detach().reshape(bs, seq)
+        for r, pos in enumerate(answers):
+            for p in pos:
+                ans_loss_sum += lt[r, p].item()
+                ans_n += 1
         if step % 20 == 0:
             el = time.time() - t0
-            print(f"step {step} seq {seq} loss {loss_tok.mean().item():.3f} lr {lr:.2e} "
-                  f"tokens {seen} {(seen - seen0) / el:.0f} tok/s elapsed {el / 60:.1f} min", flush=True)
+            al = ans_loss_sum / max(1, ans_n)
+            ans_loss_sum, ans_n = 0.0, 0
+            print(f"step {step} seq {seq} loss {loss_tok.mean().item():.3f} answer-digit loss {al:.3f} "
+                  f"lr {lr:.2e} tokens {seen} {(seen - seen0) / el:.0f} tok/s elapsed {el / 60:.1f} min",
+                  flush=True)
+        if step % args.probe_every == 0:
+            acc = probe(net, enc, data, seq, probe_rng, args.probe_n, args.device)
+            print(f"probe step {step} seq {seq} needle accuracy {acc:.2f}", flush=True)
+            if acc >= args.advance_at and stage < len(stages) - 1:
+                stage += 1
+                print(f"retrieval works at {seq}: moving to {stages[stage]} tokens", flush=True)
         if time.time() - last_ckpt > 300:
             torch.save({"config": cfg.to_dict(), "state": net.state_dict(), "step": step,
                         "tokens_seen": seen}, args.out)

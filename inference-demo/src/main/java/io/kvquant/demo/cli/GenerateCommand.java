@@ -4,6 +4,7 @@ import io.kvquant.cache.KvCache;
 import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
 import io.kvquant.demo.onnx.DecoderModel;
+import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.demo.onnx.KvHookDecoder;
 import io.kvquant.demo.sampling.Sampler;
 import io.kvquant.demo.text.TextTokenizer;
@@ -87,7 +88,7 @@ public final class GenerateCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         // Validate everything cheap before loading anything.
         KvQuantConfig kvCfg = KvQuantConfig.parse(kv);
-        KvHookDecoder.Mode m = KvHookDecoder.Mode.parse(mode);
+        Decoder.Mode m = Decoder.Mode.parse(mode);
         DecoderModel.Ep provider = switch (ep.trim().toLowerCase(Locale.ROOT)) {
             case "cpu" -> DecoderModel.Ep.CPU;
             case "cuda" -> DecoderModel.Ep.CUDA;
@@ -144,7 +145,7 @@ public final class GenerateCommand implements Callable<Integer> {
     }
 
     private int generate(DecoderModel dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
-                         KvQuantConfig kvCfg, KvHookDecoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
+                         KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
         KvHookDecoder dec = new KvHookDecoder(dm, cache, prefillChunk);
         java.io.Console console = System.console();
         boolean tty = console != null && console.isTerminal();

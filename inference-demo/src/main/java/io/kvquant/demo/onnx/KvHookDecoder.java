@@ -11,32 +11,7 @@ import java.util.function.IntConsumer;
  * positions of {@code present}) are appended to the cache. With a lossless cache ({@code full})
  * the logits equal plain ONNX Runtime decoding exactly.
  */
-public final class KvHookDecoder {
-
-    /** Execution modes; only round-trip exists so far. */
-    public enum Mode {
-        ROUNDTRIP("roundtrip"), JAVA_ATTENTION("java-attention"), GRAPH("graph");
-
-        public final String cli;
-
-        Mode(String cli) {
-            this.cli = cli;
-        }
-
-        /** Parses a --mode value; modes from later issues are refused with a one-line reason. */
-        public static Mode parse(String s) {
-            for (Mode m : values()) {
-                if (m.cli.equalsIgnoreCase(s.trim())) {
-                    if (m != ROUNDTRIP) {
-                        throw new IllegalArgumentException("--mode " + m.cli + " is not available yet (it comes with its"
-                                + " own issue); use --mode roundtrip");
-                    }
-                    return m;
-                }
-            }
-            throw new IllegalArgumentException("unknown --mode '" + s + "' (known: roundtrip, java-attention, graph)");
-        }
-    }
+public final class KvHookDecoder implements Decoder {
 
     private final DecoderModel model;
     private final KvCache cache;
@@ -85,10 +60,12 @@ public final class KvHookDecoder {
     }
 
     /** Tokens held in the cache (the next position). */
+    @Override
     public int position() {
         return cache.length(0);
     }
 
+    @Override
     public KvCache cache() {
         return cache;
     }
@@ -97,6 +74,7 @@ public final class KvHookDecoder {
      * Feeds the prompt in chunks of at most {@code --prefill-chunk} tokens; returns the logits
      * after its last token. {@code progress} receives the number of tokens done after each chunk.
      */
+    @Override
     public float[] prefill(long[] tokens, IntConsumer progress) {
         if (tokens.length == 0) {
             throw new IllegalArgumentException("the prompt is empty (no tokens)");
@@ -113,6 +91,7 @@ public final class KvHookDecoder {
     }
 
     /** One decode step: feeds {@code token}, returns the next-token logits. */
+    @Override
     public float[] step(long token) {
         return feed(new long[] {token}, 0, 1);
     }

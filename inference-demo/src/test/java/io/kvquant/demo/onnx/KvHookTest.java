@@ -270,8 +270,8 @@ class KvHookTest {
             assertThrows(IllegalArgumentException.class, () -> new KvHookDecoder(model, cache, 0));
             assertThrows(IllegalArgumentException.class, () -> new KvHookDecoder(model, cache, 8).prefill(new long[0], null));
         }
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KvHookDecoder.Mode.parse("graph"));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Decoder.Mode.parse("graph"));
         assertTrue(e.getMessage().contains("not available yet"), e.getMessage());
-        assertEquals(KvHookDecoder.Mode.ROUNDTRIP, KvHookDecoder.Mode.parse("roundtrip"));
+        assertEquals(Decoder.Mode.ROUNDTRIP, Decoder.Mode.parse("roundtrip"));
     }
 }

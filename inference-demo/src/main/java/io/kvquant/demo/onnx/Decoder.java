@@ -1,0 +1,52 @@
+package io.kvquant.demo.onnx;
+
+import io.kvquant.cache.KvCache;
+import java.util.function.IntConsumer;
+
+/**
+ * Incremental decoding of one sequence over a {@link KvCache}: the contract shared by the
+ * execution modes (round-trip hook, Java attention, in-graph dequantization), so that the CLI,
+ * the evaluation harness and the DJL integration drive any of them the same way.
+ */
+public interface Decoder {
+
+    /** Execution modes; only round-trip exists so far. */
+    enum Mode {
+        ROUNDTRIP("roundtrip"), JAVA_ATTENTION("java-attention"), GRAPH("graph");
+
+        public final String cli;
+
+        Mode(String cli) {
+            this.cli = cli;
+        }
+
+        /** Parses a --mode value; modes from later issues are refused with a one-line reason. */
+        public static Mode parse(String s) {
+            for (Mode m : values()) {
+                if (m.cli.equalsIgnoreCase(s.trim())) {
+                    if (m != ROUNDTRIP) {
+                        throw new IllegalArgumentException("--mode " + m.cli + " is not available yet (it comes with its"
+                                + " own issue); use --mode roundtrip");
+                    }
+                    return m;
+                }
+            }
+            throw new IllegalArgumentException("unknown --mode '" + s + "' (known: roundtrip, java-attention, graph)");
+        }
+    }
+
+    /**
+     * Feeds the prompt (in chunks, as the implementation sees fit) and returns the next-token
+     * logits after its last token. {@code progress}, if not null, receives the tokens done so far.
+     */
+    float[] prefill(long[] tokens, IntConsumer progress);
+
+    /** One decode step: feeds {@code token}, returns the next-token logits. */
+    float[] step(long token);
+
+    /** Tokens held in the cache (the position of the next token). */
+    int position();
+
+    /** The cache this decoder appends to and reads from. */
+    KvCache cache();
+}
