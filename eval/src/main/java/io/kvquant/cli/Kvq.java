@@ -30,6 +30,8 @@ public final class Kvq implements Runnable {
             description = "Evaluation: distortion figures, perplexity, needle in a haystack.",
             subcommands = {
                     io.kvquant.eval.distortion.DistortionCommand.class,
+                    io.kvquant.eval.quality.PerplexityCommand.class,
+                    io.kvquant.eval.quality.NeedleCommand.class,
             })
     static final class Eval implements Runnable {
         @CommandLine.Spec

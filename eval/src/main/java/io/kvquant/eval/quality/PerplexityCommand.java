@@ -1,0 +1,351 @@
+package io.kvquant.eval.quality;
+
+import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.demo.onnx.Decoder;
+import io.kvquant.eval.Charts;
+import io.kvquant.eval.Json;
+import io.kvquant.eval.Progress;
+import io.kvquant.eval.RunContext;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code kvq eval perplexity}: long-context perplexity with the KV cache actually used while
+ * decoding. Each window's first {@code --prefix} tokens are prefilled, then every following
+ * token is fed one at a time and scored from the logits the model produced with the compressed
+ * past, so attention reads what the cache reconstructs. All settings run in lock step over the
+ * same windows and are compared with {@code full} position by position: relative perplexity
+ * change, mean KL divergence of the next-token distributions, and top-1 agreement.
+ */
+@Command(name = "perplexity", mixinStandardHelpOptions = true, sortOptions = false,
+        description = {"Perplexity of a decoder with each KV cache setting, scored token by token after a prefix, "
+                + "with KL divergence and top-1 agreement against full precision."},
+        footer = {"", "Example: ./kvq eval perplexity --kv full,turbo3.5,turbo2.5,kivi2 --windows 2 --out results/ppl"})
+public final class PerplexityCommand implements Callable<Integer> {
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
+
+    @Option(names = "--model", paramLabel = "DIR", description = "Model directory (default: the bundled model).")
+    Path model;
+
+    @Option(names = "--text", paramLabel = "FILE",
+            description = "UTF-8 text to score (default: the bundled model's held-out text, models/data/heldout.txt).")
+    Path text;
+
+    @Option(names = "--kv", paramLabel = "LIST", defaultValue = "full,turbo3.5,turbo2.5,kivi2",
+            description = "KV settings separated by ',' or ';' (a name=value item belongs to the setting before it: "
+                    + "'turbo3.5,qjl=k'); full is always added as the reference (default: ${DEFAULT-VALUE}).")
+    String kv;
+
+    @Option(names = "--context", paramLabel = "N", defaultValue = "0",
+            description = "Tokens per window; 0 = the model's context (default: ${DEFAULT-VALUE}).")
+    int context;
+
+    @Option(names = "--prefix", paramLabel = "N", defaultValue = "-1",
+            description = "Tokens prefilled before scoring starts in each window; -1 = half the window (default: ${DEFAULT-VALUE}).")
+    int prefix;
+
+    @Option(names = "--stride", paramLabel = "N", defaultValue = "0",
+            description = "Tokens between window starts; 0 = the window length (default: ${DEFAULT-VALUE}).")
+    int stride;
+
+    @Option(names = "--windows", paramLabel = "N", defaultValue = "2",
+            description = "Windows to score; 0 = as many as the text holds (default: ${DEFAULT-VALUE}).")
+    int windows;
+
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
+            description = "How attention meets the cache (default: ${DEFAULT-VALUE}).")
+    String mode;
+
+    @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",
+            description = "Prefill the prefix N tokens per step (default: ${DEFAULT-VALUE}).")
+    int prefillChunk;
+
+    @Option(names = "--threads", defaultValue = "0",
+            description = "ONNX Runtime intra-op threads; 0 = its default (default: ${DEFAULT-VALUE}).")
+    int threads;
+
+    @Option(names = "--json", description = "Print the results as JSON on stdout (instead of the table).")
+    boolean json;
+
+    @Option(names = "--out", paramLabel = "DIR",
+            description = "Write perplexity.json, perplexity.csv, perplexity.md and perplexity.png to DIR "
+                    + "(rewritten after every window, so an interrupted run keeps what it finished).")
+    Path out;
+
+    @Override
+    public Integer call() throws IOException {
+        List<KvQuantConfig> settings = new ArrayList<>(QualityModel.parseSettings(kv));
+        KvQuantConfig full = KvQuantConfig.full();
+        settings.remove(full);
+        settings.addFirst(full);
+        Decoder.Mode m = Decoder.Mode.parse(mode);
+        if (context < 0 || stride < 0 || windows < 0 || threads < 0) {
+            throw new IllegalArgumentException("--context, --stride, --windows and --threads must be >= 0");
+        }
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
+        }
+        Path textFile = text != null ? text : defaultText();
+        if (!Files.isRegularFile(textFile)) {
+            throw new IllegalArgumentException("text file not found: " + textFile);
+        }
+        PrintWriter err = spec.commandLine().getErr();
+        PrintWriter stdout = spec.commandLine().getOut();
+        try (QualityModel qm = QualityModel.open(model, threads, m, prefillChunk)) {
+            int ctx = context == 0 ? qm.context(2048) : context;
+            if (qm.model.maxContext() > 0 && ctx > qm.model.maxContext()) {
+                throw new IllegalArgumentException("--context " + ctx + " is longer than the model's context of "
+                        + qm.model.maxContext() + " tokens");
+            }
+            int pre = prefix < 0 ? ctx / 2 : prefix;
+            if (pre < 1 || pre >= ctx) {
+                throw new IllegalArgumentException("--prefix must be in [1, " + (ctx - 1) + "] for a " + ctx
+                        + "-token window, got " + pre);
+            }
+            int step = stride == 0 ? ctx : stride;
+            long[] ids = qm.tokenizer.encode(Files.readString(textFile));
+            List<Integer> starts = new ArrayList<>();
+            for (int s = 0; s + ctx <= ids.length && (windows == 0 || starts.size() < windows); s += step) {
+                starts.add(s);
+            }
+            if (starts.isEmpty()) {
+                throw new IllegalArgumentException("the text is " + ids.length + " tokens, shorter than one " + ctx
+                        + "-token window; use a longer --text or a smaller --context");
+            }
+            if (windows > 0 && starts.size() < windows) {
+                err.printf(Locale.ROOT, "note: the text holds %d windows of %d tokens, not %d%n", starts.size(), ctx, windows);
+            }
+            Map<String, Object> config = qm.describe();
+            config.put("text", textFile.toString());
+            config.put("text_tokens", ids.length);
+            config.put("context", ctx);
+            config.put("prefix", pre);
+            config.put("stride", step);
+            config.put("windows", starts.size());
+            config.put("kv", settings.stream().map(KvQuantConfig::toString).toList());
+            Map<String, Object> runMeta = RunContext.capture(threads, config);
+
+            Score[] scores = new Score[settings.size()];
+            for (int i = 0; i < scores.length; i++) {
+                scores[i] = new Score(settings.get(i));
+            }
+            int perWindow = ctx - pre;
+            Progress bar = new Progress(err, "perplexity", (long) starts.size() * perWindow * settings.size());
+            long done = 0;
+            int vocab = -1;
+            for (int w = 0; w < starts.size(); w++) {
+                int s0 = starts.get(w);
+                List<QualityModel.Run> runs = new ArrayList<>();
+                try {
+                    float[][] logits = new float[settings.size()][];
+                    long[] prompt = java.util.Arrays.copyOfRange(ids, s0, s0 + pre);
+                    for (int i = 0; i < settings.size(); i++) {
+                        runs.add(qm.start(settings.get(i)));
+                        logits[i] = runs.get(i).decoder().prefill(prompt, null);
+                    }
+                    vocab = logits[0].length;
+                    double[] ref = new double[vocab];
+                    double[] lp = new double[vocab];
+                    for (int t = pre; t < ctx; t++) {
+                        int target = (int) ids[s0 + t];
+                        logSoftmax(logits[0], ref);
+                        int refTop = argmax(logits[0]);
+                        for (int i = 0; i < settings.size(); i++) {
+                            double[] mine = i == 0 ? ref : logSoftmax(logits[i], lp);
+                            scores[i].add(-mine[target], kl(ref, mine), argmax(logits[i]) == refTop);
+                        }
+                        if (t + 1 < ctx) {
+                            for (int i = 0; i < settings.size(); i++) {
+                                logits[i] = runs.get(i).decoder().step(target);
+                            }
+                        }
+                        done += settings.size();
+                        bar.update(done, "window " + (w + 1) + "/" + starts.size());
+                    }
+                    for (int i = 0; i < settings.size(); i++) {
+                        scores[i].memory(runs.get(i));
+                    }
+                } finally {
+                    runs.forEach(QualityModel.Run::close);
+                }
+                if (out != null) {
+                    write(out, runMeta, scores, w + 1 == starts.size());
+                }
+            }
+            bar.done();
+            if (json) {
+                stdout.println(Json.write(document(runMeta, scores, true)));
+            } else {
+                stdout.print(markdown(scores, (long) starts.size() * perWindow, ctx, pre));
+            }
+            stdout.flush();
+            if (out != null) {
+                err.println("wrote " + out.resolve("perplexity.json") + ", .csv, .md, .png");
+            }
+        }
+        return 0;
+    }
+
+    static Path defaultText() {
+        Path modelDir = io.kvquant.demo.cli.ModelPaths.bundledModel();
+        return modelDir.getParent().resolve("data").resolve("heldout.txt");
+    }
+
+    /** Running totals for one setting. */
+    static final class Score {
+        final KvQuantConfig cfg;
+        long tokens;
+        double nll;
+        double kl;
+        long agree;
+        double bits = Double.NaN;
+        double ratio = Double.NaN;
+        Score reference;
+
+        Score(KvQuantConfig cfg) {
+            this.cfg = cfg;
+        }
+
+        void add(double tokenNll, double tokenKl, boolean top1) {
+            tokens++;
+            nll += tokenNll;
+            kl += tokenKl;
+            agree += top1 ? 1 : 0;
+        }
+
+        void memory(QualityModel.Run run) {
+            bits = QualityModel.bitsPerElement(run.cache());
+            ratio = QualityModel.memoryRatio(run.cache());
+        }
+
+        double perplexity() {
+            return Math.exp(nll / tokens);
+        }
+    }
+
+    /** Natural-log softmax of {@code logits} into {@code out}, computed stably. */
+    public static double[] logSoftmax(float[] logits, double[] out) {
+        double max = Double.NEGATIVE_INFINITY;
+        for (float v : logits) {
+            max = Math.max(max, v);
+        }
+        double sum = 0;
+        for (float v : logits) {
+            sum += Math.exp(v - max);
+        }
+        double lse = max + Math.log(sum);
+        for (int i = 0; i < logits.length; i++) {
+            out[i] = logits[i] - lse;
+        }
+        return out;
+    }
+
+    /** KL(p || q) from log-probabilities. */
+    static double kl(double[] logP, double[] logQ) {
+        if (logP == logQ) {
+            return 0;
+        }
+        double s = 0;
+        for (int i = 0; i < logP.length; i++) {
+            double p = Math.exp(logP[i]);
+            if (p > 0) {
+                s += p * (logP[i] - logQ[i]);
+            }
+        }
+        return Math.max(0, s);
+    }
+
+    static int argmax(float[] v) {
+        int best = 0;
+        for (int i = 1; i < v.length; i++) {
+            if (v[i] > v[best]) {
+                best = i;
+            }
+        }
+        return best;
+    }
+
+    static List<Map<String, Object>> rows(Score[] scores) {
+        double refPpl = scores[0].perplexity();
+        List<Map<String, Object>> rows = new ArrayList<>();
+        for (Score s : scores) {
+            Map<String, Object> r = new LinkedHashMap<>();
+            r.put("kv", s.cfg.toString());
+            r.put("tokens", s.tokens);
+            r.put("perplexity", s.perplexity());
+            r.put("delta_pct", 100 * (s.perplexity() / refPpl - 1));
+            r.put("kl_mean", s.kl / s.tokens);
+            r.put("top1_agreement", (double) s.agree / s.tokens);
+            r.put("bits_per_element", s.bits);
+            r.put("memory_ratio_vs_fp16", s.ratio);
+            rows.add(r);
+        }
+        return rows;
+    }
+
+    static Map<String, Object> document(Map<String, Object> runMeta, Score[] scores, boolean complete) {
+        Map<String, Object> doc = new LinkedHashMap<>(runMeta);
+        doc.put("complete", complete);
+        doc.put("results", rows(scores));
+        return doc;
+    }
+
+    static String markdown(Score[] scores, long tokensPerSetting, int ctx, int pre) {
+        StringBuilder b = new StringBuilder();
+        b.append(String.format(Locale.ROOT, "Perplexity, %d tokens per setting scored one by one after a %d-token prefix "
+                + "(windows of %d):%n%n", tokensPerSetting, pre, ctx));
+        b.append("| kv | bits/elem | memory vs fp16 | perplexity | Δ ppl | KL (nats) | top-1 agreement |\n");
+        b.append("|---|---:|---:|---:|---:|---:|---:|\n");
+        for (Map<String, Object> r : rows(scores)) {
+            b.append(String.format(Locale.ROOT, "| %s | %.2f | %.2fx | %.3f | %+.2f%% | %.5f | %.2f%% |%n", r.get("kv"),
+                    (double) r.get("bits_per_element"), (double) r.get("memory_ratio_vs_fp16"), (double) r.get("perplexity"),
+                    (double) r.get("delta_pct"), (double) r.get("kl_mean"), 100 * (double) r.get("top1_agreement")));
+        }
+        return b.toString();
+    }
+
+    private static void write(Path dir, Map<String, Object> runMeta, Score[] scores, boolean complete) throws IOException {
+        Files.createDirectories(dir);
+        RunContext.writeAtomically(dir.resolve("perplexity.json"), Json.write(document(runMeta, scores, complete)) + "\n");
+        StringBuilder csv = new StringBuilder("kv,tokens,perplexity,delta_pct,kl_mean,top1_agreement,bits_per_element,memory_ratio_vs_fp16\n");
+        for (Map<String, Object> r : rows(scores)) {
+            csv.append('"').append(r.get("kv")).append('"');
+            for (String k : List.of("tokens", "perplexity", "delta_pct", "kl_mean", "top1_agreement", "bits_per_element",
+                    "memory_ratio_vs_fp16")) {
+                csv.append(',').append(r.get(k));
+            }
+            csv.append('\n');
+        }
+        RunContext.writeAtomically(dir.resolve("perplexity.csv"), csv.toString());
+        @SuppressWarnings("unchecked")
+        Map<String, Object> cfg = (Map<String, Object>) runMeta.get("config");
+        String md = markdown(scores, scores[0].tokens, (int) cfg.get("context"), (int) cfg.get("prefix"))
+                + (complete ? "" : "\n(incomplete: the run was interrupted or is still going)\n");
+        RunContext.writeAtomically(dir.resolve("perplexity.md"), md);
+        List<String> names = new ArrayList<>();
+        List<Double> delta = new ArrayList<>();
+        List<Double> kls = new ArrayList<>();
+        for (Map<String, Object> r : rows(scores).subList(1, scores.length)) {
+            names.add((String) r.get("kv"));
+            delta.add((Double) r.get("delta_pct"));
+            kls.add((Double) r.get("kl_mean"));
+        }
+        if (!names.isEmpty()) {
+            Charts.bars(dir.resolve("perplexity.png"), "Perplexity change against full precision",
+                    "Δ perplexity (%)", names, delta, "KL (nats, ×100)", kls.stream().map(v -> v * 100).toList());
+        }
+    }
+}
