@@ -90,41 +90,38 @@ public final class AttentionBenchCommand implements Callable<Integer> {
         for (String c : caches) {
             cfgs.add(KvQuantConfig.parse(c.trim()));
         }
-        boolean tty = System.console() != null;
+        java.io.PrintWriter err = new java.io.PrintWriter(System.err, true);
         // JIT warm-up of every kernel on a small context, so the first measured configurations
         // are not timed in the interpreter (results discarded)
         if (!noWarmup) {
             int savedRepeats = repeats;
             repeats = 1;
+            io.kvquant.eval.Progress warm = new io.kvquant.eval.Progress(err, "warm-up", (long) headDims.length * cfgs.size());
+            int warmed = 0;
             for (int d : headDims) {
                 for (KvQuantConfig cfg : cfgs) {
-                    if (tty) {
-                        System.err.printf("\rwarming up %s d=%d            ", cfg, d);
-                    }
+                    warm.update(warmed++, cfg + " d=" + d);
                     for (int i = 0; i < 5; i++) {
                         measure(cfg, d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
                     }
                 }
             }
             repeats = savedRepeats;
+            warm.done();
         }
         List<Map<String, Object>> rows = new ArrayList<>();
         int total = headDims.length * contexts.length * cfgs.size();
         int done = 0;
+        io.kvquant.eval.Progress bar = new io.kvquant.eval.Progress(err, "attention", total);
         for (int d : headDims) {
             for (int ctx : contexts) {
                 for (KvQuantConfig cfg : cfgs) {
-                    done++;
-                    if (tty) {
-                        System.err.printf("\r[%d/%d] d=%d context=%d %s            ", done, total, d, ctx, cfg);
-                    }
+                    bar.update(done++, "d=" + d + " context=" + ctx + " " + cfg);
                     rows.addAll(measure(cfg, d, ctx));
                 }
             }
         }
-        if (tty) {
-            System.err.print("\r" + " ".repeat(70) + "\r");
-        }
+        bar.done();
         for (Map<String, Object> r : rows) {
             for (Map<String, Object> base : rows) {
                 if (base.get("cache").equals("fp16") && base.get("context").equals(r.get("context"))

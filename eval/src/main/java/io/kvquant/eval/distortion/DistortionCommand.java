@@ -86,22 +86,18 @@ public final class DistortionCommand implements Callable<Integer> {
             rots.add(RotationKind.parse(r));
         }
         List<Map<String, Object>> rows = new ArrayList<>();
-        boolean tty = System.console() != null;
         int cells = rots.size() * bits.length * 2;
         int done = 0;
+        io.kvquant.eval.Progress bar = new io.kvquant.eval.Progress(new java.io.PrintWriter(System.err, true), "distortion", cells);
         for (RotationKind rk : rots) {
             for (int b : bits) {
                 for (String variant : List.of("mse", "prod")) {
-                    if (tty) {
-                        System.err.printf("\r[%d/%d] %s b=%d %s ...", ++done, cells, rk.name().toLowerCase(Locale.ROOT), b, variant);
-                    }
+                    bar.update(done++, rk.name().toLowerCase(Locale.ROOT) + " b=" + b + " " + variant);
                     rows.add(measure(rk, b, variant, qk, dataKind));
                 }
             }
         }
-        if (tty) {
-            System.err.print("\r" + " ".repeat(60) + "\r");
-        }
+        bar.done();
         Map<String, Object> config = new LinkedHashMap<>();
         config.put("dim", dim);
         config.put("vectors", vectors);
