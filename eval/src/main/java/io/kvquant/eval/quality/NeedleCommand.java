@@ -1,7 +1,6 @@
 package io.kvquant.eval.quality;
 
 import io.kvquant.cache.KvQuantConfig;
-import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.eval.Charts;
 import io.kvquant.eval.Json;
 import io.kvquant.eval.Progress;
@@ -41,8 +40,8 @@ public final class NeedleCommand implements Callable<Integer> {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
-    @Option(names = "--model", paramLabel = "DIR", description = "Model directory (default: the bundled model).")
-    Path model;
+    @CommandLine.Mixin
+    ModelOptions modelOptions;
 
     @Option(names = "--kv", paramLabel = "LIST", defaultValue = "full,turbo3.5,turbo2.5,kivi2",
             description = "KV settings separated by ',' or ';' (a name=value item belongs to the setting before it) "
@@ -81,18 +80,6 @@ public final class NeedleCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "7", description = "Seed for codes and haystack offsets (default: ${DEFAULT-VALUE}).")
     long seed;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
-            description = "How attention meets the cache (default: ${DEFAULT-VALUE}).")
-    String mode;
-
-    @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",
-            description = "Prefill the prompt N tokens per step (default: ${DEFAULT-VALUE}).")
-    int prefillChunk;
-
-    @Option(names = "--threads", defaultValue = "0",
-            description = "ONNX Runtime intra-op threads; 0 = its default (default: ${DEFAULT-VALUE}).")
-    int threads;
-
     @Option(names = "--json", description = "Print the results as JSON on stdout (instead of the table).")
     boolean json;
 
@@ -108,7 +95,6 @@ public final class NeedleCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         List<KvQuantConfig> settings = QualityModel.parseSettings(kv);
-        Decoder.Mode m = Decoder.Mode.parse(mode);
         int[] lens = ints(lengths, "--lengths");
         double[] deps = Arrays.stream(ints(depths, "--depths")).mapToDouble(d -> d / 100.0).toArray();
         for (double d : deps) {
@@ -125,9 +111,6 @@ public final class NeedleCommand implements Callable<Integer> {
         if (!needle.contains("{code}")) {
             throw new IllegalArgumentException("--needle must contain {code}, got '" + needle + "'");
         }
-        if (prefillChunk < 1 || threads < 0) {
-            throw new IllegalArgumentException("--prefill-chunk must be >= 1 and --threads >= 0");
-        }
         String q = question.replace("\\n", "\n");
         Path hay = haystack != null ? haystack : PerplexityCommand.defaultText();
         if (!Files.isRegularFile(hay)) {
@@ -135,7 +118,7 @@ public final class NeedleCommand implements Callable<Integer> {
         }
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter stdout = spec.commandLine().getOut();
-        try (QualityModel qm = QualityModel.open(model, threads, m, prefillChunk)) {
+        try (QualityModel qm = modelOptions.open()) {
             long[] filler = qm.tokenizer.encode(Files.readString(hay));
             long[] qIds = qm.tokenizer.encode(q);
             int ctx = qm.model.maxContext();
@@ -163,7 +146,7 @@ public final class NeedleCommand implements Callable<Integer> {
             config.put("question", q);
             config.put("code_digits", codeDigits);
             config.put("seed", seed);
-            Map<String, Object> runMeta = RunContext.capture(threads, config);
+            Map<String, Object> runMeta = RunContext.capture(qm.threads, config);
 
             List<Cell> cells = new ArrayList<>();
             long total = (long) lens.length * deps.length * trials * settings.size();

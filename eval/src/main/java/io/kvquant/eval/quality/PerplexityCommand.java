@@ -1,7 +1,6 @@
 package io.kvquant.eval.quality;
 
 import io.kvquant.cache.KvQuantConfig;
-import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.eval.Charts;
 import io.kvquant.eval.Json;
 import io.kvquant.eval.Progress;
@@ -37,8 +36,8 @@ public final class PerplexityCommand implements Callable<Integer> {
     @CommandLine.Spec
     CommandLine.Model.CommandSpec spec;
 
-    @Option(names = "--model", paramLabel = "DIR", description = "Model directory (default: the bundled model).")
-    Path model;
+    @CommandLine.Mixin
+    ModelOptions modelOptions;
 
     @Option(names = "--text", paramLabel = "FILE",
             description = "UTF-8 text to score (default: the bundled model's held-out text, models/data/heldout.txt).")
@@ -65,18 +64,6 @@ public final class PerplexityCommand implements Callable<Integer> {
             description = "Windows to score; 0 = as many as the text holds (default: ${DEFAULT-VALUE}).")
     int windows;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
-            description = "How attention meets the cache (default: ${DEFAULT-VALUE}).")
-    String mode;
-
-    @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",
-            description = "Prefill the prefix N tokens per step (default: ${DEFAULT-VALUE}).")
-    int prefillChunk;
-
-    @Option(names = "--threads", defaultValue = "0",
-            description = "ONNX Runtime intra-op threads; 0 = its default (default: ${DEFAULT-VALUE}).")
-    int threads;
-
     @Option(names = "--json", description = "Print the results as JSON on stdout (instead of the table).")
     boolean json;
 
@@ -91,12 +78,8 @@ public final class PerplexityCommand implements Callable<Integer> {
         KvQuantConfig full = KvQuantConfig.full();
         settings.remove(full);
         settings.addFirst(full);
-        Decoder.Mode m = Decoder.Mode.parse(mode);
-        if (context < 0 || stride < 0 || windows < 0 || threads < 0) {
-            throw new IllegalArgumentException("--context, --stride, --windows and --threads must be >= 0");
-        }
-        if (prefillChunk < 1) {
-            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
+        if (context < 0 || stride < 0 || windows < 0) {
+            throw new IllegalArgumentException("--context, --stride and --windows must be >= 0");
         }
         Path textFile = text != null ? text : defaultText();
         if (!Files.isRegularFile(textFile)) {
@@ -104,7 +87,7 @@ public final class PerplexityCommand implements Callable<Integer> {
         }
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter stdout = spec.commandLine().getOut();
-        try (QualityModel qm = QualityModel.open(model, threads, m, prefillChunk)) {
+        try (QualityModel qm = modelOptions.open()) {
             int ctx = context == 0 ? qm.context(2048) : context;
             if (qm.model.maxContext() > 0 && ctx > qm.model.maxContext()) {
                 throw new IllegalArgumentException("--context " + ctx + " is longer than the model's context of "
@@ -136,7 +119,7 @@ public final class PerplexityCommand implements Callable<Integer> {
             config.put("stride", step);
             config.put("windows", starts.size());
             config.put("kv", settings.stream().map(KvQuantConfig::toString).toList());
-            Map<String, Object> runMeta = RunContext.capture(threads, config);
+            Map<String, Object> runMeta = RunContext.capture(qm.threads, config);
 
             Score[] scores = new Score[settings.size()];
             for (int i = 0; i < scores.length; i++) {

@@ -28,9 +28,11 @@ final class QualityModel implements AutoCloseable {
     final Decoder.Mode mode;
     final int prefillChunk;
     final String sha256;
+    final int threads;
 
     private QualityModel(Path dir, TextTokenizer tokenizer, DecoderModel model, Decoder.Mode mode, int prefillChunk,
-                         String sha256) {
+                         String sha256, int threads) {
+        this.threads = threads;
         this.dir = dir;
         this.tokenizer = tokenizer;
         this.model = model;
@@ -46,7 +48,7 @@ final class QualityModel implements AutoCloseable {
         TextTokenizer tok = TextTokenizer.open(dir);
         try {
             DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(threads, DecoderModel.Ep.CPU));
-            return new QualityModel(dir, tok, dm, mode, prefillChunk, sha);
+            return new QualityModel(dir, tok, dm, mode, prefillChunk, sha, threads);
         } catch (IOException | RuntimeException e) {
             tok.close();
             throw e;
