@@ -52,7 +52,23 @@ public final class DecoderModel implements AutoCloseable {
     public record Step(float[] logits, float[][] keys, float[][] values, int tokens) {
     }
 
-    private static final OrtEnvironment ENV = OrtEnvironment.getEnvironment();
+    private static final OrtEnvironment ENV = startEnvironment();
+
+    /**
+     * The process-wide ONNX Runtime environment. DJL's ONNX Runtime engine creates it with its
+     * own thread-pool options and fails if one exists already, so when that engine is on the
+     * class path it is started first and its environment shared (the DJL drop-in and kvquant's
+     * own decoding then work in one JVM, in either order).
+     */
+    private static OrtEnvironment startEnvironment() {
+        try {
+            Class.forName("ai.djl.onnxruntime.engine.OrtEngine", false, DecoderModel.class.getClassLoader());
+        } catch (ClassNotFoundException e) {
+            return OrtEnvironment.getEnvironment();
+        }
+        ai.djl.engine.Engine.getEngine("OnnxRuntime");
+        return OrtEnvironment.getEnvironment();
+    }
 
     private final Path file;
     private final OrtSession session;

@@ -1,8 +1,6 @@
 package io.kvquant.demo.onnx;
 
 import io.kvquant.cache.KvCache;
-import io.kvquant.cache.KvQuantConfig;
-import io.kvquant.cache.LayeredKvCache;
 import java.util.function.IntConsumer;
 
 /**
@@ -16,14 +14,7 @@ public final class KvHookDecoder implements Decoder {
     private final DecoderModel model;
     private final KvCache cache;
     private final int prefillChunk;
-    /** Positions at the end of the cache whose reconstruction may still change (residual windows). */
-    private final int unstableTail;
-    /** Dense mirror of what the cache reconstructs, per layer and KV head: [tokens][headDim]. */
-    private final float[][][] mirrorK;
-    private final float[][][] mirrorV;
-    private int mirrored;
-    private float[] readK = new float[0];
-    private float[] readV = new float[0];
+    private final DenseMirror mirror;
 
     public KvHookDecoder(DecoderModel model, KvCache cache, int prefillChunk) {
         if (prefillChunk < 1) {
@@ -36,27 +27,7 @@ public final class KvHookDecoder implements Decoder {
         this.model = model;
         this.cache = cache;
         this.prefillChunk = prefillChunk;
-        this.unstableTail = unstableTail(cache);
-        this.mirrorK = new float[model.layers()][model.kvHeads()][0];
-        this.mirrorV = new float[model.layers()][model.kvHeads()][0];
-    }
-
-    /**
-     * How many of the most recent positions a cache may still re-encode: kvquant's caches keep
-     * the newest {@code window} tokens (KIVI: residual + one group) in full precision and
-     * quantize them later, so their reconstruction changes once; older positions never change.
-     * Unknown implementations are re-read in full every step.
-     */
-    static int unstableTail(KvCache cache) {
-        if (cache instanceof LayeredKvCache lc) {
-            KvQuantConfig c = lc.config();
-            return switch (c.kind()) {
-                case FULL, FP16 -> 0;
-                case TURBO -> c.window();
-                case KIVI -> c.window() + c.groupSize();
-            };
-        }
-        return Integer.MAX_VALUE;
+        this.mirror = new DenseMirror(cache);
     }
 
     /** Tokens held in the cache (the next position). */
@@ -104,11 +75,10 @@ public final class KvHookDecoder implements Decoder {
                         + " tokens, layer 0 holds " + past);
             }
         }
-        refreshMirror(past);
+        mirror.refresh(past);
         DecoderModel.Step s = model.run(ids, off, len, past, (layer, key, heads, offsets) -> {
-            float[][] m = key ? mirrorK[layer] : mirrorV[layer];
             for (int h = 0; h < heads.length; h++) {
-                heads[h] = m[h];
+                heads[h] = key ? mirror.keys(layer, h) : mirror.values(layer, h);
                 offsets[h] = 0;
             }
         });
@@ -118,57 +88,8 @@ public final class KvHookDecoder implements Decoder {
         return s.logits();
     }
 
-    /** Brings the dense mirror up to {@code past} positions, re-reading only what may have changed. */
-    private void refreshMirror(int past) {
-        if (past < mirrored) {
-            mirrored = 0; // the cache was cleared
-        }
-        // Positions that were still in a residual window at the last refresh may have been
-        // re-encoded since; everything before them is final.
-        int from = unstableTail == Integer.MAX_VALUE ? 0 : Math.max(0, mirrored - unstableTail);
-        int n = past - from;
-        if (n > 0) {
-            int heads = model.kvHeads();
-            int d = model.headDim();
-            if (readK.length < heads * n * d) {
-                readK = new float[heads * n * d];
-                readV = new float[heads * n * d];
-            }
-            for (int l = 0; l < model.layers(); l++) {
-                cache.read(l, from, past, readK, readV);
-                for (int h = 0; h < heads; h++) {
-                    if (mirrorK[l][h].length < past * d) {
-                        int cap = Math.max(past, mirrorK[l][h].length / d * 3 / 2) * d;
-                        mirrorK[l][h] = java.util.Arrays.copyOf(mirrorK[l][h], cap);
-                        mirrorV[l][h] = java.util.Arrays.copyOf(mirrorV[l][h], cap);
-                    }
-                    System.arraycopy(readK, h * n * d, mirrorK[l][h], from * d, n * d);
-                    System.arraycopy(readV, h * n * d, mirrorV[l][h], from * d, n * d);
-                }
-            }
-        }
-        mirrored = past;
-    }
-
     /** Checks the mirror against a full read of the cache (for tests): true when identical. */
     boolean mirrorMatchesCache() {
-        int past = cache.length(0);
-        refreshMirror(past);
-        int heads = model.kvHeads();
-        int d = model.headDim();
-        float[] k = new float[heads * past * d];
-        float[] v = new float[heads * past * d];
-        for (int l = 0; l < model.layers(); l++) {
-            if (past > 0) {
-                cache.read(l, 0, past, k, v);
-            }
-            for (int h = 0; h < heads; h++) {
-                if (!java.util.Arrays.equals(k, h * past * d, (h + 1) * past * d, mirrorK[l][h], 0, past * d)
-                        || !java.util.Arrays.equals(v, h * past * d, (h + 1) * past * d, mirrorV[l][h], 0, past * d)) {
-                    return false;
-                }
-            }
-        }
-        return true;
+        return mirror.matchesCache();
     }
 }

@@ -249,7 +249,7 @@ class KvHookTest {
                 public void clear() { b.clear(); }
                 public void close() { }
             };
-            assertEquals(Integer.MAX_VALUE, KvHookDecoder.unstableTail(wrapped));
+            assertEquals(Integer.MAX_VALUE, DenseMirror.unstableTail(wrapped));
             KvHookDecoder da = new KvHookDecoder(model, a, 16);
             KvHookDecoder db = new KvHookDecoder(model, wrapped, 16);
             float[] la = da.prefill(Arrays.copyOf(prompt, 50), null);

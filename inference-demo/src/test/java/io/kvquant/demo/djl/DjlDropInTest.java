@@ -1,0 +1,107 @@
+package io.kvquant.demo.djl;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import ai.djl.inference.Predictor;
+import ai.djl.modality.nlp.generate.CausalLMOutput;
+import ai.djl.modality.nlp.generate.SearchConfig;
+import ai.djl.modality.nlp.generate.TextGenerator;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.repository.zoo.Criteria;
+import ai.djl.repository.zoo.ZooModel;
+import io.kvquant.cache.KvCache;
+import io.kvquant.cache.KvCaches;
+import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.demo.onnx.DecoderModel;
+import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.text.TextTokenizer;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import org.junit.jupiter.api.Test;
+
+/** A DJL TextGenerator pipeline with kvquant's translator: the same greedy tokens as kvq's own decoder. */
+class DjlDropInTest {
+
+    static final int NEW = 40;
+
+    static Path modelDir() {
+        for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent()) {
+            if (Files.isRegularFile(p.resolve("models/kvq-llama/model.onnx"))) {
+                return p.resolve("models/kvq-llama");
+            }
+        }
+        throw new AssertionError("bundled model models/kvq-llama not found");
+    }
+
+    static long[] prompt() throws Exception {
+        String text = Files.readString(modelDir().getParent().resolve("prompts/long.txt"));
+        try (TextTokenizer tok = TextTokenizer.open(modelDir())) {
+            return Arrays.copyOf(tok.encode(text), 300);
+        }
+    }
+
+    /** Greedy decoding with kvquant's own round-trip decoder: the reference. */
+    static long[] kvqGreedy(String kv, long[] prompt, int n) throws Exception {
+        try (DecoderModel dm = DecoderModel.open(modelDir(), new DecoderModel.Options(1, DecoderModel.Ep.CPU));
+             KvCache cache = KvCaches.create(KvQuantConfig.parse(kv), dm.layers(), dm.kvHeads(), dm.headDim())) {
+            KvHookDecoder dec = new KvHookDecoder(dm, cache, 256);
+            float[] logits = dec.prefill(prompt, null);
+            long[] out = new long[n];
+            for (int i = 0; i < n; i++) {
+                out[i] = argmax(logits);
+                if (i + 1 < n) {
+                    logits = dec.step(out[i]);
+                }
+            }
+            return out;
+        }
+    }
+
+    static int argmax(float[] v) {
+        int b = 0;
+        for (int i = 1; i < v.length; i++) {
+            if (v[i] > v[b]) {
+                b = i;
+            }
+        }
+        return b;
+    }
+
+    /** The DJL pipeline a user already has, with kvquant's translator as the one change. */
+    static long[] djlGreedy(KvQuantTranslator kvq, long[] prompt, int n) throws Exception {
+        Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
+                .setTypes(NDList.class, CausalLMOutput.class)
+                .optModelPath(modelDir())
+                .optModelName("model")
+                .optEngine("OnnxRuntime")
+                .optTranslator(kvq)
+                .build();
+        try (ZooModel<NDList, CausalLMOutput> model = criteria.loadModel();
+             Predictor<NDList, CausalLMOutput> predictor = model.newPredictor();
+             NDManager manager = NDManager.newBaseManager("PyTorch")) {
+            SearchConfig config = new SearchConfig();
+            config.setMaxSeqLength(prompt.length + n);
+            TextGenerator generator = new TextGenerator(predictor, "greedy", config);
+            NDArray out = generator.generate(manager.create(new long[][] {prompt}));
+            long[] all = out.toLongArray();
+            return Arrays.copyOfRange(all, all.length - n, all.length);
+        }
+    }
+
+    @Test
+    void fullCacheGivesExactlyKvqGenerateTokens() throws Exception {
+        long[] prompt = prompt();
+        long[] want = kvqGreedy("full", prompt, NEW);
+        try (KvQuantTranslator kvq = KvQuantTranslator.of("full")) {
+            long[] got = djlGreedy(kvq, prompt, NEW);
+            assertArrayEquals(want, got, "DJL greedy with kvquant full vs kvq's own decoder");
+            assertEquals(prompt.length + NEW - 1, kvq.cache().length(0), "every token but the last was fed");
+        }
+    }
+}
