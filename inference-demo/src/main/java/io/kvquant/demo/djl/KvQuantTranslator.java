@@ -215,7 +215,9 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
         }
         // Hand DJL arrays of the caller's engine, so the generator's own array operations run there.
         NDArray out = callerManager.create(logits.toFloatArray(), logits.getShape());
-        NDArray placeholder = callerManager.create(new float[] {0f}, new Shape(1));
+        // Shaped like one head of a past tensor [1, 1, tokens, 1], since generators read the
+        // past length from dimension 2 before they call again (where batch > 1 is refused).
+        NDArray placeholder = callerManager.zeros(new Shape(1, 1, past + n, 1));
         placeholder.setName(PAST_PLACEHOLDER);
         return new CausalLMOutput(out, new NDList(placeholder));
     }

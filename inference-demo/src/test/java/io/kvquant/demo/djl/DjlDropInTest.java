@@ -50,7 +50,7 @@ class DjlDropInTest {
     static long[] kvqGreedy(String kv, long[] prompt, int n) throws Exception {
         try (DecoderModel dm = DecoderModel.open(modelDir(), new DecoderModel.Options(1, DecoderModel.Ep.CPU));
              KvCache cache = KvCaches.create(KvQuantConfig.parse(kv), dm.layers(), dm.kvHeads(), dm.headDim())) {
-            KvHookDecoder dec = new KvHookDecoder(dm, cache, 256);
+            KvHookDecoder dec = new KvHookDecoder(dm, cache, prompt.length); // one prefill call, as TextGenerator does
             float[] logits = dec.prefill(prompt, null);
             long[] out = new long[n];
             for (int i = 0; i < n; i++) {
@@ -75,6 +75,10 @@ class DjlDropInTest {
 
     /** The DJL pipeline a user already has, with kvquant's translator as the one change. */
     static long[] djlGreedy(KvQuantTranslator kvq, long[] prompt, int n) throws Exception {
+        return djlGenerate(kvq, prompt, n, "greedy", 1);
+    }
+
+    static long[] djlGenerate(KvQuantTranslator kvq, long[] prompt, int n, String search, int beam) throws Exception {
         Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
                 .setTypes(NDList.class, CausalLMOutput.class)
                 .optModelPath(modelDir())
@@ -87,7 +91,8 @@ class DjlDropInTest {
              NDManager manager = NDManager.newBaseManager("PyTorch")) {
             SearchConfig config = new SearchConfig();
             config.setMaxSeqLength(prompt.length + n);
-            TextGenerator generator = new TextGenerator(predictor, "greedy", config);
+            config.setBeam(beam);
+            TextGenerator generator = new TextGenerator(predictor, search, config);
             NDArray out = generator.generate(manager.create(new long[][] {prompt}));
             long[] all = out.toLongArray();
             return Arrays.copyOfRange(all, all.length - n, all.length);
@@ -102,6 +107,55 @@ class DjlDropInTest {
             long[] got = djlGreedy(kvq, prompt, NEW);
             assertArrayEquals(want, got, "DJL greedy with kvquant full vs kvq's own decoder");
             assertEquals(prompt.length + NEW - 1, kvq.cache().length(0), "every token but the last was fed");
+        }
+    }
+
+    @Test
+    void turbo35MatchesKvqAndStaysCloseToFull() throws Exception {
+        long[] prompt = prompt();
+        long[] full = kvqGreedy("full", prompt, NEW);
+        long[] want = kvqGreedy("turbo3.5", prompt, NEW);
+        try (KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5")) {
+            long[] got = djlGreedy(kvq, prompt, NEW);
+            // the same cache (codec, seed) behind another pipeline: the same tokens
+            assertArrayEquals(want, got, "DJL greedy with turbo3.5 vs kvq's own decoder with turbo3.5");
+            int agree = 0;
+            for (int i = 0; i < NEW; i++) {
+                agree += got[i] == full[i] ? 1 : 0;
+            }
+            // the first token comes from the prefill, where attention runs in full precision
+            assertEquals(full[0], got[0], "first token of turbo3.5 vs full");
+            System.out.printf("DJL turbo3.5 vs full: %d/%d greedy tokens agree%n", agree, NEW);
+            // memory accounting is the cache's, visible through the translator
+            KvCache c = kvq.cache();
+            assertEquals(prompt.length + NEW - 1, c.length(0));
+            double ratio = (double) c.fp16EquivalentBytes() / c.bytesUsed();
+            assertTrue(ratio > 4.0 && ratio < 4.6, "turbo3.5 memory vs fp16 " + ratio);
+        }
+    }
+
+    @Test
+    void cacheReorderingSearchesAreRefusedClearly() throws Exception {
+        long[] prompt = Arrays.copyOf(prompt(), 32);
+        for (String search : new String[] {"beam", "contrastive"}) {
+            try (KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5")) {
+                Exception e = assertThrows(Exception.class, () -> djlGenerate(kvq, prompt, 4, search, 3), search);
+                Throwable root = e;
+                while (root.getCause() != null) {
+                    root = root.getCause();
+                }
+                assertTrue(root instanceof IllegalArgumentException && root.getMessage().contains("use greedy search"),
+                        search + ": " + root);
+            }
+        }
+    }
+
+    @Test
+    void badSettingIsRefusedBeforeLoading() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> KvQuantTranslator.of("turbo9"));
+        assertTrue(e.getMessage().contains("bits"), e.getMessage());
+        try (KvQuantTranslator kvq = KvQuantTranslator.of("turbo2.5")) {
+            assertThrows(IllegalStateException.class, kvq::cache, "no cache before the first predict");
         }
     }
 }
