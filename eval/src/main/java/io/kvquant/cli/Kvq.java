@@ -13,6 +13,7 @@ import picocli.CommandLine.Command;
         description = "kvquant: TurboQuant KV-cache compression for LLM inference in Java.",
         subcommands = {
                 io.kvquant.demo.cli.GenerateCommand.class,
+                io.kvquant.demo.cli.PrepareCommand.class,
                 Kvq.Eval.class,
                 Kvq.Bench.class,
         })

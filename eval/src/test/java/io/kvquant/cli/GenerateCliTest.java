@@ -70,6 +70,12 @@ class GenerateCliTest {
         Path noTok = Files.createDirectory(tmp.resolve("notok"));
         Files.copy(modelDir().resolve("model.onnx"), noTok.resolve("model.onnx"));
         assertOneLineError(kvq("generate", "--model", noTok.toString(), "--prompt", "Hi"), "no tokenizer.json");
+        Path unprepared = Files.createDirectory(tmp.resolve("unprepared"));
+        for (String f : new String[] {"model.onnx", "tokenizer.json", "config.json"}) {
+            Files.copy(modelDir().resolve(f), unprepared.resolve(f));
+        }
+        assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "java-attention"),
+                "./kvq prepare --model");
         Path broken = Files.createDirectory(tmp.resolve("broken"));
         Files.copy(modelDir().resolve("tokenizer.json"), broken.resolve("tokenizer.json"));
         Files.writeString(broken.resolve("model.onnx"), "this is not an onnx model");

@@ -6,7 +6,7 @@ import io.kvquant.cache.KvQuantConfig;
 import io.kvquant.demo.cli.ModelPaths;
 import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.demo.onnx.DecoderModel;
-import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.onnx.ModelRunner;
 import io.kvquant.demo.text.TextTokenizer;
 import java.io.IOException;
 import java.io.InputStream;
@@ -24,13 +24,13 @@ import java.util.Map;
 final class QualityModel implements AutoCloseable {
     final Path dir;
     final TextTokenizer tokenizer;
-    final DecoderModel model;
+    final ModelRunner model;
     final Decoder.Mode mode;
     final int prefillChunk;
     final String sha256;
     final int threads;
 
-    private QualityModel(Path dir, TextTokenizer tokenizer, DecoderModel model, Decoder.Mode mode, int prefillChunk,
+    private QualityModel(Path dir, TextTokenizer tokenizer, ModelRunner model, Decoder.Mode mode, int prefillChunk,
                          String sha256, int threads) {
         this.threads = threads;
         this.dir = dir;
@@ -47,7 +47,7 @@ final class QualityModel implements AutoCloseable {
         String sha = sha256(dir.resolve("model.onnx"));
         TextTokenizer tok = TextTokenizer.open(dir);
         try {
-            DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(threads, DecoderModel.Ep.CPU));
+            ModelRunner dm = ModelRunner.open(dir, mode, new DecoderModel.Options(threads, DecoderModel.Ep.CPU));
             return new QualityModel(dir, tok, dm, mode, prefillChunk, sha, threads);
         } catch (IOException | RuntimeException e) {
             tok.close();
@@ -58,10 +58,7 @@ final class QualityModel implements AutoCloseable {
     /** A fresh cache of this setting and a decoder over it. */
     Run start(KvQuantConfig cfg) {
         KvCache cache = KvCaches.create(cfg, model.layers(), model.kvHeads(), model.headDim());
-        Decoder dec = switch (mode) {
-            case ROUNDTRIP -> new KvHookDecoder(model, cache, prefillChunk);
-            default -> throw new IllegalArgumentException("--mode " + mode.cli + " is not available for evaluation");
-        };
+        Decoder dec = model.newDecoder(cache, prefillChunk);
         return new Run(cache, dec);
     }
 

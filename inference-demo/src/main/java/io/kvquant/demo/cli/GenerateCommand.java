@@ -5,7 +5,7 @@ import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
 import io.kvquant.demo.onnx.DecoderModel;
 import io.kvquant.demo.onnx.Decoder;
-import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.onnx.ModelRunner;
 import io.kvquant.demo.sampling.Sampler;
 import io.kvquant.demo.text.TextTokenizer;
 import java.io.IOException;
@@ -46,8 +46,9 @@ public final class GenerateCommand implements Callable<Integer> {
     String kv;
 
     @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
-            description = "How attention meets the cache: roundtrip (java-attention and graph come later) "
-                    + "(default: ${DEFAULT-VALUE}).")
+            description = "How attention meets the cache: roundtrip (ONNX Runtime gets a dense past rebuilt from the "
+                    + "cache) or java-attention (ONNX Runtime runs the dense parts, kvquant the attention on the compressed "
+                    + "cache; run ./kvq prepare first) (default: ${DEFAULT-VALUE}).")
     String mode;
 
     @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "128",
@@ -128,7 +129,7 @@ public final class GenerateCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
         try (TextTokenizer tok = TextTokenizer.open(dir);
-             DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(threads, provider))) {
+             ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider))) {
             long[] ids = tok.encode(text);
             if (ids.length == 0) {
                 throw new IllegalArgumentException("the prompt encodes to no tokens");
@@ -144,9 +145,9 @@ public final class GenerateCommand implements Callable<Integer> {
         }
     }
 
-    private int generate(DecoderModel dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
+    private int generate(ModelRunner dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
                          KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
-        KvHookDecoder dec = new KvHookDecoder(dm, cache, prefillChunk);
+        Decoder dec = dm.newDecoder(cache, prefillChunk);
         java.io.Console console = System.console();
         boolean tty = console != null && console.isTerminal();
         ProgressBar bar = tty ? new ProgressBar(err, "prefill", ids.length) : null;

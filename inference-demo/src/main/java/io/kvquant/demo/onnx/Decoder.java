@@ -10,7 +10,7 @@ import java.util.function.IntConsumer;
  */
 public interface Decoder {
 
-    /** Execution modes; only round-trip exists so far. */
+    /** Execution modes: round-trip and Java attention; in-graph dequantization is not available yet. */
     enum Mode {
         ROUNDTRIP("roundtrip"), JAVA_ATTENTION("java-attention"), GRAPH("graph");
 
@@ -24,9 +24,9 @@ public interface Decoder {
         public static Mode parse(String s) {
             for (Mode m : values()) {
                 if (m.cli.equalsIgnoreCase(s.trim())) {
-                    if (m != ROUNDTRIP) {
+                    if (m == GRAPH) {
                         throw new IllegalArgumentException("--mode " + m.cli + " is not available yet (it comes with its"
-                                + " own issue); use --mode roundtrip");
+                                + " own issue); use --mode roundtrip or java-attention");
                     }
                     return m;
                 }

@@ -36,7 +36,7 @@ import java.util.TreeSet;
  * the new positions of {@code present}. Every ONNX Runtime object it creates is closed before
  * it returns. Not thread-safe.
  */
-public final class DecoderModel implements AutoCloseable {
+public final class DecoderModel implements ModelRunner {
 
     /** Execution provider. */
     public enum Ep { CPU, CUDA }
@@ -260,6 +260,11 @@ public final class DecoderModel implements AutoCloseable {
     /** The ONNX Runtime session, for tests that drive it directly. */
     public OrtSession session() {
         return session;
+    }
+
+    @Override
+    public Decoder newDecoder(io.kvquant.cache.KvCache cache, int prefillChunk) {
+        return new KvHookDecoder(this, cache, prefillChunk);
     }
 
     public static OrtEnvironment environment() {

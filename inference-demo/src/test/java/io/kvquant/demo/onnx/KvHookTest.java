@@ -273,5 +273,6 @@ class KvHookTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Decoder.Mode.parse("graph"));
         assertTrue(e.getMessage().contains("not available yet"), e.getMessage());
         assertEquals(Decoder.Mode.ROUNDTRIP, Decoder.Mode.parse("roundtrip"));
+        assertEquals(Decoder.Mode.JAVA_ATTENTION, Decoder.Mode.parse("java-attention"));
     }
 }

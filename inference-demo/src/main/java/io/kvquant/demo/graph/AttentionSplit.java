@@ -1,0 +1,317 @@
+package io.kvquant.demo.graph;
+
+import io.kvquant.demo.graph.OnnxModel.Node;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+/**
+ * Finds each layer's attention in a decoder exported in the Hugging Face/optimum layout and cuts
+ * the graph around it, so that ONNX Runtime runs the dense parts and kvquant the attention.
+ *
+ * <p>Locating layer i: {@code present.i.key} is a Concat of {@code past_key_values.i.key} and the
+ * new keys (after rotary embedding); from it, through shape ops (GQA expand/reshape, transpose)
+ * and scalar scalings, to the scores MatMul, whose other operand is the queries; on through
+ * scaling, mask and Softmax to the MatMul with the values, whose output is the attention output
+ * [batch, heads, tokens, head_dim]. The same for {@code present.i.value}.
+ *
+ * <p>Cutting: the attention nodes (those that compute the attention output but not the
+ * queries, new keys or new values — the Concat with the past, score, mask and softmax nodes)
+ * are removed. Every other node gets a stage: the number of attention outputs upstream of it.
+ * Piece s runs the nodes of stage s; a tensor made in one stage and used in a later one (the
+ * residual stream, rotary tables) becomes an output of the first piece and an input of the
+ * later one. Nodes that depend on constants only are copied into every piece that needs them.
+ */
+public final class AttentionSplit {
+
+    /** One layer's attention boundary. */
+    public record Layer(int index, String query, String newKey, String newValue, String output, double scale) {
+    }
+
+    /** One piece of the cut graph: the serialized model and its input and output names. */
+    public record Piece(int stage, byte[] model, List<String> inputs, List<String> outputs) {
+    }
+
+    private static final Set<String> PASS_THROUGH = Set.of("Unsqueeze", "Expand", "Reshape", "Transpose", "Identity",
+            "Cast", "Tile", "Squeeze", "Flatten");
+    private static final Set<String> SCALE_OPS = Set.of("Mul", "Div");
+
+    public final OnnxModel model;
+    public final List<Layer> layers = new ArrayList<>();
+    public final List<Piece> pieces = new ArrayList<>();
+
+    private AttentionSplit(OnnxModel model) {
+        this.model = model;
+    }
+
+    /** Locates every layer's attention and builds the pieces; one-line errors name what is missing. */
+    public static AttentionSplit of(OnnxModel model) {
+        AttentionSplit s = new AttentionSplit(model);
+        for (int i = 0; ; i++) {
+            if (!model.outputs.containsKey("present." + i + ".key")) {
+                if (i == 0) {
+                    throw new IllegalArgumentException("the model has no present.0.key output: export it with past key "
+                            + "values (Hugging Face/optimum decoder layout)");
+                }
+                break;
+            }
+            s.layers.add(s.locate(i));
+        }
+        s.cut();
+        return s;
+    }
+
+    private Layer locate(int i) {
+        String where = "layer " + i + ": ";
+        String newKey = concatNew(i, "key", where);
+        String newValue = concatNew(i, "value", where);
+        // keys: from present.i.key to the scores MatMul
+        double[] scale = {1.0};
+        Node scores = walkToMatMul("present." + i + ".key", scale, where + "no MatMul reads present." + i + ".key");
+        String query = scores.inputs().get(0);
+        if (!reaches("present." + i + ".key", scores.inputs().get(1))) {
+            throw new IllegalArgumentException(where + "the scores MatMul takes the keys first; only Q·Kᵀ order is supported");
+        }
+        // from the scores to Softmax, collecting scalar scalings; then the MatMul with the values
+        Node n = scores;
+        Node softmax = null;
+        for (int guard = 0; guard < 32 && softmax == null; guard++) {
+            List<Node> cs = model.consumersOf(n.outputs().get(0));
+            if (cs.size() != 1) {
+                throw new IllegalArgumentException(where + "the attention scores feed " + cs.size() + " nodes; expected one chain "
+                        + "to Softmax");
+            }
+            Node c = cs.get(0);
+            switch (c.op()) {
+                case "Softmax" -> softmax = c;
+                case "Mul", "Div" -> {
+                    String other = c.inputs().get(0).equals(n.outputs().get(0)) ? c.inputs().get(1) : c.inputs().get(0);
+                    double v = model.scalar(other);
+                    if (Double.isNaN(v)) {
+                        throw new IllegalArgumentException(where + c.op() + " of the scores by a non-constant " + other);
+                    }
+                    scale[0] *= c.op().equals("Mul") ? v : 1 / v;
+                }
+                case "Add", "Where", "Cast", "Identity" -> {
+                    // the additive mask (causal + padding): kvquant's attention is causal over the cache
+                }
+                default -> throw new IllegalArgumentException(where + "unexpected " + c.op() + " between the scores MatMul "
+                        + "and Softmax");
+            }
+            n = c;
+        }
+        if (softmax == null) {
+            throw new IllegalArgumentException(where + "no Softmax after the scores MatMul");
+        }
+        Node pv = null;
+        n = softmax;
+        for (int guard = 0; guard < 8 && pv == null; guard++) {
+            List<Node> cs = model.consumersOf(n.outputs().get(0));
+            if (cs.size() != 1) {
+                throw new IllegalArgumentException(where + "the attention probabilities feed " + cs.size() + " nodes");
+            }
+            Node c = cs.get(0);
+            if (c.op().equals("MatMul")) {
+                pv = c;
+            } else if (!c.op().equals("Cast") && !c.op().equals("Identity")) {
+                throw new IllegalArgumentException(where + "unexpected " + c.op() + " between Softmax and the MatMul with values");
+            }
+            n = c;
+        }
+        if (pv == null || !reaches("present." + i + ".value", pv.inputs().get(1))) {
+            throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
+        }
+        return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0]);
+    }
+
+    /** present.i.{key,value} = Concat(past_key_values.i.{..}, new): returns the new part. */
+    private String concatNew(int i, String kind, String where) {
+        String present = "present." + i + "." + kind;
+        String past = "past_key_values." + i + "." + kind;
+        Node c = model.producer.get(present);
+        while (c != null && (c.op().equals("Identity") || c.op().equals("Cast"))) {
+            c = model.producer.get(c.inputs().get(0));
+        }
+        if (c == null || !c.op().equals("Concat") || c.inputs().size() != 2 || !c.inputs().contains(past)) {
+            throw new IllegalArgumentException(where + present + " is not Concat(" + past + ", new " + kind + "s); "
+                    + "cannot locate the attention");
+        }
+        return c.inputs().get(0).equals(past) ? c.inputs().get(1) : c.inputs().get(0);
+    }
+
+    /** Follows a tensor's consumers through shape ops and scalar scalings to the first MatMul. */
+    private Node walkToMatMul(String from, double[] scale, String error) {
+        String t = from;
+        for (int guard = 0; guard < 32; guard++) {
+            Node next = null;
+            for (Node c : model.consumersOf(t)) {
+                if (c.op().equals("MatMul")) {
+                    return c;
+                }
+                if (PASS_THROUGH.contains(c.op())) {
+                    next = c;
+                } else if (SCALE_OPS.contains(c.op())) {
+                    String other = c.inputs().get(0).equals(t) ? c.inputs().get(1) : c.inputs().get(0);
+                    double v = model.scalar(other);
+                    if (!Double.isNaN(v) && c.inputs().get(0).equals(t)) {
+                        scale[0] *= c.op().equals("Mul") ? v : 1 / v;
+                        next = c;
+                    }
+                }
+            }
+            if (next == null) {
+                break;
+            }
+            t = next.outputs().get(0);
+        }
+        throw new IllegalArgumentException(error);
+    }
+
+    /** True when tensor {@code to} depends on tensor {@code from}. */
+    private boolean reaches(String from, String to) {
+        Deque<String> todo = new ArrayDeque<>(List.of(to));
+        Set<String> seen = new HashSet<>();
+        while (!todo.isEmpty()) {
+            String t = todo.pop();
+            if (t.equals(from)) {
+                return true;
+            }
+            if (!seen.add(t)) {
+                continue;
+            }
+            Node p = model.producer.get(t);
+            if (p != null) {
+                todo.addAll(p.inputs());
+            }
+        }
+        return false;
+    }
+
+    /** Nodes needed to compute {@code targets}, stopping at {@code stops} and graph inputs. */
+    private Set<Node> ancestors(Set<String> targets, Set<String> stops) {
+        Set<Node> out = new LinkedHashSet<>();
+        Deque<String> todo = new ArrayDeque<>(targets);
+        Set<String> seen = new HashSet<>();
+        while (!todo.isEmpty()) {
+            String t = todo.pop();
+            if (!seen.add(t) || stops.contains(t)) {
+                continue;
+            }
+            Node p = model.producer.get(t);
+            if (p != null && out.add(p)) {
+                todo.addAll(p.inputs());
+            }
+        }
+        return out;
+    }
+
+    private void cut() {
+        Set<String> attnOut = new HashSet<>();
+        Set<String> required = new LinkedHashSet<>();
+        for (Layer l : layers) {
+            attnOut.add(l.output());
+            required.add(l.query());
+            required.add(l.newKey());
+            required.add(l.newValue());
+        }
+        if (!model.outputs.containsKey("logits")) {
+            throw new IllegalArgumentException("the model has no 'logits' output");
+        }
+        required.add("logits");
+        // everything the pieces must compute, with the attention outputs given from outside
+        Set<Node> keep = ancestors(required, attnOut);
+        // stages: number of attention outputs upstream
+        Map<String, Integer> stageOf = new HashMap<>();
+        for (Layer l : layers) {
+            stageOf.put(l.output(), l.index() + 1);
+        }
+        Set<Node> free = new HashSet<>(); // depend on constants only
+        Map<Node, Integer> nodeStage = new HashMap<>();
+        for (Node n : model.nodes) { // ONNX graphs are topologically sorted
+            if (!keep.contains(n)) {
+                continue;
+            }
+            int st = -1;
+            boolean constant = true;
+            for (String in : n.inputs()) {
+                if (in.isEmpty() || model.initializers.containsKey(in)) {
+                    continue;
+                }
+                Node p = model.producer.get(in);
+                if (p != null && free.contains(p)) {
+                    continue;
+                }
+                constant = false;
+                st = Math.max(st, stageOf.getOrDefault(in, 0));
+            }
+            if (constant) {
+                free.add(n);
+                continue;
+            }
+            st = Math.max(st, 0);
+            nodeStage.put(n, st);
+            for (String o : n.outputs()) {
+                stageOf.put(o, st);
+            }
+        }
+        int stages = layers.size() + 1;
+        for (int s = 0; s < stages; s++) {
+            Set<Node> piece = new LinkedHashSet<>();
+            for (Map.Entry<Node, Integer> e : nodeStage.entrySet()) {
+                if (e.getValue() == s) {
+                    piece.add(e.getKey());
+                }
+            }
+            // constant-only nodes this piece needs, transitively
+            Deque<Node> todo = new ArrayDeque<>(piece);
+            while (!todo.isEmpty()) {
+                for (String in : todo.pop().inputs()) {
+                    Node p = model.producer.get(in);
+                    if (p != null && free.contains(p) && piece.add(p)) {
+                        todo.add(p);
+                    }
+                }
+            }
+            Set<String> made = new HashSet<>();
+            for (Node n : piece) {
+                made.addAll(n.outputs());
+            }
+            List<String> ins = new ArrayList<>();
+            for (Node n : piece) {
+                for (String in : n.inputs()) {
+                    if (!in.isEmpty() && !made.contains(in) && !model.initializers.containsKey(in) && !ins.contains(in)) {
+                        ins.add(in);
+                    }
+                }
+            }
+            List<String> outs = new ArrayList<>();
+            for (Node n : piece) {
+                for (String o : n.outputs()) {
+                    if (o.isEmpty() || outs.contains(o) || free.contains(n)) {
+                        continue;
+                    }
+                    boolean later = required.contains(o);
+                    for (Node c : model.consumersOf(o)) {
+                        Integer cs = nodeStage.get(c);
+                        later |= cs != null && cs > s;
+                    }
+                    if (later) {
+                        outs.add(o);
+                    }
+                }
+            }
+            for (String t : ins) {
+                if (model.elemType(t) == 0) {
+                    throw new IllegalArgumentException("cannot tell the element type of " + t + ", which crosses a cut");
+                }
+            }
+            pieces.add(new Piece(s, model.subModel("piece" + s, piece, ins, outs), ins, outs));
+        }
+    }
+}

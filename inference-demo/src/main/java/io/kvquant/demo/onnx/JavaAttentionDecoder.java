@@ -1,0 +1,175 @@
+package io.kvquant.demo.onnx;
+
+import ai.onnxruntime.OnnxTensor;
+import ai.onnxruntime.OnnxValue;
+import ai.onnxruntime.OrtException;
+import ai.onnxruntime.OrtSession;
+import io.kvquant.attention.DecodeAttention;
+import io.kvquant.cache.KvCache;
+import java.nio.FloatBuffer;
+import java.nio.LongBuffer;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.IntConsumer;
+
+/**
+ * Java-attention mode: ONNX Runtime runs each layer's dense parts (the pieces of
+ * {@link JavaAttentionModel}); between them kvquant appends the new keys and values to the
+ * compressed cache and computes attention straight from it ({@link DecodeAttention}), so no
+ * dense past is ever rebuilt. The prompt is fed in chunks with the prefill form of the attention.
+ */
+public final class JavaAttentionDecoder implements Decoder {
+    private final JavaAttentionModel model;
+    private final KvCache cache;
+    private final DecodeAttention attention;
+    private final int prefillChunk;
+
+    public JavaAttentionDecoder(JavaAttentionModel model, KvCache cache, DecodeAttention attention, int prefillChunk) {
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
+        }
+        if (cache.layers() != model.layers.size()) {
+            throw new IllegalArgumentException("cache has " + cache.layers() + " layers, the model " + model.layers.size());
+        }
+        this.model = model;
+        this.cache = cache;
+        this.attention = attention;
+        this.prefillChunk = prefillChunk;
+    }
+
+    @Override
+    public float[] prefill(long[] tokens, IntConsumer progress) {
+        if (tokens.length == 0) {
+            throw new IllegalArgumentException("the prompt is empty (no tokens)");
+        }
+        float[] logits = null;
+        for (int off = 0; off < tokens.length; off += prefillChunk) {
+            int len = Math.min(prefillChunk, tokens.length - off);
+            logits = feed(tokens, off, len);
+            if (progress != null) {
+                progress.accept(off + len);
+            }
+        }
+        return logits;
+    }
+
+    @Override
+    public float[] step(long token) {
+        return feed(new long[] {token}, 0, 1);
+    }
+
+    @Override
+    public int position() {
+        return cache.length(0);
+    }
+
+    @Override
+    public KvCache cache() {
+        return cache;
+    }
+
+    private float[] feed(long[] ids, int off, int len) {
+        int past = cache.length(0);
+        Map<String, OnnxTensor> avail = new HashMap<>();
+        List<AutoCloseable> owned = new ArrayList<>();
+        try {
+            long[] pos = new long[len];
+            long[] mask = new long[past + len];
+            java.util.Arrays.fill(mask, 1L);
+            for (int i = 0; i < len; i++) {
+                pos[i] = past + i;
+            }
+            put(avail, owned, "input_ids", OnnxTensor.createTensor(JavaAttentionModel.env(),
+                    LongBuffer.wrap(ids, off, len).slice(), new long[] {1, len}));
+            put(avail, owned, "position_ids", OnnxTensor.createTensor(JavaAttentionModel.env(), LongBuffer.wrap(pos),
+                    new long[] {1, len}));
+            put(avail, owned, "attention_mask", OnnxTensor.createTensor(JavaAttentionModel.env(), LongBuffer.wrap(mask),
+                    new long[] {1, past + len}));
+            int stages = model.pieces.size();
+            for (int s = 0; s < stages; s++) {
+                JavaAttentionModel.PieceInfo piece = model.pieces.get(s);
+                Map<String, OnnxTensor> in = new HashMap<>();
+                for (String name : piece.inputs()) {
+                    OnnxTensor t = avail.get(name);
+                    if (t == null) {
+                        throw new IllegalStateException("piece " + s + " needs " + name + ", which no earlier piece made");
+                    }
+                    in.put(name, t);
+                }
+                OrtSession.Result r = model.sessions.get(s).run(in);
+                owned.add(r);
+                for (String name : piece.outputs()) {
+                    OnnxValue v = r.get(name).orElseThrow(() -> new IllegalStateException("piece output " + name + " missing"));
+                    avail.put(name, (OnnxTensor) v);
+                }
+                if (s < model.layers.size()) {
+                    attend(s, avail, owned, len);
+                }
+            }
+            OnnxTensor logits = avail.get("logits");
+            long[] shape = logits.getInfo().getShape();
+            int vocab = (int) shape[shape.length - 1];
+            FloatBuffer fb = logits.getFloatBuffer();
+            float[] last = new float[vocab];
+            fb.position(fb.limit() - vocab);
+            fb.get(last);
+            return last;
+        } catch (OrtException e) {
+            throw new IllegalStateException("ONNX Runtime failed on a java-attention step (past " + past + ", " + len
+                    + " tokens): " + e.getMessage(), e);
+        } finally {
+            for (AutoCloseable c : owned) {
+                try {
+                    c.close();
+                } catch (Exception e) {
+                    // closing native buffers: nothing to recover
+                }
+            }
+        }
+    }
+
+    private void attend(int layer, Map<String, OnnxTensor> avail, List<AutoCloseable> owned, int len) throws OrtException {
+        JavaAttentionModel.LayerInfo li = model.layers.get(layer);
+        float[] q = floats(avail.get(li.query()), li.query());
+        float[] k = floats(avail.get(li.newKey()), li.newKey());
+        float[] v = floats(avail.get(li.newValue()), li.newValue());
+        int d = cache.headDim();
+        int qHeads = q.length / (len * d);
+        if (qHeads * len * d != q.length || k.length != cache.kvHeads() * len * d || v.length != k.length) {
+            throw new IllegalStateException("layer " + layer + ": queries/keys/values of " + q.length + "/" + k.length + "/"
+                    + v.length + " floats do not fit " + len + " tokens of head dim " + d + " and " + cache.kvHeads()
+                    + " KV heads");
+        }
+        // [1, heads, tokens, d] is the cache's [heads][tokens][d]
+        cache.append(layer, k, v, len);
+        float[] out = new float[q.length];
+        if (len == 1) {
+            attention.attend(cache, layer, q, qHeads, (float) li.scale(), out);
+        } else {
+            attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
+        }
+        put(avail, owned, li.output(), OnnxTensor.createTensor(JavaAttentionModel.env(), FloatBuffer.wrap(out),
+                new long[] {1, qHeads, len, d}));
+    }
+
+    private static float[] floats(OnnxTensor t, String name) {
+        if (t == null) {
+            throw new IllegalStateException(name + " was not produced");
+        }
+        if (t.getInfo().type != ai.onnxruntime.OnnxJavaType.FLOAT) {
+            throw new IllegalArgumentException("java-attention mode supports fp32 models; " + name + " is "
+                    + t.getInfo().type);
+        }
+        FloatBuffer fb = t.getFloatBuffer();
+        float[] a = new float[fb.remaining()];
+        fb.get(a);
+        return a;
+    }
+
+    private static void put(Map<String, OnnxTensor> avail, List<AutoCloseable> owned, String name, OnnxTensor t) {
+        avail.put(name, t);
+        owned.add(t);
+    }
+}

@@ -1,0 +1,45 @@
+package io.kvquant.demo.onnx;
+
+import io.kvquant.cache.KvCache;
+import java.io.IOException;
+import java.nio.file.Path;
+
+/**
+ * A loaded decoder in one execution mode: its shape, and decoders over caches. Round-trip mode
+ * is {@link DecoderModel} (the whole graph, dense past each step); Java-attention mode is
+ * {@link JavaAttentionModel} (the graph's pieces, attention on the compressed cache).
+ */
+public interface ModelRunner extends AutoCloseable {
+
+    int layers();
+
+    int kvHeads();
+
+    int headDim();
+
+    /** The model's context in tokens, or -1 when it declares none. */
+    int maxContext();
+
+    int eosTokenId();
+
+    /** The model file this runs. */
+    Path file();
+
+    /** One line: layers, heads, head dim, dtype, mode. */
+    String describe();
+
+    /** A decoder that appends to and reads from {@code cache}, feeding prompts {@code prefillChunk} tokens at a time. */
+    Decoder newDecoder(KvCache cache, int prefillChunk);
+
+    @Override
+    void close();
+
+    /** Opens the model of {@code dir} for {@code mode}; one-line errors for what is missing. */
+    static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts) throws IOException {
+        return switch (mode) {
+            case ROUNDTRIP -> DecoderModel.open(dir, opts);
+            case JAVA_ATTENTION -> JavaAttentionModel.open(dir, opts);
+            case GRAPH -> throw new IllegalArgumentException("--mode graph is not available yet; use roundtrip or java-attention");
+        };
+    }
+}
