@@ -56,12 +56,26 @@ def needle_sample(enc, data, length, rng):
     return ids, w
 
 
-def batch(enc, data, bs, seq, needle_frac, rng, min_len=64):
+def copy_row(vocab, seq, rng):
+    """A random token sequence repeated to fill seq+1 tokens: from its second occurrence on, each
+    token is predictable only by looking back (an induction head), the mechanism retrieval needs."""
+    m = rng.randint(8, max(8, seq // 3))
+    r = [rng.randrange(vocab) for _ in range(m)]
+    ids = (r * (seq // m + 2))[:seq + 1]
+    return ids
+
+
+def batch(enc, data, bs, seq, needle_frac, rng, min_len=64, copy_frac=0.0, vocab=4096):
     """Returns (x, y, w, answers): answers lists, per retrieval row, the positions in y of the
-    code's digits (empty for ordinary text rows)."""
+    code's digits (empty for other rows)."""
     xs, ws, answers = [], [], []
     for _ in range(bs):
-        if rng.random() < needle_frac:
+        u = rng.random()
+        if u < copy_frac:
+            ids = copy_row(vocab, seq, rng)
+            w = [1.0] * (seq + 1)
+            answers.append([])
+        elif u < copy_frac + needle_frac:
             length = rng.randint(min(seq, max(min_len, seq // 4)), seq)
             ids, w = needle_sample(enc, data, length, rng)
             pad = seq + 1 - len(ids)
@@ -124,6 +138,9 @@ def main():
     ap.add_argument("--probe-every", type=int, default=50, help="steps between needle probes")
     ap.add_argument("--probe-n", type=int, default=24, help="needles per probe")
     ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--copy-frac", type=float, default=0.0,
+                    help="share of repeated random-token rows in the first curriculum stage, halved at each later one: "
+                         "dense signal for the copy mechanism that retrieval needs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -172,11 +189,13 @@ def main():
             print(f"time share reached: moving to {stages[stage]} tokens", flush=True)
         seq = stages[stage]
         bs = max(1, args.batch_tokens // seq)
-        nf = args.needle_frac if stage < len(stages) - 1 else min(1.0, args.needle_frac + 0.1)
+        last = stage == len(stages) - 1
+        nf = args.needle_frac if not last else min(1.0, args.needle_frac + 0.1)
+        cf = args.copy_frac / 2 ** stage
         lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y, w, answers = batch(enc, data, bs, seq, nf, rng)
+        x, y, w, answers = batch(enc, data, bs, seq, nf, rng, copy_frac=cf, vocab=cfg.vocab_size)
         x, y, w = x.to(args.device), y.to(args.device), w.to(args.device)
         logits, _ = net(x)
         loss_tok = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1), reduction="none")
