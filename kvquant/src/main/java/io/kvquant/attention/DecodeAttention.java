@@ -80,12 +80,71 @@ public final class DecodeAttention implements AutoCloseable {
         check(store, q, qHeads, n, out, len);
         int d = store.headDim();
         int group = qHeads / store.kvHeads();
-        // query head h, position i lives at (h·n + i)·d: a group's queries for one position are n·d apart
-        run(store.kvHeads() * n, task -> {
-            int g = task / n;
-            int i = task % n;
-            attendGroup(store, g, q, (g * group * n + i) * d, n * d, group, len - n + i + 1, scale, out);
+        // Queries in blocks of PREFILL_BLOCK positions: one pass over the stored tokens expands
+        // each key and value record once for all the block's queries of a GQA group (instead of
+        // once per query), with the causal limit applied per query.
+        int blocks = (n + PREFILL_BLOCK - 1) / PREFILL_BLOCK;
+        run(store.kvHeads() * blocks, task -> {
+            int g = task / blocks;
+            int b0 = (task % blocks) * PREFILL_BLOCK;
+            int nb = Math.min(PREFILL_BLOCK, n - b0);
+            int[] offsets = new int[group * nb];
+            int[] visible = new int[group * nb];
+            for (int h = 0; h < group; h++) {
+                for (int i = 0; i < nb; i++) {
+                    // query head g·group + h, position b0 + i sees tokens [0, len − n + b0 + i]
+                    offsets[h * nb + i] = ((g * group + h) * n + b0 + i) * d;
+                    visible[h * nb + i] = len - n + b0 + i + 1;
+                }
+            }
+            attendCausal(store, g, q, offsets, visible, len - n + b0 + nb, scale, out);
         });
+    }
+
+    /** Queries per prefill block (per GQA group); bounds the score buffer at block·group·length floats. */
+    static final int PREFILL_BLOCK = 16;
+
+    /**
+     * Like {@link #attendGroup} for queries at arbitrary offsets, query j seeing only the first
+     * {@code visible[j]} of the {@code end} tokens scored.
+     */
+    private void attendCausal(LayerStore store, int kvHead, float[] q, int[] offsets, int[] visible, int end, float scale,
+                              float[] out) {
+        Scratch s = scratch.get();
+        int nq = offsets.length;
+        int ss = store.queryStateSize();
+        int as = store.accumulatorSize();
+        s.ensure(ss * nq, end * nq, as * nq);
+        float[] sc = s.scores;
+        for (int j = 0; j < nq; j++) {
+            store.prepareQuery(q, offsets[j], s.state, j * ss);
+        }
+        store.scores(kvHead, s.state, nq, 0, end, sc, end);
+        for (int j = 0; j < nq; j++) {
+            int b = j * end;
+            int v = visible[j];
+            float max = Float.NEGATIVE_INFINITY;
+            for (int t = 0; t < v; t++) {
+                sc[b + t] *= scale;
+                max = Math.max(max, sc[b + t]);
+            }
+            double sum = 0;
+            for (int t = 0; t < v; t++) {
+                float e = (float) Math.exp(sc[b + t] - max);
+                sc[b + t] = e;
+                sum += e;
+            }
+            float inv = (float) (1.0 / sum);
+            for (int t = 0; t < v; t++) {
+                sc[b + t] *= inv;
+            }
+            java.util.Arrays.fill(sc, b + v, b + end, 0f); // future tokens: weight 0 (skipped)
+        }
+        java.util.Arrays.fill(s.acc, 0, as * nq, 0f);
+        store.accumulate(kvHead, sc, end, nq, 0, end, s.acc);
+        for (int j = 0; j < nq; j++) {
+            store.finish(s.acc, j * as, out, offsets[j]);
+        }
     }
 
     private static LayerStore storeOf(KvCache cache, int layer) {

@@ -193,9 +193,15 @@ class DecodeAttentionTest {
 
     @Test
     void prefillFormMatchesDecodingOneQueryAtATime() {
+        // 6 queries: one block; 37: two full blocks and a partial one (PREFILL_BLOCK = 16)
+        for (int n : new int[] {6, 37}) {
+            prefillMatchesDecoding(n);
+        }
+    }
+
+    private static void prefillMatchesDecoding(int n) {
         int d = 64;
         int len = 50;
-        int n = 6;
         Random r = new Random(SEED);
         float[][] kv = data(r, 2, len, d, true);
         float[] q = new float[4 * n * d];
