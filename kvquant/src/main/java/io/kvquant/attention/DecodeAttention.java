@@ -199,38 +199,13 @@ public final class DecodeAttention implements AutoCloseable {
      */
     private void attendGroup(LayerStore store, int kvHead, float[] q, int qo, int qStride, int nq, int len, float scale,
                              float[] out) {
-        Scratch s = scratch.get();
-        int ss = store.queryStateSize();
-        int as = store.accumulatorSize();
-        s.ensure(ss * nq, len * nq, as * nq);
-        float[] sc = s.scores;
+        int[] offsets = new int[nq];
+        int[] visible = new int[nq];
         for (int i = 0; i < nq; i++) {
-            store.prepareQuery(q, qo + i * qStride, s.state, i * ss);
+            offsets[i] = qo + i * qStride;
+            visible[i] = len;
         }
-        store.scores(kvHead, s.state, nq, 0, len, sc, len);
-        for (int i = 0; i < nq; i++) {
-            int b = i * len;
-            float max = Float.NEGATIVE_INFINITY;
-            for (int t = 0; t < len; t++) {
-                sc[b + t] *= scale;
-                max = Math.max(max, sc[b + t]);
-            }
-            double sum = 0;
-            for (int t = 0; t < len; t++) {
-                float e = (float) Math.exp(sc[b + t] - max);
-                sc[b + t] = e;
-                sum += e;
-            }
-            float inv = (float) (1.0 / sum);
-            for (int t = 0; t < len; t++) {
-                sc[b + t] *= inv;
-            }
-        }
-        java.util.Arrays.fill(s.acc, 0, as * nq, 0f);
-        store.accumulate(kvHead, sc, len, nq, 0, len, s.acc);
-        for (int i = 0; i < nq; i++) {
-            store.finish(s.acc, i * as, out, qo + i * qStride);
-        }
+        attendCausal(store, kvHead, q, offsets, visible, len, scale, out);
     }
 
     /** Exact reference: dense softmax attention on float arrays ([len][d] keys and values of one head). */

@@ -252,13 +252,7 @@ public final class PerplexityCommand implements Callable<Integer> {
     }
 
     static int argmax(float[] v) {
-        int best = 0;
-        for (int i = 1; i < v.length; i++) {
-            if (v[i] > v[best]) {
-                best = i;
-            }
-        }
-        return best;
+        return io.kvquant.demo.sampling.Sampler.argmax(v);
     }
 
     static List<Map<String, Object>> rows(Score[] scores) {

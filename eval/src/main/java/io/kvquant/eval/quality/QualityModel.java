@@ -9,13 +9,9 @@ import io.kvquant.demo.onnx.DecoderModel;
 import io.kvquant.demo.onnx.ModelRunner;
 import io.kvquant.demo.text.TextTokenizer;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -44,7 +40,7 @@ final class QualityModel implements AutoCloseable {
     static QualityModel open(Path dirOrNull, int threads, Decoder.Mode mode, int prefillChunk) throws IOException {
         Path dir = dirOrNull != null ? dirOrNull : ModelPaths.bundledModel();
         ModelPaths.check(dir);
-        String sha = sha256(dir.resolve("model.onnx"));
+        String sha = ModelPaths.sha256(dir.resolve("model.onnx"));
         TextTokenizer tok = TextTokenizer.open(dir);
         try {
             ModelRunner dm = ModelRunner.open(dir, mode, new DecoderModel.Options(threads, DecoderModel.Ep.CPU));
@@ -134,19 +130,6 @@ final class QualityModel implements AutoCloseable {
             out.add(c);
         }
         return out;
-    }
-
-    static String sha256(Path file) throws IOException {
-        try (InputStream in = Files.newInputStream(file)) {
-            MessageDigest md = MessageDigest.getInstance("SHA-256");
-            byte[] buf = new byte[1 << 16];
-            for (int n; (n = in.read(buf)) > 0; ) {
-                md.update(buf, 0, n);
-            }
-            return HexFormat.of().formatHex(md.digest());
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 
     /** Bits per cached element, everything the cache stores included (codes, norms, full-precision windows). */

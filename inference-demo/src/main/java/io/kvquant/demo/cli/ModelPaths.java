@@ -35,4 +35,18 @@ public final class ModelPaths {
             throw new IllegalArgumentException("no tokenizer.json in " + dir + " (a Hugging Face tokenizer file is needed)");
         }
     }
+
+    /** The hex SHA-256 of a file (model files are stamped into every result with it). */
+    public static String sha256(Path file) throws java.io.IOException {
+        try (java.io.InputStream in = Files.newInputStream(file)) {
+            java.security.MessageDigest md = java.security.MessageDigest.getInstance("SHA-256");
+            byte[] buf = new byte[1 << 16];
+            for (int n; (n = in.read(buf)) > 0; ) {
+                md.update(buf, 0, n);
+            }
+            return java.util.HexFormat.of().formatHex(md.digest());
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e);
+        }
+    }
 }

@@ -36,13 +36,35 @@ public interface Decoder {
     }
 
     /**
-     * Feeds the prompt (in chunks, as the implementation sees fit) and returns the next-token
+     * Feeds the prompt in chunks of {@link #prefillChunk()} tokens and returns the next-token
      * logits after its last token. {@code progress}, if not null, receives the tokens done so far.
      */
-    float[] prefill(long[] tokens, IntConsumer progress);
+    default float[] prefill(long[] tokens, IntConsumer progress) {
+        if (tokens.length == 0) {
+            throw new IllegalArgumentException("the prompt is empty (no tokens)");
+        }
+        int chunk = prefillChunk();
+        float[] logits = null;
+        for (int off = 0; off < tokens.length; off += chunk) {
+            int len = Math.min(chunk, tokens.length - off);
+            logits = feed(tokens, off, len);
+            if (progress != null) {
+                progress.accept(off + len);
+            }
+        }
+        return logits;
+    }
 
     /** One decode step: feeds {@code token}, returns the next-token logits. */
-    float[] step(long token);
+    default float[] step(long token) {
+        return feed(new long[] {token}, 0, 1);
+    }
+
+    /** Runs tokens {@code ids[off, off+len)} at the next positions; returns the logits after the last. */
+    float[] feed(long[] ids, int off, int len);
+
+    /** Prompt tokens per model call in {@link #prefill}. */
+    int prefillChunk();
 
     /** Tokens held in the cache (the position of the next token). */
     int position();

@@ -12,7 +12,6 @@ import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.function.IntConsumer;
 
 /**
  * Java-attention mode: ONNX Runtime runs each layer's dense parts (the pieces of
@@ -40,24 +39,8 @@ public final class JavaAttentionDecoder implements Decoder {
     }
 
     @Override
-    public float[] prefill(long[] tokens, IntConsumer progress) {
-        if (tokens.length == 0) {
-            throw new IllegalArgumentException("the prompt is empty (no tokens)");
-        }
-        float[] logits = null;
-        for (int off = 0; off < tokens.length; off += prefillChunk) {
-            int len = Math.min(prefillChunk, tokens.length - off);
-            logits = feed(tokens, off, len);
-            if (progress != null) {
-                progress.accept(off + len);
-            }
-        }
-        return logits;
-    }
-
-    @Override
-    public float[] step(long token) {
-        return feed(new long[] {token}, 0, 1);
+    public int prefillChunk() {
+        return prefillChunk;
     }
 
     @Override
@@ -70,7 +53,9 @@ public final class JavaAttentionDecoder implements Decoder {
         return cache;
     }
 
-    private float[] feed(long[] ids, int off, int len) {
+    /** One pass through the pieces, attention on the cache between them. */
+    @Override
+    public float[] feed(long[] ids, int off, int len) {
         int past = cache.length(0);
         Map<String, OnnxTensor> avail = new HashMap<>();
         List<AutoCloseable> owned = new ArrayList<>();

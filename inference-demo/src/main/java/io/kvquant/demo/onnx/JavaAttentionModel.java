@@ -6,13 +6,9 @@ import ai.onnxruntime.OrtSession;
 import io.kvquant.demo.graph.AttentionSplit;
 import io.kvquant.demo.graph.OnnxModel;
 import java.io.IOException;
-import java.io.InputStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 
@@ -106,7 +102,7 @@ public final class JavaAttentionModel implements ModelRunner {
         try {
             StringBuilder m = new StringBuilder();
             m.append("{\n  \"format\": ").append(FORMAT).append(",\n  \"source\": \"model.onnx\",\n  \"source_sha256\": \"")
-                    .append(sha256(file)).append("\",\n  \"layers\": [\n");
+                    .append(io.kvquant.demo.cli.ModelPaths.sha256(file)).append("\",\n  \"layers\": [\n");
             for (int i = 0; i < split.layers.size(); i++) {
                 AttentionSplit.Layer l = split.layers.get(i);
                 m.append("    {\"query\": ").append(Json.quote(l.query())).append(", \"new_key\": ").append(Json.quote(l.newKey()))
@@ -168,7 +164,7 @@ public final class JavaAttentionModel implements ModelRunner {
             throw new IllegalArgumentException(manifest + " has another format; run ./kvq prepare --model " + modelDir + " again");
         }
         String want = (String) m.get("source_sha256");
-        if (!sha256(modelDir.resolve("model.onnx")).equals(want)) {
+        if (!io.kvquant.demo.cli.ModelPaths.sha256(modelDir.resolve("model.onnx")).equals(want)) {
             throw new IllegalArgumentException("the java-attention preparation in " + dir + " was made from another model.onnx; "
                     + "run ./kvq prepare --model " + modelDir + " again");
         }
@@ -207,19 +203,6 @@ public final class JavaAttentionModel implements ModelRunner {
             throw new IllegalStateException("ONNX Runtime cannot load a java-attention piece: " + e.getMessage(), e);
         }
         return jm;
-    }
-
-    static String sha256(Path file) throws IOException {
-        try (InputStream in = Files.newInputStream(file)) {
-            MessageDigest md = MessageDigest.getInstance("SHA-256");
-            byte[] buf = new byte[1 << 16];
-            for (int n; (n = in.read(buf)) > 0; ) {
-                md.update(buf, 0, n);
-            }
-            return HexFormat.of().formatHex(md.digest());
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 
     @Override

@@ -30,7 +30,11 @@ public final class KvHookDecoder implements Decoder {
         this.mirror = new DenseMirror(cache);
     }
 
-    /** Tokens held in the cache (the next position). */
+    @Override
+    public int prefillChunk() {
+        return prefillChunk;
+    }
+
     @Override
     public int position() {
         return cache.length(0);
@@ -41,33 +45,9 @@ public final class KvHookDecoder implements Decoder {
         return cache;
     }
 
-    /**
-     * Feeds the prompt in chunks of at most {@code --prefill-chunk} tokens; returns the logits
-     * after its last token. {@code progress} receives the number of tokens done after each chunk.
-     */
+    /** One model call: the dense past rebuilt from the cache, the new positions appended after. */
     @Override
-    public float[] prefill(long[] tokens, IntConsumer progress) {
-        if (tokens.length == 0) {
-            throw new IllegalArgumentException("the prompt is empty (no tokens)");
-        }
-        float[] logits = null;
-        for (int off = 0; off < tokens.length; off += prefillChunk) {
-            int len = Math.min(prefillChunk, tokens.length - off);
-            logits = feed(tokens, off, len);
-            if (progress != null) {
-                progress.accept(off + len);
-            }
-        }
-        return logits;
-    }
-
-    /** One decode step: feeds {@code token}, returns the next-token logits. */
-    @Override
-    public float[] step(long token) {
-        return feed(new long[] {token}, 0, 1);
-    }
-
-    private float[] feed(long[] ids, int off, int len) {
+    public float[] feed(long[] ids, int off, int len) {
         int past = cache.length(0);
         for (int l = 1; l < model.layers(); l++) {
             if (cache.length(l) != past) {

@@ -64,13 +64,7 @@ class DjlDropInTest {
     }
 
     static int argmax(float[] v) {
-        int b = 0;
-        for (int i = 1; i < v.length; i++) {
-            if (v[i] > v[b]) {
-                b = i;
-            }
-        }
-        return b;
+        return io.kvquant.demo.sampling.Sampler.argmax(v);
     }
 
     /** The DJL pipeline a user already has, with kvquant's translator as the one change. */

@@ -60,13 +60,7 @@ class JavaAttentionTest {
     }
 
     static int argmax(float[] v) {
-        int b = 0;
-        for (int i = 1; i < v.length; i++) {
-            if (v[i] > v[b]) {
-                b = i;
-            }
-        }
-        return b;
+        return io.kvquant.demo.sampling.Sampler.argmax(v);
     }
 
     @Test
