@@ -42,12 +42,14 @@ public final class KvCaches {
         return new LayeredKvCache(cfg, layers, kvHeads, headDim, stores, arena);
     }
 
-    static VectorCodec keyCodec(KvQuantConfig cfg, int headDim, int layer) {
+    /** The key codec a TurboQuant cache of {@code cfg} uses for {@code layer} (same seed, same rotation). */
+    public static VectorCodec keyCodec(KvQuantConfig cfg, int headDim, int layer) {
         return Codecs.turbo(headDim, cfg.keyBits(), cfg.keyQjl(), cfg.rotation(), cfg.qjlKind(),
                 cfg.seed() * 1_000_003L + layer * 2L, cfg.normCorrection());
     }
 
-    static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
+    /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer}. */
+    public static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
         return Codecs.turbo(headDim, cfg.valueBits(), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
                 cfg.seed() * 1_000_003L + layer * 2L + 1, cfg.normCorrection());
     }

@@ -46,6 +46,21 @@ public final class LayeredKvCache implements KvCache {
         return headDim;
     }
 
+    /**
+     * Copies the stored records (codes and norm, the codec's record format) of tokens
+     * {@code [from, to)} of one KV head into {@code dst}: for consumers that decode the codes
+     * themselves (the in-graph dequantization mode). Only TurboQuant layers, only compressed
+     * tokens (not the full-precision window).
+     */
+    public void copyRecords(int layer, boolean key, int head, int from, int to, byte[] dst, int dstOff) {
+        checkOpen();
+        checkLayer(layer);
+        if (!(stores[layer] instanceof TurboStore ts)) {
+            throw new IllegalArgumentException("layer " + layer + " is not a TurboQuant layer (" + config + ")");
+        }
+        ts.copyRecords(key, head, from, to, dst, dstOff);
+    }
+
     /** The storage of one layer, for decode attention. */
     public LayerStore store(int layer) {
         checkOpen();

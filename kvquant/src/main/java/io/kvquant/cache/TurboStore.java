@@ -40,6 +40,19 @@ final class TurboStore implements LayerStore {
         }
     }
 
+    void copyRecords(boolean key, int head, int from, int to, byte[] dst, int dstOff) {
+        if (from < 0 || to > compressed() || from > to || head < 0 || head >= heads) {
+            throw new IllegalArgumentException("records [" + from + ", " + to + ") of head " + head + " are not all compressed ("
+                    + compressed() + " compressed tokens)");
+        }
+        PagedRecords pr = key ? keys[head] : values[head];
+        int rb = pr.recordBytes();
+        for (int t = from; t < to; t++) {
+            MemorySegment.copy(pr.page(t), java.lang.foreign.ValueLayout.JAVA_BYTE, pr.offset(t), dst,
+                    dstOff + (t - from) * rb, rb);
+        }
+    }
+
     VectorCodec keyCodec() {
         return kc;
     }

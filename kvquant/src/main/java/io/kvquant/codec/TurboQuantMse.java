@@ -120,6 +120,34 @@ public final class TurboQuantMse implements VectorCodec {
         return rotation;
     }
 
+    /** Segment layout, for decoders outside this class: first rotated coordinate of each segment. */
+    public int[] segmentStarts() {
+        return segStart.clone();
+    }
+
+    public int[] segmentLengths() {
+        return segLen.clone();
+    }
+
+    public int[] segmentBits() {
+        return segBits.clone();
+    }
+
+    /** Byte offset of each segment's packed codes in a record (the fp16 norm is bytes 0–1; codes LSB first). */
+    public int[] segmentByteOffsets() {
+        return segByteOff.clone();
+    }
+
+    /** The centroids of segment {@code s} (unit-vector scale: a coordinate is norm × centroid). */
+    public float[] centroids(int s) {
+        return centroids[s].clone();
+    }
+
+    /** True when the stored norm is corrected (the reconstruction is still norm × centroid). */
+    public boolean normCorrection() {
+        return normCorrection;
+    }
+
     /** Average code bits per coordinate (without the norm). */
     public double codeBits() {
         double b = 0;

@@ -129,7 +129,7 @@ public final class GenerateCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
         try (TextTokenizer tok = TextTokenizer.open(dir);
-             ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider))) {
+             ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider), kvCfg)) {
             long[] ids = tok.encode(text);
             if (ids.length == 0) {
                 throw new IllegalArgumentException("the prompt encodes to no tokens");
@@ -200,6 +200,13 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("kv_bytes", cache.bytesUsed());
         st.fields.put("kv_bytes_fp16_equivalent", cache.fp16EquivalentBytes());
         st.fields.put("peak_rss_bytes", RunStats.peakRssBytes());
+        // the past handed to ONNX Runtime by the last decode step: packed codes in graph mode,
+        // the dense past (fp32, or fp16 for fp16 models) in round-trip mode, none in java-attention
+        int lastPast = dec.position() - 1;
+        long denseStep = 2L * dm.layers() * dm.kvHeads() * dm.headDim() * lastPast
+                * (dm instanceof io.kvquant.demo.onnx.DecoderModel d && d.fp16() ? 2 : 4);
+        st.fields.put("past_bytes_per_decode_step", dec instanceof io.kvquant.demo.onnx.GraphDecoder gd ? gd.lastStepBytes()
+                : m == Decoder.Mode.ROUNDTRIP ? denseStep : 0L);
         st.fields.put("kv", kvCfg.toString());
         st.fields.put("mode", m.cli);
         Map<String, Object> cfg = new LinkedHashMap<>();

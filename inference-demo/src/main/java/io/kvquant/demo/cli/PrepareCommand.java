@@ -27,14 +27,22 @@ public final class PrepareCommand implements Callable<Integer> {
     Path model;
 
     @Option(names = "--mode", paramLabel = "MODE", defaultValue = "java-attention",
-            description = "What to prepare: java-attention (default: ${DEFAULT-VALUE}).")
+            description = "What to prepare: java-attention (the graph cut at each attention) or graph (the graph "
+                    + "rewritten to take TurboQuant codes as its past, for --kv) (default: ${DEFAULT-VALUE}).")
     String mode;
+
+    @Option(names = "--kv", paramLabel = "SPEC", defaultValue = "turbo3.5",
+            description = "With --mode graph: the cache setting whose codebooks and rotations are built into the graph "
+                    + "(default: ${DEFAULT-VALUE}).")
+    String kv;
 
     @Override
     public Integer call() throws IOException {
-        if (!mode.trim().toLowerCase(Locale.ROOT).equals("java-attention")) {
-            throw new IllegalArgumentException("--mode " + mode + " has nothing to prepare (known: java-attention)");
+        String md = mode.trim().toLowerCase(Locale.ROOT);
+        if (!md.equals("java-attention") && !md.equals("graph")) {
+            throw new IllegalArgumentException("--mode " + mode + " has nothing to prepare (known: java-attention, graph)");
         }
+        io.kvquant.cache.KvQuantConfig kvCfg = io.kvquant.cache.KvQuantConfig.parse(kv);
         Path dir = model != null ? model : ModelPaths.bundledModel();
         ModelPaths.check(dir);
         if (!Files.isWritable(dir)) {
@@ -42,6 +50,13 @@ public final class PrepareCommand implements Callable<Integer> {
         }
         PrintWriter err = spec.commandLine().getErr();
         long t0 = System.nanoTime();
+        if (md.equals("graph")) {
+            Path out = io.kvquant.demo.onnx.GraphModel.prepare(dir, kvCfg);
+            spec.commandLine().getOut().println(out);
+            err.printf(Locale.ROOT, "rewrote %s to take %s codes as its past in %.1f s%n", dir.resolve("model.onnx"), kvCfg,
+                    (System.nanoTime() - t0) / 1e9);
+            return 0;
+        }
         Path out = JavaAttentionModel.prepare(dir);
         long pieces;
         try (var s = Files.list(out)) {

@@ -31,7 +31,8 @@ import java.util.Set;
 public final class AttentionSplit {
 
     /** One layer's attention boundary. */
-    public record Layer(int index, String query, String newKey, String newValue, String output, double scale) {
+    public record Layer(int index, String query, String newKey, String newValue, String output, double scale,
+                        Node keyConcat, Node valueConcat, Node scores, Node probsValues) {
     }
 
     /** One piece of the cut graph: the serialized model and its input and output names. */
@@ -69,8 +70,10 @@ public final class AttentionSplit {
 
     private Layer locate(int i) {
         String where = "layer " + i + ": ";
-        String newKey = concatNew(i, "key", where);
-        String newValue = concatNew(i, "value", where);
+        Node keyConcat = concatOf(i, "key", where);
+        Node valueConcat = concatOf(i, "value", where);
+        String newKey = newPart(keyConcat, i, "key");
+        String newValue = newPart(valueConcat, i, "value");
         // keys: from present.i.key to the scores MatMul
         double[] scale = {1.0};
         Node scores = walkToMatMul("present." + i + ".key", scale, where + "no MatMul reads present." + i + ".key");
@@ -127,11 +130,16 @@ public final class AttentionSplit {
         if (pv == null || !reaches("present." + i + ".value", pv.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
         }
-        return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0]);
+        return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv);
     }
 
-    /** present.i.{key,value} = Concat(past_key_values.i.{..}, new): returns the new part. */
-    private String concatNew(int i, String kind, String where) {
+    private static String newPart(Node concat, int i, String kind) {
+        String past = "past_key_values." + i + "." + kind;
+        return concat.inputs().get(0).equals(past) ? concat.inputs().get(1) : concat.inputs().get(0);
+    }
+
+    /** present.i.{key,value} = Concat(past_key_values.i.{..}, new): returns the Concat node. */
+    private Node concatOf(int i, String kind, String where) {
         String present = "present." + i + "." + kind;
         String past = "past_key_values." + i + "." + kind;
         Node c = model.producer.get(present);
@@ -142,7 +150,7 @@ public final class AttentionSplit {
             throw new IllegalArgumentException(where + present + " is not Concat(" + past + ", new " + kind + "s); "
                     + "cannot locate the attention");
         }
-        return c.inputs().get(0).equals(past) ? c.inputs().get(1) : c.inputs().get(0);
+        return c;
     }
 
     /** Follows a tensor's consumers through shape ops and scalar scalings to the first MatMul. */

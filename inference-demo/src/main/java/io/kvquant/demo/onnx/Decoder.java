@@ -10,7 +10,7 @@ import java.util.function.IntConsumer;
  */
 public interface Decoder {
 
-    /** Execution modes: round-trip and Java attention; in-graph dequantization is not available yet. */
+    /** Execution modes: round-trip, Java attention, in-graph dequantization. */
     enum Mode {
         ROUNDTRIP("roundtrip"), JAVA_ATTENTION("java-attention"), GRAPH("graph");
 
@@ -20,14 +20,10 @@ public interface Decoder {
             this.cli = cli;
         }
 
-        /** Parses a --mode value; modes from later issues are refused with a one-line reason. */
+        /** Parses a --mode value. */
         public static Mode parse(String s) {
             for (Mode m : values()) {
                 if (m.cli.equalsIgnoreCase(s.trim())) {
-                    if (m == GRAPH) {
-                        throw new IllegalArgumentException("--mode " + m.cli + " is not available yet (it comes with its"
-                                + " own issue); use --mode roundtrip or java-attention");
-                    }
                     return m;
                 }
             }

@@ -39,7 +39,14 @@ public interface ModelRunner extends AutoCloseable {
         return switch (mode) {
             case ROUNDTRIP -> DecoderModel.open(dir, opts);
             case JAVA_ATTENTION -> JavaAttentionModel.open(dir, opts);
-            case GRAPH -> throw new IllegalArgumentException("--mode graph is not available yet; use roundtrip or java-attention");
+            case GRAPH -> throw new IllegalArgumentException("--mode graph is prepared for one --kv setting at a time; "
+                    + "use it with kvq generate");
         };
+    }
+
+    /** Like {@link #open(Path, Decoder.Mode, DecoderModel.Options)}; graph mode opens the rewrite for {@code kv}. */
+    static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts, io.kvquant.cache.KvQuantConfig kv)
+            throws IOException {
+        return mode == Decoder.Mode.GRAPH ? GraphModel.open(dir, kv, opts) : open(dir, mode, opts);
     }
 }
