@@ -76,6 +76,12 @@ class GenerateCliTest {
         }
         assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "java-attention"),
                 "./kvq prepare --model");
+        assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "graph"),
+                "--mode graph --kv turbo3.5");
+        assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "graph", "--kv",
+                "turbo3.5,qjl=k"), "QJL");
+        assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "graph", "--ep",
+                "cuda"), "--mode graph --kv turbo3.5");
         Path broken = Files.createDirectory(tmp.resolve("broken"));
         Files.copy(modelDir().resolve("tokenizer.json"), broken.resolve("tokenizer.json"));
         Files.writeString(broken.resolve("model.onnx"), "this is not an onnx model");
@@ -84,7 +90,7 @@ class GenerateCliTest {
                 "longer than the model's context");
         assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--ep", "cuda", "--stats-json", stats),
                 "CUDA build of ONNX Runtime");
-        assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--mode", "graph"), "not available yet");
+        assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--mode", "grpah"), "unknown --mode");
         assertOneLineError(kvq("generate", "--model", model), "exactly one of --prompt");
         assertOneLineError(kvq("generate", "--model", model, "--prompt-file", tmp.resolve("none.txt").toString()),
                 "prompt file not found");

@@ -270,8 +270,9 @@ class KvHookTest {
             assertThrows(IllegalArgumentException.class, () -> new KvHookDecoder(model, cache, 0));
             assertThrows(IllegalArgumentException.class, () -> new KvHookDecoder(model, cache, 8).prefill(new long[0], null));
         }
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Decoder.Mode.parse("graph"));
-        assertTrue(e.getMessage().contains("not available yet"), e.getMessage());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Decoder.Mode.parse("grpah"));
+        assertTrue(e.getMessage().contains("unknown --mode 'grpah'"), e.getMessage());
+        assertEquals(Decoder.Mode.GRAPH, Decoder.Mode.parse("graph"));
         assertEquals(Decoder.Mode.ROUNDTRIP, Decoder.Mode.parse("roundtrip"));
         assertEquals(Decoder.Mode.JAVA_ATTENTION, Decoder.Mode.parse("java-attention"));
     }
