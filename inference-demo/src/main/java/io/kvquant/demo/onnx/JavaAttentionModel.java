@@ -195,6 +195,10 @@ public final class JavaAttentionModel implements ModelRunner {
                 so.setIntraOpNumThreads(opts.threads());
                 so.setInterOpNumThreads(1);
             }
+            // The pieces run one after another with Java attention in between: ONNX Runtime's
+            // worker threads must not spin-wait for work, or they take the cores the running
+            // piece and the attention threads need.
+            so.addConfigEntry("session.intra_op.allow_spinning", "0");
             for (Path f : files) {
                 jm.sessions.add(DecoderModel.environment().createSession(f.toString(), so));
             }
