@@ -49,7 +49,8 @@ public final class NeedleCommand implements Callable<Integer> {
     String kv;
 
     @Option(names = "--lengths", paramLabel = "LIST", defaultValue = "1024,1280,1536,1792,2048",
-            description = "Haystack lengths in tokens, prompt included; at most the model's context (default: ${DEFAULT-VALUE}).")
+            description = "Haystack lengths in tokens: prompt and answer (code digits + 2 tokens) together, at most the "
+                    + "model's context (default: ${DEFAULT-VALUE}).")
     String lengths;
 
     @Option(names = "--depths", paramLabel = "LIST", defaultValue = "0,10,20,30,40,50,60,70,80,90,100",
@@ -120,6 +121,7 @@ public final class NeedleCommand implements Callable<Integer> {
         PrintWriter stdout = spec.commandLine().getOut();
         try (QualityModel qm = modelOptions.open()) {
             long[] filler = qm.tokenizer.encode(Files.readString(hay));
+            int answerTokens = codeDigits + 2;
             long[] qIds = qm.tokenizer.encode(q);
             int ctx = qm.model.maxContext();
             for (int len : lens) {
@@ -128,7 +130,7 @@ public final class NeedleCommand implements Callable<Integer> {
                             + " tokens");
                 }
                 int needleLen = qm.tokenizer.encode(" " + needle.replace("{code}", "0".repeat(codeDigits)) + " ").length;
-                if (len < needleLen + qIds.length + 8) {
+                if (len < needleLen + qIds.length + answerTokens + 8) {
                     throw new IllegalArgumentException("--lengths: " + len + " tokens cannot hold the needle and the question");
                 }
                 if (filler.length < len) {
@@ -138,6 +140,7 @@ public final class NeedleCommand implements Callable<Integer> {
             }
             Map<String, Object> config = qm.describe();
             config.put("kv", settings.stream().map(KvQuantConfig::toString).toList());
+            config.put("answer_tokens", answerTokens);
             config.put("lengths", Arrays.stream(lens).boxed().toList());
             config.put("depths", Arrays.stream(deps).boxed().toList());
             config.put("trials", trials);
@@ -161,9 +164,10 @@ public final class NeedleCommand implements Callable<Integer> {
                         // the same haystack and code for every setting
                         SplittableRandom rng = new SplittableRandom(seed * 1_000_003L + lens[li] * 7919L + di * 131L + t);
                         String code = code(rng, codeDigits);
-                        long[] prompt = prompt(qm, filler, qIds, needle, lens[li], deps[di], code, rng);
+                        // the answer must fit in the context too: the prompt leaves room for it
+                        long[] prompt = prompt(qm, filler, qIds, needle, lens[li] - answerTokens, deps[di], code, rng);
                         for (int i = 0; i < settings.size(); i++) {
-                            String answer = answer(qm, settings.get(i), prompt, codeDigits + 2);
+                            String answer = answer(qm, settings.get(i), prompt, answerTokens);
                             answers.get(i).add(answer);
                             if (answer.contains(code)) {
                                 correct[i]++;
