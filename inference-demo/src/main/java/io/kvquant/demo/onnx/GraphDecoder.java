@@ -5,7 +5,6 @@ import ai.onnxruntime.OnnxTensor;
 import ai.onnxruntime.OnnxValue;
 import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
-import io.kvquant.cache.KvCache;
 import io.kvquant.cache.LayeredKvCache;
 import java.nio.ByteBuffer;
 import java.nio.FloatBuffer;
@@ -20,10 +19,9 @@ import java.util.Map;
  * values come back to be quantized and appended. A mirror of the records, grown by the new
  * positions after each step, avoids re-reading the cache.
  */
-public final class GraphDecoder implements Decoder {
+public final class GraphDecoder extends CacheDecoder {
     private final GraphModel model;
-    private final LayeredKvCache cache;
-    private final int prefillChunk;
+    private final LayeredKvCache layered;
     private final int heads;
     private final int dim;
     /** Record and code bytes for keys [0] and values [1] (k4v3 has different widths). */
@@ -37,36 +35,18 @@ public final class GraphDecoder implements Decoder {
     private long lastStepBytes;
 
     GraphDecoder(GraphModel model, LayeredKvCache cache, int prefillChunk) {
-        if (prefillChunk < 1) {
-            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
-        }
+        super(cache, prefillChunk);
         this.model = model;
-        this.cache = cache;
-        this.prefillChunk = prefillChunk;
+        this.layered = cache;
         this.heads = cache.kvHeads();
         this.dim = cache.headDim();
-        recordBytes[0] = io.kvquant.cache.KvCaches.keyCodec(cache.config(), dim, 0).recordBytes();
-        recordBytes[1] = io.kvquant.cache.KvCaches.valueCodec(cache.config(), dim, 0).recordBytes();
+        recordBytes[0] = io.kvquant.cache.KvCaches.keyCodec(layered.config(), dim, 0).recordBytes();
+        recordBytes[1] = io.kvquant.cache.KvCaches.valueCodec(layered.config(), dim, 0).recordBytes();
         codeBytes[0] = recordBytes[0] - 2;
         codeBytes[1] = recordBytes[1] - 2;
         int layers = cache.layers();
         codes = new byte[layers][2][heads][0];
         norms = new short[layers][2][heads][0];
-    }
-
-    @Override
-    public int prefillChunk() {
-        return prefillChunk;
-    }
-
-    @Override
-    public int position() {
-        return cache.length(0);
-    }
-
-    @Override
-    public KvCache cache() {
-        return cache;
     }
 
     /** Bytes of past (codes and norms) handed to ONNX Runtime so far. */
@@ -161,7 +141,7 @@ public final class GraphDecoder implements Decoder {
                 int cb = codeBytes[kv];
                 byte[] rec = new byte[(to - from) * rb];
                 for (int h = 0; h < heads; h++) {
-                    cache.copyRecords(l, kv == 0, h, from, to, rec, 0);
+                    layered.copyRecords(l, kv == 0, h, from, to, rec, 0);
                     if (codes[l][kv][h].length < to * cb) {
                         int cap = Math.max(to, codes[l][kv][h].length / cb * 3 / 2);
                         codes[l][kv][h] = Arrays.copyOf(codes[l][kv][h], cap * cb);

@@ -19,38 +19,17 @@ import java.util.Map;
  * compressed cache and computes attention straight from it ({@link DecodeAttention}), so no
  * dense past is ever rebuilt. The prompt is fed in chunks with the prefill form of the attention.
  */
-public final class JavaAttentionDecoder implements Decoder {
+public final class JavaAttentionDecoder extends CacheDecoder {
     private final JavaAttentionModel model;
-    private final KvCache cache;
     private final DecodeAttention attention;
-    private final int prefillChunk;
 
     public JavaAttentionDecoder(JavaAttentionModel model, KvCache cache, DecodeAttention attention, int prefillChunk) {
-        if (prefillChunk < 1) {
-            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
-        }
+        super(cache, prefillChunk);
         if (cache.layers() != model.layers.size()) {
             throw new IllegalArgumentException("cache has " + cache.layers() + " layers, the model " + model.layers.size());
         }
         this.model = model;
-        this.cache = cache;
         this.attention = attention;
-        this.prefillChunk = prefillChunk;
-    }
-
-    @Override
-    public int prefillChunk() {
-        return prefillChunk;
-    }
-
-    @Override
-    public int position() {
-        return cache.length(0);
-    }
-
-    @Override
-    public KvCache cache() {
-        return cache;
     }
 
     /** One pass through the pieces, attention on the cache between them. */

@@ -9,40 +9,19 @@ import java.util.function.IntConsumer;
  * positions of {@code present}) are appended to the cache. With a lossless cache ({@code full})
  * the logits equal plain ONNX Runtime decoding exactly.
  */
-public final class KvHookDecoder implements Decoder {
+public final class KvHookDecoder extends CacheDecoder {
 
     private final DecoderModel model;
-    private final KvCache cache;
-    private final int prefillChunk;
     private final DenseMirror mirror;
 
     public KvHookDecoder(DecoderModel model, KvCache cache, int prefillChunk) {
-        if (prefillChunk < 1) {
-            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + prefillChunk);
-        }
+        super(cache, prefillChunk);
         if (cache.layers() != model.layers() || cache.kvHeads() != model.kvHeads() || cache.headDim() != model.headDim()) {
             throw new IllegalArgumentException("cache shape " + cache.layers() + "x" + cache.kvHeads() + "x" + cache.headDim()
                     + " does not match the model's " + model.layers() + "x" + model.kvHeads() + "x" + model.headDim());
         }
         this.model = model;
-        this.cache = cache;
-        this.prefillChunk = prefillChunk;
         this.mirror = new DenseMirror(cache);
-    }
-
-    @Override
-    public int prefillChunk() {
-        return prefillChunk;
-    }
-
-    @Override
-    public int position() {
-        return cache.length(0);
-    }
-
-    @Override
-    public KvCache cache() {
-        return cache;
     }
 
     /** One model call: the dense past rebuilt from the cache, the new positions appended after. */
