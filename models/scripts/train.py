@@ -138,6 +138,7 @@ def main():
     ap.add_argument("--probe-every", type=int, default=50, help="steps between needle probes")
     ap.add_argument("--probe-n", type=int, default=24, help="needles per probe")
     ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     ap.add_argument("--copy-frac", type=float, default=0.0,
                     help="share of repeated random-token rows in the first curriculum stage, halved at each later one: "
                          "dense signal for the copy mechanism that retrieval needs")
@@ -192,7 +193,7 @@ def main():
         last = stage == len(stages) - 1
         nf = args.needle_frac if not last else min(1.0, args.needle_frac + 0.1)
         cf = args.copy_frac / 2 ** stage
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
         x, y, w, answers = batch(enc, data, bs, seq, nf, rng, copy_frac=cf, vocab=cfg.vocab_size)
