@@ -24,6 +24,15 @@ public final class DecodeAttention implements AutoCloseable {
         float[] state = new float[0];
         float[] scores = new float[0];
         float[] acc = new float[0];
+        int[] offsets = new int[0];
+        int[] visible = new int[0];
+
+        void ensureQueries(int nq) {
+            if (offsets.length < nq) {
+                offsets = new int[nq];
+                visible = new int[nq];
+            }
+        }
 
         void ensure(int s, int n, int a) {
             if (state.length < s) {
@@ -88,16 +97,16 @@ public final class DecodeAttention implements AutoCloseable {
             int g = task / blocks;
             int b0 = (task % blocks) * PREFILL_BLOCK;
             int nb = Math.min(PREFILL_BLOCK, n - b0);
-            int[] offsets = new int[group * nb];
-            int[] visible = new int[group * nb];
+            Scratch s = scratch.get();
+            s.ensureQueries(group * nb);
             for (int h = 0; h < group; h++) {
                 for (int i = 0; i < nb; i++) {
                     // query head g·group + h, position b0 + i sees tokens [0, len − n + b0 + i]
-                    offsets[h * nb + i] = ((g * group + h) * n + b0 + i) * d;
-                    visible[h * nb + i] = len - n + b0 + i + 1;
+                    s.offsets[h * nb + i] = ((g * group + h) * n + b0 + i) * d;
+                    s.visible[h * nb + i] = len - n + b0 + i + 1;
                 }
             }
-            attendCausal(store, g, q, offsets, visible, len - n + b0 + nb, scale, out);
+            attendCausal(store, g, q, s.offsets, s.visible, group * nb, len - n + b0 + nb, scale, out);
         });
     }
 
@@ -105,13 +114,12 @@ public final class DecodeAttention implements AutoCloseable {
     static final int PREFILL_BLOCK = 16;
 
     /**
-     * Like {@link #attendGroup} for queries at arbitrary offsets, query j seeing only the first
+     * Softmax attention for the first {@code nq} queries at {@code offsets}, query j seeing only the first
      * {@code visible[j]} of the {@code end} tokens scored.
      */
-    private void attendCausal(LayerStore store, int kvHead, float[] q, int[] offsets, int[] visible, int end, float scale,
-                              float[] out) {
+    private void attendCausal(LayerStore store, int kvHead, float[] q, int[] offsets, int[] visible, int nq, int end,
+                              float scale, float[] out) {
         Scratch s = scratch.get();
-        int nq = offsets.length;
         int ss = store.queryStateSize();
         int as = store.accumulatorSize();
         s.ensure(ss * nq, end * nq, as * nq);
@@ -199,13 +207,13 @@ public final class DecodeAttention implements AutoCloseable {
      */
     private void attendGroup(LayerStore store, int kvHead, float[] q, int qo, int qStride, int nq, int len, float scale,
                              float[] out) {
-        int[] offsets = new int[nq];
-        int[] visible = new int[nq];
+        Scratch s = scratch.get();
+        s.ensureQueries(nq);
         for (int i = 0; i < nq; i++) {
-            offsets[i] = qo + i * qStride;
-            visible[i] = len;
+            s.offsets[i] = qo + i * qStride;
+            s.visible[i] = len;
         }
-        attendCausal(store, kvHead, q, offsets, visible, len, scale, out);
+        attendCausal(store, kvHead, q, s.offsets, s.visible, nq, len, scale, out);
     }
 
     /** Exact reference: dense softmax attention on float arrays ([len][d] keys and values of one head). */

@@ -234,7 +234,7 @@ public final class NeedleCommand implements Callable<Integer> {
             long[] outIds = new long[n];
             int k = 0;
             while (true) {
-                outIds[k++] = PerplexityCommand.argmax(logits);
+                outIds[k++] = io.kvquant.demo.sampling.Sampler.argmax(logits);
                 if (k == n || (ctx > 0 && run.decoder().position() >= ctx)) {
                     break;
                 }

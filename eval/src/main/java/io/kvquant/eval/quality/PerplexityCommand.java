@@ -1,6 +1,7 @@
 package io.kvquant.eval.quality;
 
 import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.demo.sampling.Sampler;
 import io.kvquant.eval.Charts;
 import io.kvquant.eval.Json;
 import io.kvquant.eval.Progress;
@@ -145,10 +146,10 @@ public final class PerplexityCommand implements Callable<Integer> {
                     for (int t = pre; t < ctx; t++) {
                         int target = (int) ids[s0 + t];
                         logSoftmax(logits[0], ref);
-                        int refTop = argmax(logits[0]);
+                        int refTop = Sampler.argmax(logits[0]);
                         for (int i = 0; i < settings.size(); i++) {
                             double[] mine = i == 0 ? ref : logSoftmax(logits[i], lp);
-                            scores[i].add(-mine[target], kl(ref, mine), argmax(logits[i]) == refTop);
+                            scores[i].add(-mine[target], kl(ref, mine), Sampler.argmax(logits[i]) == refTop);
                         }
                         if (t + 1 < ctx) {
                             for (int i = 0; i < settings.size(); i++) {
@@ -196,7 +197,6 @@ public final class PerplexityCommand implements Callable<Integer> {
         long agree;
         double bits = Double.NaN;
         double ratio = Double.NaN;
-        Score reference;
 
         Score(KvQuantConfig cfg) {
             this.cfg = cfg;
@@ -251,9 +251,6 @@ public final class PerplexityCommand implements Callable<Integer> {
         return Math.max(0, s);
     }
 
-    static int argmax(float[] v) {
-        return io.kvquant.demo.sampling.Sampler.argmax(v);
-    }
 
     static List<Map<String, Object>> rows(Score[] scores) {
         double refPpl = scores[0].perplexity();

@@ -197,7 +197,6 @@ public final class DequantGraph {
         for (byte[] vi : outputs) {
             g.add(12, vi);
         }
-        // nodes must come first for readability only; ONNX does not care about field order
         Pb model = m.model.without(7);
         model.add(7, g);
         return model.toBytes();

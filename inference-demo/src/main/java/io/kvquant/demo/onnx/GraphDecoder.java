@@ -30,7 +30,6 @@ public final class GraphDecoder extends CacheDecoder {
     /** [layer][key=0/value=1][head]: packed codes (tokens × codeBytes) and norms. */
     private final byte[][][][] codes;
     private final short[][][][] norms; // fp16 bits, as stored
-    private int mirrored;
     private long bytesMoved;
     private long lastStepBytes;
 
@@ -62,9 +61,6 @@ public final class GraphDecoder extends CacheDecoder {
     @Override
     public float[] feed(long[] ids, int off, int len) {
         int past = cache.length(0);
-        if (past < mirrored) {
-            mirrored = 0; // the cache was cleared
-        }
         Map<String, OnnxTensor> in = new HashMap<>();
         try {
             var env = DecoderModel.environment();
@@ -155,6 +151,5 @@ public final class GraphDecoder extends CacheDecoder {
                 }
             }
         }
-        mirrored = to;
     }
 }

@@ -45,11 +45,11 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             for (int i = 0; i < len; i++) {
                 pos[i] = past + i;
             }
-            put(avail, owned, "input_ids", OnnxTensor.createTensor(JavaAttentionModel.env(),
+            put(avail, owned, "input_ids", OnnxTensor.createTensor(DecoderModel.environment(),
                     LongBuffer.wrap(ids, off, len).slice(), new long[] {1, len}));
-            put(avail, owned, "position_ids", OnnxTensor.createTensor(JavaAttentionModel.env(), LongBuffer.wrap(pos),
+            put(avail, owned, "position_ids", OnnxTensor.createTensor(DecoderModel.environment(), LongBuffer.wrap(pos),
                     new long[] {1, len}));
-            put(avail, owned, "attention_mask", OnnxTensor.createTensor(JavaAttentionModel.env(), LongBuffer.wrap(mask),
+            put(avail, owned, "attention_mask", OnnxTensor.createTensor(DecoderModel.environment(), LongBuffer.wrap(mask),
                     new long[] {1, past + len}));
             int stages = model.pieces.size();
             for (int s = 0; s < stages; s++) {
@@ -114,7 +114,7 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         } else {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
         }
-        put(avail, owned, li.output(), OnnxTensor.createTensor(JavaAttentionModel.env(), FloatBuffer.wrap(out),
+        put(avail, owned, li.output(), OnnxTensor.createTensor(DecoderModel.environment(), FloatBuffer.wrap(out),
                 new long[] {1, qHeads, len, d}));
     }
 

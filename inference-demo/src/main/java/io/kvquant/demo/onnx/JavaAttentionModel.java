@@ -1,6 +1,5 @@
 package io.kvquant.demo.onnx;
 
-import ai.onnxruntime.OrtEnvironment;
 import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
 import io.kvquant.demo.graph.AttentionSplit;
@@ -33,7 +32,6 @@ public final class JavaAttentionModel implements ModelRunner {
     final List<LayerInfo> layers;
     final List<PieceInfo> pieces;
     final List<OrtSession> sessions = new ArrayList<>();
-    final DecoderModel.Ep ep;
     private final Path file;
     private final ModelConfig config;
     private final io.kvquant.attention.DecodeAttention attention;
@@ -44,7 +42,6 @@ public final class JavaAttentionModel implements ModelRunner {
         this.config = config;
         this.layers = layers;
         this.pieces = pieces;
-        this.ep = opts.ep();
         this.attention = new io.kvquant.attention.DecodeAttention(opts.threads() > 0 ? opts.threads()
                 : Runtime.getRuntime().availableProcessors());
     }
@@ -222,7 +219,4 @@ public final class JavaAttentionModel implements ModelRunner {
         attention.close();
     }
 
-    static OrtEnvironment env() {
-        return DecoderModel.environment();
-    }
 }
