@@ -72,7 +72,7 @@ def main():
     torch.set_num_threads(2)
     d = torch.load(args.ckpt, map_location="cpu")
     cfg = M.Config(**d["config"])
-    net = M.LlamaTiny(cfg)
+    net = M.build(cfg)
     net.load_state_dict(d["state"])
     net.eval()
     enc = bpe.Encoder(os.path.join(MODELS, "kvq-llama", "tokenizer.json"))

@@ -1,4 +1,5 @@
-"""The bundled decoder: a small Llama-architecture model (RMSNorm, RoPE, SwiGLU, GQA).
+"""The bundled decoders: a small Llama-architecture model (RMSNorm, RoPE, SwiGLU, GQA) and a small
+GPT-2-architecture one (LayerNorm, learned positions, GELU MLP, multi-head attention).
 
 Written for torch 1.13 (Debian's python3-torch) and its ONNX exporter: attention uses plain
 MatMul/Softmax with an explicit mask, so the exported graph has no fused attention operators.
@@ -23,6 +24,7 @@ class Config:
     max_position_embeddings: int = 2048
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
+    arch: str = "llama"  # or "gpt2": then num_key_value_heads == num_attention_heads, rms_norm_eps is LayerNorm's eps
 
     def to_dict(self):
         return asdict(self)
@@ -147,6 +149,83 @@ class LlamaTiny(nn.Module):
         x = self.norm(x)
         logits = torch.matmul(x, self.embed_tokens.weight.t())
         return logits, presents
+
+
+class Gpt2Block(nn.Module):
+    """GPT-2's block as Hugging Face writes it: pre-LayerNorm, fused q/k/v projection with bias,
+    scores divided by sqrt(head_dim), the causal mask applied with Where, tanh-GELU MLP."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.hidden_size
+        self.ln_1 = nn.LayerNorm(h, eps=cfg.rms_norm_eps)
+        self.c_attn = nn.Linear(h, 3 * cfg.num_attention_heads * cfg.head_dim)
+        self.c_proj = nn.Linear(cfg.num_attention_heads * cfg.head_dim, h)
+        self.ln_2 = nn.LayerNorm(h, eps=cfg.rms_norm_eps)
+        self.c_fc = nn.Linear(h, cfg.intermediate_size)
+        self.mlp_proj = nn.Linear(cfg.intermediate_size, h)
+
+    def forward(self, x, pad_mask, past_k=None, past_v=None):
+        b, s, _ = x.shape
+        nh, hd = self.cfg.num_attention_heads, self.cfg.head_dim
+        q, k, v = self.c_attn(self.ln_1(x)).split(nh * hd, dim=2)
+        q = q.view(b, s, nh, hd).transpose(1, 2)
+        k = k.view(b, s, nh, hd).transpose(1, 2)
+        v = v.view(b, s, nh, hd).transpose(1, 2)
+        if past_k is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        t = k.shape[2]
+        w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(hd)
+        causal = torch.ones(t, t, dtype=torch.bool).tril()[t - s:, :]
+        w = torch.where(causal, w, torch.tensor(-1e4))
+        w = w + pad_mask
+        a = torch.matmul(torch.softmax(w, dim=-1), v).transpose(1, 2).reshape(b, s, nh * hd)
+        x = x + self.c_proj(a)
+        x = x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x, k, v
+
+
+class Gpt2Tiny(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        assert cfg.num_key_value_heads == cfg.num_attention_heads, "GPT-2 has one KV head per query head"
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.wpe = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
+        self.h = nn.ModuleList([Gpt2Block(cfg) for _ in range(cfg.num_hidden_layers)])
+        self.ln_f = nn.LayerNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.apply(LlamaTiny._init)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past=None):
+        b, s = input_ids.shape
+        past_len = 0 if past is None else past[0][0].shape[2]
+        if position_ids is None:
+            position_ids = torch.arange(past_len, past_len + s, dtype=torch.long).unsqueeze(0).expand(b, s)
+        if attention_mask is None:
+            attention_mask = torch.ones(b, past_len + s, dtype=torch.long)
+        pad_mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -1e4
+        x = self.wte(input_ids) + self.wpe(position_ids)
+        presents = []
+        for i, blk in enumerate(self.h):
+            pk, pv = (None, None) if past is None else past[i]
+            x, k, v = blk(x, pad_mask, pk, pv)
+            presents.append((k, v))
+        return torch.matmul(self.ln_f(x), self.wte.weight.t()), presents
+
+
+def build(cfg: Config):
+    """The network of a config: LlamaTiny or Gpt2Tiny."""
+    return Gpt2Tiny(cfg) if cfg.arch == "gpt2" else LlamaTiny(cfg)
+
+
+def gpt2_config(**kw):
+    """The CPU-sized GPT-2: 4 layers, hidden 256, 4 heads of dim 64, MLP 1024, 1,024 positions."""
+    base = dict(arch="gpt2", num_key_value_heads=4, intermediate_size=1024, max_position_embeddings=1024,
+                rms_norm_eps=1e-5)
+    base.update(kw)
+    return Config(**base)
 
 
 def build_mask(attention_mask, s):

@@ -38,9 +38,10 @@ def random_code(rng):
     return str(rng.randint(10 ** 4, 10 ** 7 - 1))
 
 
-def needle_sample(enc, data, length, rng):
+def needle_sample(enc, data, length, rng, far=False):
     """Returns (ids, weights) of `length + 1` tokens: filler with a pass code at a random depth
-    and the question at the end; the answer digits get a larger loss weight."""
+    (within the first quarter when `far`) and the question at the end; the answer digits get a
+    larger loss weight."""
     code = random_code(rng)
     needle = enc.encode(" " + NEEDLE.format(code=code) + " ")
     question = enc.encode(QUESTION.format(code=code))
@@ -48,7 +49,7 @@ def needle_sample(enc, data, length, rng):
     n_fill = length + 1 - len(needle) - len(question)
     start = rng.randint(0, len(data) - n_fill - 1)
     filler = data[start:start + n_fill].tolist()
-    depth = rng.randint(0, n_fill)
+    depth = rng.randint(0, n_fill // 4 if far else n_fill)
     ids = filler[:depth] + needle + filler[depth:] + question
     w = [1.0] * len(ids)
     for i in range(len(ids) - answer_len, len(ids)):
@@ -65,9 +66,12 @@ def copy_row(vocab, seq, rng):
     return ids
 
 
-def batch(enc, data, bs, seq, needle_frac, rng, min_len=64, copy_frac=0.0, vocab=4096):
+def batch(enc, data, bs, seq, needle_frac, rng, min_len=64, copy_frac=0.0, vocab=4096,
+          far_frac=0.0, needle_min=None):
     """Returns (x, y, w, answers): answers lists, per retrieval row, the positions in y of the
-    code's digits (empty for other rows)."""
+    code's digits (empty for other rows). A share far_frac of retrieval rows are long (3/4 of seq
+    or more) with the needle in their first quarter: the far-from-the-question case that
+    uniform depths rarely train. Other retrieval rows are needle_min (default seq/4) to seq long."""
     xs, ws, answers = [], [], []
     for _ in range(bs):
         u = rng.random()
@@ -76,8 +80,10 @@ def batch(enc, data, bs, seq, needle_frac, rng, min_len=64, copy_frac=0.0, vocab
             w = [1.0] * (seq + 1)
             answers.append([])
         elif u < copy_frac + needle_frac:
-            length = rng.randint(min(seq, max(min_len, seq // 4)), seq)
-            ids, w = needle_sample(enc, data, length, rng)
+            far = rng.random() < far_frac
+            lo = seq * 3 // 4 if far else (needle_min if needle_min else seq // 4)
+            length = rng.randint(min(seq, max(min_len, lo)), seq)
+            ids, w = needle_sample(enc, data, length, rng, far)
             pad = seq + 1 - len(ids)
             # left-fill with ordinary text so every row has seq+1 tokens
             start = rng.randint(0, len(data) - pad - 1)
@@ -98,14 +104,15 @@ def batch(enc, data, bs, seq, needle_frac, rng, min_len=64, copy_frac=0.0, vocab
     return x[:, :-1], x[:, 1:], w[:, 1:], answers
 
 
-def probe(net, enc, data, seq, rng, n, device):
+def probe(net, enc, data, seq, rng, n, device, far_frac=0.0):
     """Needle accuracy at lengths up to `seq`: teacher-forced argmax over the code's digits, which
-    equals greedy decoding's answer (each digit is right iff all before it are)."""
+    equals greedy decoding's answer (each digit is right iff all before it are). far_frac=1 probes
+    only long haystacks with the needle in their first quarter."""
     net.eval()
     ok = 0
     with torch.no_grad():
         for _ in range(n):
-            x, y, _, ans = batch(enc, data, 1, seq, 1.0, rng)
+            x, y, _, ans = batch(enc, data, 1, seq, 1.0, rng, far_frac=far_frac)
             logits, _ = net(x.to(device))
             pred = logits[0].argmax(-1).cpu()
             ok += int(all(pred[i] == y[0, i] for i in ans[0]))
@@ -118,6 +125,8 @@ def main():
     ap.add_argument("--minutes", type=float, default=55)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--arch", default="llama", choices=["llama", "gpt2"],
+                    help="architecture of a new model (a resumed one keeps its own)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--tokenizer", default=os.path.join(os.path.dirname(HERE), "kvq-llama", "tokenizer.json"))
@@ -142,6 +151,12 @@ def main():
     ap.add_argument("--copy-frac", type=float, default=0.0,
                     help="share of repeated random-token rows in the first curriculum stage, halved at each later one: "
                          "dense signal for the copy mechanism that retrieval needs")
+    ap.add_argument("--far-frac", type=float, default=0.0,
+                    help="share of retrieval rows in the last stage that are long with the needle in their "
+                         "first quarter (far from the question)")
+    ap.add_argument("--needle-min", type=int, default=None,
+                    help="shortest haystack of the other retrieval rows in the last stage (default: a quarter "
+                         "of the sequence length)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -154,16 +169,22 @@ def main():
         data = encode_corpus(enc, args.text)
         torch.save(data, cache)
     print(f"training tokens: {len(data)}", flush=True)
-    cfg = M.Config()
-    if args.preset == "gpu":
-        cfg = M.Config(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
-                       num_key_value_heads=2, intermediate_size=1408)
-    net = M.LlamaTiny(cfg)
+    if args.arch == "gpt2":
+        cfg = M.gpt2_config()
+        if args.preset == "gpu":
+            cfg = M.gpt2_config(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                                num_key_value_heads=8, intermediate_size=2048)
+    else:
+        cfg = M.Config()
+        if args.preset == "gpu":
+            cfg = M.Config(hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
+                           num_key_value_heads=2, intermediate_size=1408)
+    net = M.build(cfg)
     seen0 = 0
     if args.resume:
         d = torch.load(args.resume, map_location="cpu")
         cfg = M.Config(**d["config"])
-        net = M.LlamaTiny(cfg)
+        net = M.build(cfg)
         net.load_state_dict(d["state"])
         seen0 = d.get("tokens_seen", 0)
         print(f"resumed from {args.resume} ({seen0} tokens seen)", flush=True)
@@ -178,6 +199,9 @@ def main():
     # Without --curriculum: short sequences (fast), then the full 2048 context for RoPE range
     # and retrieval. With it: lengths in turn, moving on once retrieval works at the current one.
     stages = [int(v) for v in args.curriculum.split(",")] if args.curriculum else [args.short_seq, 2048]
+    if max(stages) > cfg.max_position_embeddings:
+        sys.exit(f"train.py: sequences of {max(stages)} tokens exceed the model's {cfg.max_position_embeddings} "
+                 f"positions; pass --curriculum with lengths up to {cfg.max_position_embeddings}")
     stage = 0
     probe_rng = random.Random(args.seed + 1)
     ans_loss_sum, ans_n = 0.0, 0
@@ -196,7 +220,9 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y, w, answers = batch(enc, data, bs, seq, nf, rng, copy_frac=cf, vocab=cfg.vocab_size)
+        x, y, w, answers = batch(enc, data, bs, seq, nf, rng, copy_frac=cf, vocab=cfg.vocab_size,
+                                 far_frac=args.far_frac if last else 0.0,
+                                 needle_min=args.needle_min if last else None)
         x, y, w = x.to(args.device), y.to(args.device), w.to(args.device)
         logits, _ = net(x)
         loss_tok = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1), reduction="none")
@@ -221,7 +247,10 @@ def main():
                   flush=True)
         if step % args.probe_every == 0:
             acc = probe(net, enc, data, seq, probe_rng, args.probe_n, args.device)
-            print(f"probe step {step} seq {seq} needle accuracy {acc:.2f}", flush=True)
+            far = ""
+            if args.far_frac > 0 and stage == len(stages) - 1:
+                far = f", far {probe(net, enc, data, seq, probe_rng, args.probe_n // 2, args.device, 1.0):.2f}"
+            print(f"probe step {step} seq {seq} needle accuracy {acc:.2f}{far}", flush=True)
             if acc >= args.advance_at and stage < len(stages) - 1:
                 stage += 1
                 print(f"retrieval works at {seq}: moving to {stages[stage]} tokens", flush=True)
