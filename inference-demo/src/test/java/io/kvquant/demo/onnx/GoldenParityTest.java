@@ -7,29 +7,39 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.kvquant.cache.KvCache;
 import io.kvquant.cache.KvCaches;
 import io.kvquant.demo.text.TextTokenizer;
+import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInstance;
 
-/** Java (DJL + ONNX Runtime) against the training framework's reference numbers in golden.json. */
+/**
+ * Java (DJL + ONNX Runtime) against the training framework's reference numbers in golden.json, for
+ * the bundled Llama model; {@link Gpt2GoldenParityTest} runs the same checks on the GPT-2 one.
+ */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class GoldenParityTest {
     /** Torch and ORT differ by float reassociation only; golden floats are rounded to ~1e-6. */
     static final double TOL = 1e-4;
 
-    static DecoderModel model;
-    static Map<String, Object> golden;
+    DecoderModel model;
+    Map<String, Object> golden;
+
+    Path modelDir() {
+        return TestModel.dir();
+    }
 
     @BeforeAll
-    static void open() throws Exception {
-        model = DecoderModel.open(TestModel.dir(), new DecoderModel.Options(2, DecoderModel.Ep.CPU));
-        golden = TestModel.golden();
+    void open() throws Exception {
+        model = DecoderModel.open(modelDir(), new DecoderModel.Options(2, DecoderModel.Ep.CPU));
+        golden = TestModel.golden(modelDir());
     }
 
     @AfterAll
-    static void close() {
+    void close() {
         if (model != null) {
             model.close();
         }
@@ -38,7 +48,7 @@ class GoldenParityTest {
     @Test
     void discoversTheGraphShape() throws Exception {
         Map<?, ?> cfg = (Map<?, ?>) io.kvquant.demo.onnx.Json.parse(
-                java.nio.file.Files.readString(TestModel.dir().resolve("config.json")));
+                java.nio.file.Files.readString(modelDir().resolve("config.json")));
         assertEquals(((Number) cfg.get("num_hidden_layers")).intValue(), model.layers());
         assertEquals(((Number) cfg.get("num_key_value_heads")).intValue(), model.kvHeads());
         assertEquals(((Number) cfg.get("head_dim")).intValue(), model.headDim());
@@ -53,7 +63,7 @@ class GoldenParityTest {
         assertTrue(t != null, "golden.json has no 'tokenizer' section");
         String text = (String) t.get("text");
         long[] want = TestModel.longs(t.get("token_ids"));
-        try (TextTokenizer tok = TextTokenizer.open(TestModel.dir())) {
+        try (TextTokenizer tok = TextTokenizer.open(modelDir())) {
             long[] got = tok.encode(text);
             assertArrayEquals(want, got, "token ids of " + text);
             assertEquals(text, tok.decode(got), "decode(encode(text)) round trip");

@@ -15,21 +15,30 @@ final class TestModel {
 
     /** The bundled model directory; fails (never skips) when it is missing. */
     static Path dir() {
+        return dir("kvq-llama");
+    }
+
+    /** models/{name} of the repository; fails (never skips) when it is missing. */
+    static Path dir(String name) {
         for (Path p = Path.of("").toAbsolutePath(); p != null; p = p.getParent()) {
-            Path d = p.resolve("models/kvq-llama");
+            Path d = p.resolve("models").resolve(name);
             if (Files.isRegularFile(d.resolve("model.onnx"))) {
                 return d;
             }
         }
-        return fail("the bundled model models/kvq-llama/model.onnx was not found above " + Path.of("").toAbsolutePath()
-                + "; these tests need it (it is committed in the main branch)");
+        return fail("the bundled model models/" + name + "/model.onnx was not found above "
+                + Path.of("").toAbsolutePath() + "; these tests need it (it is committed in the main branch)");
+    }
+
+    static Map<String, Object> golden() throws IOException {
+        return golden(dir());
     }
 
     @SuppressWarnings("unchecked")
-    static Map<String, Object> golden() throws IOException {
-        Path g = dir().resolve("golden.json");
+    static Map<String, Object> golden(Path modelDir) throws IOException {
+        Path g = modelDir.resolve("golden.json");
         if (!Files.isRegularFile(g)) {
-            fail("models/kvq-llama/golden.json is missing");
+            fail(g + " is missing");
         }
         return (Map<String, Object>) Json.parse(Files.readString(g));
     }
