@@ -182,9 +182,10 @@ def main():
         os.makedirs(args.fp16, exist_ok=True)
         p16 = os.path.join(args.fp16, "model.onnx")
         to_fp16(path, p16)
-        for name in ("tokenizer.json", "config.json"):
-            with open(os.path.join(args.out, name), "rb") as f, open(os.path.join(args.fp16, name), "wb") as o:
-                o.write(f.read().replace(b'"torch_dtype": "float32"', b'"torch_dtype": "float16"'))
+        with open(tok, "rb") as f, open(os.path.join(args.fp16, "tokenizer.json"), "wb") as o:
+            o.write(f.read())
+        with open(os.path.join(args.fp16, "config.json"), "w") as f:
+            json.dump(dict(conf, torch_dtype="float16"), f, indent=2)
         sha = hashlib.sha256(open(p16, "rb").read()).hexdigest()
         print(f"exported {p16} ({os.path.getsize(p16)} bytes, sha256 {sha})")
 

@@ -182,19 +182,7 @@ public final class DecoderModel implements ModelRunner {
             throw new IllegalArgumentException(file.getFileName() + ": fused attention operators " + fused + " are not "
                     + "supported; export with plain attention ops (MatMul/Softmax), e.g. without ORT transformer optimizations");
         }
-        try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
-            if (opts.threads() > 0) {
-                so.setIntraOpNumThreads(opts.threads());
-                so.setInterOpNumThreads(1);
-            }
-            if (opts.ep() == Ep.CUDA) {
-                if (!OrtEnvironment.getAvailableProviders().contains(OrtProvider.CUDA)) {
-                    throw new IllegalArgumentException("--ep cuda needs the CUDA build of ONNX Runtime (artifact "
-                            + "com.microsoft.onnxruntime:onnxruntime_gpu); this build has " + OrtEnvironment
-                            .getAvailableProviders().toString().toLowerCase(Locale.ROOT));
-                }
-                so.addCUDA(0);
-            }
+        try (OrtSession.SessionOptions so = sessionOptions(opts)) {
             OrtSession session = ENV.createSession(file.toString(), so);
             try {
                 return new DecoderModel(file, session, cfg, ops);
@@ -205,6 +193,29 @@ public final class DecoderModel implements ModelRunner {
         } catch (OrtException e) {
             throw new IOException("ONNX Runtime cannot load " + file + ": " + firstLine(e.getMessage()), e);
         }
+    }
+
+    /**
+     * Session options of every execution mode: {@code opts.threads()} intra-op threads (one
+     * inter-op) when set, and the CUDA provider for {@code --ep cuda}, refused in one line when
+     * this build of ONNX Runtime has none.
+     */
+    static OrtSession.SessionOptions sessionOptions(Options opts) throws OrtException {
+        OrtSession.SessionOptions so = new OrtSession.SessionOptions();
+        if (opts.threads() > 0) {
+            so.setIntraOpNumThreads(opts.threads());
+            so.setInterOpNumThreads(1);
+        }
+        if (opts.ep() == Ep.CUDA) {
+            if (!OrtEnvironment.getAvailableProviders().contains(OrtProvider.CUDA)) {
+                so.close();
+                throw new IllegalArgumentException("--ep cuda needs the CUDA build of ONNX Runtime: build with mvn -Pcuda "
+                        + "(artifact com.microsoft.onnxruntime:onnxruntime_gpu); this build has "
+                        + OrtEnvironment.getAvailableProviders().toString().toLowerCase(Locale.ROOT));
+            }
+            so.addCUDA(0);
+        }
+        return so;
     }
 
     static String firstLine(String s) {

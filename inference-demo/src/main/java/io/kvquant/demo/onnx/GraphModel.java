@@ -13,7 +13,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
-import java.util.Locale;
 import java.util.Map;
 
 /**
@@ -84,19 +83,7 @@ public final class GraphModel implements ModelRunner {
                     + "setting); run ./kvq prepare --model " + modelDir + " --mode graph --kv " + cfg + " again");
         }
         ModelConfig mc = ModelConfig.read(modelDir.resolve("config.json"));
-        try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
-            if (opts.threads() > 0) {
-                so.setIntraOpNumThreads(opts.threads());
-                so.setInterOpNumThreads(1);
-            }
-            if (opts.ep() == DecoderModel.Ep.CUDA) {
-                if (!ai.onnxruntime.OrtEnvironment.getAvailableProviders().contains(ai.onnxruntime.OrtProvider.CUDA)) {
-                    throw new IllegalArgumentException("--ep cuda needs the CUDA build of ONNX Runtime: build with "
-                            + "mvn -Pcuda (artifact com.microsoft.onnxruntime:onnxruntime_gpu); this build has "
-                            + ai.onnxruntime.OrtEnvironment.getAvailableProviders().toString().toLowerCase(Locale.ROOT));
-                }
-                so.addCUDA(0);
-            }
+        try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
             OrtSession s = DecoderModel.environment().createSession(dir.resolve("model.onnx").toString(), so);
             return new GraphModel(s, cfg, ((Number) m.get("layers")).intValue(), modelDir.resolve("model.onnx"), mc,
                     opts.ep() == DecoderModel.Ep.CUDA);

@@ -187,11 +187,7 @@ public final class JavaAttentionModel implements ModelRunner {
                     + "(num_key_value_heads, head_dim or hidden_size/num_attention_heads) for --mode java-attention");
         }
         JavaAttentionModel jm = new JavaAttentionModel(modelDir.resolve("model.onnx"), cfg, layers, pieces, opts);
-        try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
-            if (opts.threads() > 0) {
-                so.setIntraOpNumThreads(opts.threads());
-                so.setInterOpNumThreads(1);
-            }
+        try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
             // The pieces run one after another with Java attention in between: ONNX Runtime's
             // worker threads must not spin-wait for work, or they take the cores the running
             // piece and the attention threads need.
