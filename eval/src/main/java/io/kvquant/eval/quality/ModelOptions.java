@@ -11,8 +11,8 @@ public final class ModelOptions {
     @Option(names = "--model", paramLabel = "DIR", description = "Model directory (default: the bundled model).")
     Path model;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
-            description = "How attention meets the cache (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "engine",
+            description = "How attention meets the cache: " + Decoder.Mode.HELP + " (default: ${DEFAULT-VALUE}).")
     String mode;
 
     @Option(names = "--prefill-chunk", paramLabel = "N", defaultValue = "256",

@@ -45,10 +45,8 @@ public final class GenerateCommand implements Callable<Integer> {
             description = "KV cache: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ... (default: ${DEFAULT-VALUE}).")
     String kv;
 
-    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "roundtrip",
-            description = "How attention meets the cache: roundtrip (ONNX Runtime gets a dense past rebuilt from the "
-                    + "cache) or java-attention (ONNX Runtime runs the dense parts, kvquant the attention on the compressed "
-                    + "cache; run ./kvq prepare first) (default: ${DEFAULT-VALUE}).")
+    @Option(names = "--mode", paramLabel = "MODE", defaultValue = "engine",
+            description = "How attention meets the cache: " + Decoder.Mode.HELP + " (default: ${DEFAULT-VALUE}).")
     String mode;
 
     @Option(names = "--max-new-tokens", paramLabel = "N", defaultValue = "128",
@@ -129,7 +127,11 @@ public final class GenerateCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
         try (TextTokenizer tok = TextTokenizer.open(dir);
-             ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider), kvCfg)) {
+             ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider), kvCfg,
+                     line -> {
+                         err.println(line);
+                         err.flush();
+                     })) {
             long[] ids = tok.encode(text);
             if (ids.length == 0) {
                 throw new IllegalArgumentException("the prompt encodes to no tokens");
@@ -197,11 +199,19 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("prefill_tokens_per_s", prefillTps);
         st.fields.put("decode_tokens_per_s", decodeTps);
         st.fields.put("kv_tokens", cache.length(0));
-        st.fields.put("kv_bytes", cache.bytesUsed());
+        // everything held for the past: the cache's pages as allocated (slack included), its
+        // full-precision windows, and what the decoder holds besides (round-trip: a dense mirror
+        // and the dense past handed to ONNX Runtime; the engine: nothing)
+        long cacheHeld = cache instanceof io.kvquant.cache.LayeredKvCache lc ? lc.bytesAllocated() : cache.bytesUsed();
+        long held = cacheHeld + dec.heldBytes();
+        st.fields.put("kv_bytes", held);
+        st.fields.put("kv_bytes_cache", cacheHeld);
+        st.fields.put("kv_bytes_decoder", dec.heldBytes());
+        st.fields.put("kv_bytes_used", cache.bytesUsed());
         st.fields.put("kv_bytes_fp16_equivalent", cache.fp16EquivalentBytes());
         st.fields.put("peak_rss_bytes", RunStats.peakRssBytes());
         // the past handed to ONNX Runtime by the last decode step: packed codes in graph mode,
-        // the dense past (fp32, or fp16 for fp16 models) in round-trip mode, none in java-attention
+        // the dense past (fp32, or fp16 for fp16 models) in round-trip mode, none in the engine
         int lastPast = dec.position() - 1;
         long denseStep = 2L * dm.layers() * dm.kvHeads() * dm.headDim() * lastPast
                 * (dm instanceof io.kvquant.demo.onnx.DecoderModel d && d.fp16() ? 2 : 4);
@@ -225,9 +235,10 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("config", cfg);
         err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%n",
                 ids.length, prefillTps, generated, stop, decodeTps);
-        err.printf(Locale.ROOT, "kv %s, mode %s: %s used, fp16 equivalent %s (fp16/used %.2fx); peak RSS %s%n",
-                kvCfg, m.cli, mib(cache.bytesUsed()), mib(cache.fp16EquivalentBytes()),
-                cache.bytesUsed() > 0 ? (double) cache.fp16EquivalentBytes() / cache.bytesUsed() : Double.NaN,
+        err.printf(Locale.ROOT, "kv %s, mode %s: %s held for the past (%s of data, fp16 equivalent %s: fp16/held "
+                        + "%.2fx); peak RSS %s%n",
+                kvCfg, m.cli, mib(held), mib(cache.bytesUsed()), mib(cache.fp16EquivalentBytes()),
+                held > 0 ? (double) cache.fp16EquivalentBytes() / held : Double.NaN,
                 mib(RunStats.peakRssBytes()));
         err.flush();
         if (statsJson != null) {

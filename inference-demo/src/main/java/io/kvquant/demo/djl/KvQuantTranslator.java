@@ -4,37 +4,34 @@ import ai.djl.modality.nlp.generate.CausalLMOutput;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
 import ai.djl.ndarray.types.Shape;
 import ai.djl.nn.Block;
 import ai.djl.translate.NoBatchifyTranslator;
 import ai.djl.translate.TranslatorContext;
-import ai.djl.util.PairList;
 import io.kvquant.cache.KvCache;
 import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
-import io.kvquant.demo.onnx.DenseMirror;
-import io.kvquant.demo.onnx.ModelConfig;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Path;
-import java.nio.FloatBuffer;
-import java.util.Arrays;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
+import io.kvquant.demo.onnx.Decoder;
+import io.kvquant.demo.onnx.JavaAttentionModel;
 
 /**
  * The DJL drop-in: a {@code Translator<NDList, CausalLMOutput>} for decoders exported in the
- * Hugging Face/optimum layout and run by DJL's ONNX Runtime engine, whose KV cache lives in a
- * kvquant {@link KvCache}. Hand it to {@code Criteria.optTranslator(...)} in place of the
- * translator a pipeline already uses; {@code TextGenerator} with greedy search then runs
- * unchanged.
+ * Hugging Face/optimum layout, run by kvquant's engine ({@link KvQuantEngine}, DJL engine name
+ * {@value KvQuantEngine#NAME}) so that the KV cache lives compressed in a kvquant
+ * {@link KvCache} and no dense past exists anywhere. A DJL pipeline changes two lines:
+ * {@code Criteria.optEngine("KvQuant")} in place of {@code "OnnxRuntime"} and
+ * {@code optTranslator(KvQuantTranslator.of("turbo3.5"))}; {@code TextGenerator} with greedy
+ * search then runs unchanged.
  *
  * <p>How: DJL's generator hands the past back to the translator at every step. This translator
- * returns a one-element placeholder as the "past" instead of the dense tensors, keeps the real
- * past compressed in its cache, and before each step rebuilds the dense past the ONNX graph needs
- * from the cache (round-trip mode, incrementally: only positions that can still change are
- * re-read). After the step it appends the new positions of {@code present.*} to the cache.
+ * returns a placeholder with no elements as the "past"; the engine block appends each step's keys
+ * and values to the compressed cache and attends straight from it. What crosses DJL per step is
+ * the new token ids and one row of logits.
+ *
+ * <p>Why not DJL's own ONNX Runtime block: it runs the whole graph, which takes the dense past
+ * of every layer as an input every step, so a translator in front of it must rebuild (and hold)
+ * a dense copy of the past: more memory than plain ONNX Runtime, not less. Such a model is
+ * refused with a message saying how to load it.
  *
  * <p>One sequence at a time (batch 1): beam search and contrastive search fork and reorder the
  * cache per candidate, which a compressed single-sequence cache does not offer; they are refused
@@ -45,31 +42,37 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
 
     /** The name of the placeholder returned as the past; seeing it again means "continue this sequence". */
     public static final String PAST_PLACEHOLDER = "kvquant.past";
-    private static final Pattern PAST_KEY = Pattern.compile("past_key_values\\.(\\d+)\\.key");
+    /** Prompt tokens per engine call in the prefill, as kvq generate's default. */
+    public static final int PREFILL_CHUNK = 256;
 
     private final KvQuantConfig config;
+    private final int prefillChunk;
     private KvCache cache;
-    private DenseMirror mirror;
-    private int layers;
-    private int kvHeads;
-    private int headDim;
-    private boolean positionIds;
-    private boolean useCacheBranch;
+    private Decoder decoder;
     /** Tokens of the step in flight and the manager its outputs go to (the caller's). */
     private int stepTokens;
     private NDManager callerManager;
 
-    private KvQuantTranslator(KvQuantConfig config) {
+    private KvQuantTranslator(KvQuantConfig config, int prefillChunk) {
+        if (prefillChunk < 1) {
+            throw new IllegalArgumentException("prefill chunk must be >= 1, got " + prefillChunk);
+        }
         this.config = config;
+        this.prefillChunk = prefillChunk;
     }
 
     /** A translator whose cache follows {@code kv}: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ... */
     public static KvQuantTranslator of(String kv) {
-        return new KvQuantTranslator(KvQuantConfig.parse(kv));
+        return new KvQuantTranslator(KvQuantConfig.parse(kv), PREFILL_CHUNK);
     }
 
     public static KvQuantTranslator of(KvQuantConfig kv) {
-        return new KvQuantTranslator(kv);
+        return new KvQuantTranslator(kv, PREFILL_CHUNK);
+    }
+
+    /** Like {@link #of(String)}, feeding prompts {@code prefillChunk} tokens per engine call. */
+    public static KvQuantTranslator of(String kv, int prefillChunk) {
+        return new KvQuantTranslator(KvQuantConfig.parse(kv), prefillChunk);
     }
 
     public KvQuantConfig config() {
@@ -90,42 +93,16 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
             return;
         }
         Block block = ctx.getModel().getBlock();
-        PairList<String, Shape> inputs = block.describeInput();
-        if (inputs == null) {
-            throw new IllegalArgumentException("the model's block does not describe its inputs; load an ONNX model with "
-                    + "the OnnxRuntime engine");
+        if (!(block instanceof KvQuantEngine.EngineBlock engine)) {
+            throw new IllegalArgumentException("KvQuantTranslator runs on kvquant's engine: load the model with "
+                    + "Criteria.optEngine(\"" + KvQuantEngine.NAME + "\") (DJL's ONNX Runtime block needs the dense past "
+                    + "as an input every step, which is the copy kvquant exists to avoid); this model's block is "
+                    + (block == null ? "none" : block.getClass().getSimpleName()));
         }
-        int maxLayer = -1;
-        for (String name : inputs.keys()) {
-            Matcher m = PAST_KEY.matcher(name);
-            if (m.matches()) {
-                maxLayer = Math.max(maxLayer, Integer.parseInt(m.group(1)));
-            }
-            positionIds |= name.equals("position_ids");
-            useCacheBranch |= name.equals("use_cache_branch");
-        }
-        if (maxLayer < 0) {
-            throw new IllegalArgumentException("the model has no past_key_values.{i}.key inputs: export it with past key "
-                    + "values (Hugging Face/optimum decoder layout); its inputs are " + inputs.keys());
-        }
-        layers = maxLayer + 1;
-        // DJL's ONNX block does not describe input shapes; the heads and head size come from the
-        // model's config.json, as for kvq generate.
-        Path configJson = ctx.getModel().getModelPath().resolve("config.json");
-        ModelConfig mc;
-        try {
-            mc = ModelConfig.read(configJson);
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-        if (mc.kvHeads() <= 0 || mc.headDim() <= 0) {
-            throw new IllegalArgumentException(configJson + " must give num_key_value_heads (or num_attention_heads) and "
-                    + "head_dim (or hidden_size) for kvquant to size the cache");
-        }
-        kvHeads = mc.kvHeads();
-        headDim = mc.headDim();
-        cache = KvCaches.create(config, layers, kvHeads, headDim);
-        mirror = new DenseMirror(cache);
+        JavaAttentionModel m = engine.runner();
+        cache = KvCaches.create(config, m.layers(), m.kvHeads(), m.headDim());
+        decoder = m.newDecoder(cache, prefillChunk);
+        engine.attach(decoder);
     }
 
     @Override
@@ -157,89 +134,36 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
         }
         stepTokens = n;
         callerManager = ids.getManager();
-        NDManager m = ctx.getNDManager();
-        NDList out = new NDList();
-        NDArray idArr = m.create(ids.toLongArray(), new Shape(1, n));
+        NDArray idArr = ctx.getNDManager().create(ids.toLongArray(), new Shape(1, n));
         idArr.setName("input_ids");
-        out.add(idArr);
-        long[] ones = new long[past + n];
-        Arrays.fill(ones, 1L);
-        NDArray mask = m.create(ones, new Shape(1, past + n));
-        mask.setName("attention_mask");
-        out.add(mask);
-        if (positionIds) {
-            long[] pos = new long[n];
-            for (int i = 0; i < n; i++) {
-                pos[i] = past + i;
-            }
-            NDArray p = m.create(pos, new Shape(1, n));
-            p.setName("position_ids");
-            out.add(p);
-        }
-        if (useCacheBranch) {
-            NDArray b = m.create(new boolean[] {past > 0}, new Shape(1));
-            b.setName("use_cache_branch");
-            out.add(b);
-        }
-        mirror.refresh(past);
-        FloatBuffer buf = FloatBuffer.allocate(Math.max(1, kvHeads * past * headDim));
-        for (int l = 0; l < layers; l++) {
-            for (int kv = 0; kv < 2; kv++) {
-                buf.clear();
-                for (int h = 0; h < kvHeads; h++) {
-                    buf.put(kv == 0 ? mirror.keys(l, h) : mirror.values(l, h), 0, past * headDim);
-                }
-                buf.flip();
-                NDArray a = m.create(buf, new Shape(1, kvHeads, past, headDim));
-                a.setName("past_key_values." + l + (kv == 0 ? ".key" : ".value"));
-                out.add(a);
-            }
-        }
-        return out;
+        return new NDList(idArr);
     }
 
     @Override
     public CausalLMOutput processOutput(TranslatorContext ctx, NDList list) {
         NDArray logits = list.get("logits");
         if (logits == null) {
-            throw new IllegalStateException("the model returned no 'logits' output");
+            throw new IllegalStateException("the engine returned no 'logits' output");
         }
-        int n = stepTokens;
-        int past = cache.length(0);
-        float[] k = new float[kvHeads * n * headDim];
-        float[] v = new float[kvHeads * n * headDim];
-        for (int l = 0; l < layers; l++) {
-            copyNew(list.get("present." + l + ".key"), l, past, n, k);
-            copyNew(list.get("present." + l + ".value"), l, past, n, v);
-            cache.append(l, k, v, n);
+        int len = cache.length(0);
+        if (decoder.position() != len || len < stepTokens) {
+            throw new IllegalStateException("the engine's cache holds " + len + " tokens after a step of " + stepTokens);
         }
         // Hand DJL arrays of the caller's engine, so the generator's own array operations run there.
         NDArray out = callerManager.create(logits.toFloatArray(), logits.getShape());
-        // Shaped like one head of a past tensor [1, 1, tokens, 1], since generators read the
-        // past length from dimension 2 before they call again (where batch > 1 is refused).
-        NDArray placeholder = callerManager.zeros(new Shape(1, 1, past + n, 1));
+        // Shaped like one head of a past tensor with no elements [1, 1, tokens, 0]: generators read
+        // the past length from dimension 2, and nothing of the past's size is allocated.
+        NDArray placeholder = callerManager.zeros(new Shape(1, 1, len, 0));
         placeholder.setName(PAST_PLACEHOLDER);
         return new CausalLMOutput(out, new NDList(placeholder));
     }
 
-    /** Copies the last {@code n} positions of a present tensor [1, kvHeads, past+n, headDim] into [kvHeads][n][headDim]. */
-    private void copyNew(NDArray present, int layer, int past, int n, float[] dst) {
-        if (present == null) {
-            throw new IllegalStateException("the model returned no present." + layer + " output");
+    /** The decoder the engine runs (after the predictor's first call). */
+    public Decoder decoder() {
+        if (decoder == null) {
+            throw new IllegalStateException("the decoder is created when the predictor first runs this translator");
         }
-        Shape ps = present.getShape();
-        if (ps.dimension() != 4 || ps.get(1) != kvHeads || ps.get(2) != past + n || ps.get(3) != headDim) {
-            throw new IllegalStateException("present." + layer + " has shape " + ps + ", expected (1, " + kvHeads + ", "
-                    + (past + n) + ", " + headDim + ")");
-        }
-        if (present.getDataType() != DataType.FLOAT32) {
-            present = present.toType(DataType.FLOAT32, false);
-        }
-        float[] all = present.toFloatArray();
-        int t = past + n;
-        for (int h = 0; h < kvHeads; h++) {
-            System.arraycopy(all, (h * t + past) * headDim, dst, h * n * headDim, n * headDim);
-        }
+        return decoder;
     }
 
     /** Releases the cache's off-heap memory. */

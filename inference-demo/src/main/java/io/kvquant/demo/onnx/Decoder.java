@@ -10,9 +10,26 @@ import java.util.function.IntConsumer;
  */
 public interface Decoder {
 
-    /** Execution modes: round-trip, Java attention, in-graph dequantization. */
+    /**
+     * Execution modes. {@link #JAVA_ATTENTION} is the engine (the default, {@code --mode engine};
+     * {@code java-attention} is kept as an alias): ONNX Runtime runs the dense parts of the graph cut
+     * at each attention, kvquant attends on the compressed cache, and no dense past exists.
+     * {@link #ROUNDTRIP} is the reference: the quality simulation that hands ONNX Runtime a dense
+     * past rebuilt from the cache every step (it holds a dense copy, so it uses more memory than
+     * plain ONNX Runtime). {@link #GRAPH} dequantizes the codes inside the graph.
+     */
     enum Mode {
-        ROUNDTRIP("roundtrip"), JAVA_ATTENTION("java-attention"), GRAPH("graph");
+        ROUNDTRIP("roundtrip"), JAVA_ATTENTION("engine"), GRAPH("graph");
+
+        /** The engine: the default everywhere. Another name for {@link #JAVA_ATTENTION}. */
+        public static final Mode ENGINE = JAVA_ATTENTION;
+
+        /** The --mode help line every command shows. */
+        public static final String HELP = "engine (default: ONNX Runtime runs the dense parts, kvquant attends on the "
+                + "compressed cache; no dense past is held; the graph cut is prepared and cached on first use; alias "
+                + "java-attention), roundtrip (reference: quality simulation; holds a dense copy of the past, so it uses "
+                + "more memory than plain ONNX Runtime) or graph (the graph rewritten to dequantize the codes itself; "
+                + "./kvq prepare --mode graph --kv SETTING first)";
 
         public final String cli;
 
@@ -20,14 +37,19 @@ public interface Decoder {
             this.cli = cli;
         }
 
-        /** Parses a --mode value. */
+        /** Parses a --mode value ({@code java-attention} is the engine's old name). */
         public static Mode parse(String s) {
+            String t = s.trim();
+            if (t.equalsIgnoreCase("java-attention")) {
+                return JAVA_ATTENTION;
+            }
             for (Mode m : values()) {
-                if (m.cli.equalsIgnoreCase(s.trim())) {
+                if (m.cli.equalsIgnoreCase(t)) {
                     return m;
                 }
             }
-            throw new IllegalArgumentException("unknown --mode '" + s + "' (known: roundtrip, java-attention, graph)");
+            throw new IllegalArgumentException("unknown --mode '" + s + "' (known: engine, roundtrip, graph; "
+                    + "java-attention = engine)");
         }
     }
 
@@ -67,4 +89,13 @@ public interface Decoder {
 
     /** The cache this decoder appends to and reads from. */
     KvCache cache();
+
+    /**
+     * Bytes this decoder holds for the past besides the cache itself: a dense mirror of the
+     * cache and the dense past handed to ONNX Runtime (round-trip), 0 for the engine, which holds
+     * nothing that grows with the context.
+     */
+    default long heldBytes() {
+        return 0;
+    }
 }

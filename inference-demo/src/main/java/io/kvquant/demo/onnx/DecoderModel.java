@@ -398,6 +398,15 @@ public final class DecoderModel implements ModelRunner {
         return OnnxTensor.createTensor(ENV, f, shape);
     }
 
+    /** Bytes of the reusable direct input buffers (mostly the dense past, in round-trip mode). */
+    public long inputBufferBytes() {
+        long b = 0;
+        for (ByteBuffer buf : buffers.values()) {
+            b += buf.capacity();
+        }
+        return b;
+    }
+
     private LongBuffer longs(String slot, int n) {
         return direct(slot, n, 8).asLongBuffer();
     }

@@ -52,6 +52,17 @@ public final class DenseMirror {
         return Integer.MAX_VALUE;
     }
 
+    /** Bytes this mirror holds (its dense copies and read buffers). */
+    public long bytes() {
+        long b = 4L * (readK.length + readV.length);
+        for (int l = 0; l < layers; l++) {
+            for (int h = 0; h < heads; h++) {
+                b += 4L * (k[l][h].length + v[l][h].length);
+            }
+        }
+        return b;
+    }
+
     /** Keys of one layer and KV head: at least {@code past x headDim} floats after {@link #refresh}. */
     public float[] keys(int layer, int head) {
         return k[layer][head];

@@ -4,10 +4,12 @@ import io.kvquant.cache.KvCache;
 import java.util.function.IntConsumer;
 
 /**
- * The KV hook in round-trip mode: before each step the dense past is what the {@link KvCache}
+ * The KV hook in round-trip mode, the reference (quality simulation): before each step the dense past is what the {@link KvCache}
  * reconstructs ({@code read(layer, 0, len)}), after it the step's new keys and values (the last
  * positions of {@code present}) are appended to the cache. With a lossless cache ({@code full})
- * the logits equal plain ONNX Runtime decoding exactly.
+ * the logits equal plain ONNX Runtime decoding exactly. It holds a dense copy of the past
+ * ({@link DenseMirror}) and hands ONNX Runtime a dense past every step, so it uses more memory
+ * than plain ONNX Runtime decoding; the engine ({@link JavaAttentionDecoder}) is what saves it.
  */
 public final class KvHookDecoder extends CacheDecoder {
 
@@ -45,6 +47,12 @@ public final class KvHookDecoder extends CacheDecoder {
             cache.append(l, s.keys()[l], s.values()[l], len);
         }
         return s.logits();
+    }
+
+    /** The dense mirror plus the dense past input buffers of ONNX Runtime: round-trip holds both. */
+    @Override
+    public long heldBytes() {
+        return mirror.bytes() + model.inputBufferBytes();
     }
 
     /** Checks the mirror against a full read of the cache (for tests): true when identical. */

@@ -5,9 +5,10 @@ import java.io.IOException;
 import java.nio.file.Path;
 
 /**
- * A loaded decoder in one execution mode: its shape, and decoders over caches. Round-trip mode
- * is {@link DecoderModel} (the whole graph, dense past each step); Java-attention mode is
- * {@link JavaAttentionModel} (the graph's pieces, attention on the compressed cache).
+ * A loaded decoder in one execution mode: its shape, and decoders over caches. The engine (the
+ * default) is {@link JavaAttentionModel} (the graph's pieces, attention on the compressed
+ * cache); the round-trip reference is {@link DecoderModel} (the whole graph, a dense past rebuilt
+ * from the cache each step); graph mode is {@link GraphModel}.
  */
 public interface ModelRunner extends AutoCloseable {
 
@@ -36,9 +37,15 @@ public interface ModelRunner extends AutoCloseable {
 
     /** Opens the model of {@code dir} for {@code mode}; one-line errors for what is missing. */
     static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts) throws IOException {
+        return open(dir, mode, opts, System.err::println);
+    }
+
+    /** Like {@link #open(Path, Decoder.Mode, DecoderModel.Options)}; the engine's one-off preparation reports to {@code progress}. */
+    static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts, java.util.function.Consumer<String> progress)
+            throws IOException {
         return switch (mode) {
             case ROUNDTRIP -> DecoderModel.open(dir, opts);
-            case JAVA_ATTENTION -> JavaAttentionModel.open(dir, opts);
+            case JAVA_ATTENTION -> JavaAttentionModel.open(dir, opts, progress);
             case GRAPH -> throw new IllegalArgumentException("--mode graph is prepared for one --kv setting at a time; "
                     + "use it with kvq generate");
         };
@@ -47,6 +54,12 @@ public interface ModelRunner extends AutoCloseable {
     /** Like {@link #open(Path, Decoder.Mode, DecoderModel.Options)}; graph mode opens the rewrite for {@code kv}. */
     static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts, io.kvquant.cache.KvQuantConfig kv)
             throws IOException {
-        return mode == Decoder.Mode.GRAPH ? GraphModel.open(dir, kv, opts) : open(dir, mode, opts);
+        return open(dir, mode, opts, kv, System.err::println);
+    }
+
+    /** Like {@link #open(Path, Decoder.Mode, DecoderModel.Options, io.kvquant.cache.KvQuantConfig)}, progress lines to {@code progress}. */
+    static ModelRunner open(Path dir, Decoder.Mode mode, DecoderModel.Options opts, io.kvquant.cache.KvQuantConfig kv,
+                            java.util.function.Consumer<String> progress) throws IOException {
+        return mode == Decoder.Mode.GRAPH ? GraphModel.open(dir, kv, opts) : open(dir, mode, opts, progress);
     }
 }

@@ -17,8 +17,9 @@ import ai.djl.repository.zoo.ZooModel;
 import io.kvquant.cache.KvCache;
 import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
+import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.demo.onnx.DecoderModel;
-import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.onnx.JavaAttentionModel;
 import io.kvquant.demo.text.TextTokenizer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -46,11 +47,11 @@ class DjlDropInTest {
         }
     }
 
-    /** Greedy decoding with kvquant's own round-trip decoder: the reference. */
+    /** Greedy decoding with kvquant's own engine, as kvq generate runs it: the reference. */
     static long[] kvqGreedy(String kv, long[] prompt, int n) throws Exception {
-        try (DecoderModel dm = DecoderModel.open(modelDir(), new DecoderModel.Options(1, DecoderModel.Ep.CPU));
+        try (JavaAttentionModel dm = JavaAttentionModel.open(modelDir(), new DecoderModel.Options(1, DecoderModel.Ep.CPU));
              KvCache cache = KvCaches.create(KvQuantConfig.parse(kv), dm.layers(), dm.kvHeads(), dm.headDim())) {
-            KvHookDecoder dec = new KvHookDecoder(dm, cache, prompt.length); // one prefill call, as TextGenerator does
+            Decoder dec = dm.newDecoder(cache, KvQuantTranslator.PREFILL_CHUNK); // kvq generate's default chunk
             float[] logits = dec.prefill(prompt, null);
             long[] out = new long[n];
             for (int i = 0; i < n; i++) {
@@ -73,11 +74,17 @@ class DjlDropInTest {
     }
 
     static long[] djlGenerate(KvQuantTranslator kvq, long[] prompt, int n, String search, int beam) throws Exception {
+        return djlGenerate(kvq, prompt, n, search, beam, KvQuantEngine.NAME);
+    }
+
+    static long[] djlGenerate(KvQuantTranslator kvq, long[] prompt, int n, String search, int beam, String engine)
+            throws Exception {
         Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
                 .setTypes(NDList.class, CausalLMOutput.class)
                 .optModelPath(modelDir())
                 .optModelName("model")
-                .optEngine("OnnxRuntime")
+                .optEngine(engine)
+                .optOption("threads", "1")
                 .optTranslator(kvq)
                 .build();
         try (ZooModel<NDList, CausalLMOutput> model = criteria.loadModel();
@@ -141,6 +148,21 @@ class DjlDropInTest {
                 assertTrue(root instanceof IllegalArgumentException && root.getMessage().contains("use greedy search"),
                         search + ": " + root);
             }
+        }
+    }
+
+    @Test
+    void djlsOwnOnnxBlockIsRefusedWithHowToLoad() throws Exception {
+        // DJL's ONNX Runtime block would need a dense past every step: refused, naming the fix
+        long[] prompt = Arrays.copyOf(prompt(), 16);
+        try (KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5")) {
+            Exception e = assertThrows(Exception.class, () -> djlGenerate(kvq, prompt, 2, "greedy", 1, "OnnxRuntime"));
+            Throwable root = e;
+            while (root.getCause() != null) {
+                root = root.getCause();
+            }
+            assertTrue(root instanceof IllegalArgumentException && root.getMessage().contains("optEngine(\"KvQuant\")"),
+                    String.valueOf(root));
         }
     }
 
