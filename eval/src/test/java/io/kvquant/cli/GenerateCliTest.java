@@ -74,8 +74,25 @@ class GenerateCliTest {
         for (String f : new String[] {"model.onnx", "tokenizer.json", "config.json"}) {
             Files.copy(modelDir().resolve(f), unprepared.resolve(f));
         }
-        assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "java-attention"),
-                "./kvq prepare --model");
+        // the engine prepares itself; a cache folder it cannot write is one line naming the variable to set
+        Path notADir = Files.writeString(tmp.resolve("cache-is-a-file"), "x");
+        String before = System.getProperty(io.kvquant.demo.onnx.PreparedModels.PROPERTY);
+        System.setProperty(io.kvquant.demo.onnx.PreparedModels.PROPERTY, notADir.resolve("sub").toString());
+        try {
+            for (String mode : new String[] {"engine", "java-attention"}) {
+                assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", mode),
+                        "set KVQ_CACHE_DIR to a writable folder");
+            }
+            assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi"), "cannot write the "
+                    + "engine's prepared-model cache in " + notADir.resolve("sub"));
+        } finally {
+            if (before == null) {
+                System.clearProperty(io.kvquant.demo.onnx.PreparedModels.PROPERTY);
+            } else {
+                System.setProperty(io.kvquant.demo.onnx.PreparedModels.PROPERTY, before);
+            }
+        }
+        Files.delete(notADir);
         assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "graph"),
                 "--mode graph --kv turbo3.5");
         assertOneLineError(kvq("generate", "--model", unprepared.toString(), "--prompt", "Hi", "--mode", "graph", "--kv",
@@ -117,12 +134,33 @@ class GenerateCliTest {
         }
         assertEquals(6, ((Number) j.get("generated_tokens")).intValue());
         assertEquals("turbo3.5", j.get("kv"));
-        assertEquals("roundtrip", j.get("mode"));
+        assertEquals("engine", j.get("mode"), "the engine is the default");
         int prompt = ((Number) j.get("prompt_tokens")).intValue();
         assertTrue(prompt > 4, "prompt tokens " + prompt);
         assertEquals(prompt + 5, ((Number) j.get("kv_tokens")).intValue(), "prompt + 5 decode steps cached");
-        assertTrue(((Number) j.get("kv_bytes")).longValue() < ((Number) j.get("kv_bytes_fp16_equivalent")).longValue());
+        long held = ((Number) j.get("kv_bytes")).longValue();
+        long used = ((Number) j.get("kv_bytes_used")).longValue();
+        assertTrue(used < ((Number) j.get("kv_bytes_fp16_equivalent")).longValue());
+        // everything held: the cache's pages as allocated (>= the bytes of data) plus the decoder's
+        // own buffers, which the engine does not have
+        assertTrue(held >= used, held + " held vs " + used + " used");
+        assertEquals(held, ((Number) j.get("kv_bytes_cache")).longValue() + ((Number) j.get("kv_bytes_decoder")).longValue());
+        assertEquals(0L, ((Number) j.get("kv_bytes_decoder")).longValue(), "the engine holds no dense past");
         assertTrue(((Number) j.get("peak_rss_bytes")).longValue() > 0);
         assertEquals(List.of(stats), files(tmp), "only the stats file, no temp files");
+
+        // the round-trip reference holds a dense copy of the past, and its kv_bytes say so:
+        // at least 2 (K, V) x 4 layers x 2 KV heads x 64 dims x 4 bytes per cached token
+        Path rt = tmp.resolve("rt.json");
+        Run r2 = kvq("generate", "--model", modelDir().toString(), "--prompt", "And God said, Let there be light:",
+                "--kv", "turbo3.5", "--max-new-tokens", "6", "--no-stop", "--prefill-chunk", "4", "--threads", "1",
+                "--mode", "roundtrip", "--stats-json", rt.toString());
+        assertEquals(0, r2.code(), r2.err());
+        Map<?, ?> j2 = (Map<?, ?>) Json.parse(Files.readString(rt));
+        assertEquals("roundtrip", j2.get("mode"));
+        long dense = 2L * 4 * 2 * 64 * 4 * (prompt + 5);
+        assertTrue(((Number) j2.get("kv_bytes_decoder")).longValue() >= dense, j2.get("kv_bytes_decoder") + " < " + dense);
+        assertTrue(((Number) j2.get("kv_bytes")).longValue() > ((Number) j2.get("kv_bytes_fp16_equivalent")).longValue(),
+                "round-trip holds more than fp16 would");
     }
 }

@@ -112,12 +112,14 @@ public final class JavaAttentionModel implements ModelRunner {
             throw new IllegalArgumentException("no model.onnx in " + modelDir);
         }
         return PreparedModels.get(cacheRoot, file, dir -> readManifest(dir, dir.getFileName().toString()) != null,
-                (into, sha) -> write(file, into, sha), progress);
+                (into, sha, started) -> write(file, into, sha, started), progress);
     }
 
     /** Cuts {@code file} and writes the pieces and the manifest into {@code out}. */
-    private static void write(Path file, Path out, String sha) throws IOException {
-        AttentionSplit split = AttentionSplit.of(OnnxModel.read(file));
+    private static void write(Path file, Path out, String sha, Runnable started) throws IOException {
+        OnnxModel model = OnnxModel.read(file);
+        started.run();
+        AttentionSplit split = AttentionSplit.of(model);
         StringBuilder m = new StringBuilder();
         m.append("{\n  \"format\": ").append(FORMAT).append(",\n  \"source\": ")
                 .append(Json.quote(file.toAbsolutePath().normalize().toString())).append(",\n  \"source_sha256\": \"")
@@ -194,14 +196,20 @@ public final class JavaAttentionModel implements ModelRunner {
     static JavaAttentionModel open(Path modelDir, DecoderModel.Options opts, Path cacheRoot,
                                    java.util.function.Consumer<String> progress) throws IOException {
         if (opts.ep() != DecoderModel.Ep.CPU) {
-            throw new IllegalArgumentException("the engine (--mode engine) runs attention in Java; use --ep cpu");
+            try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
+                // refuses in one line when this ONNX Runtime has no CUDA at all
+            } catch (OrtException e) {
+                throw new IllegalStateException("ONNX Runtime session options: " + e.getMessage(), e);
+            }
+            throw new IllegalArgumentException("the engine (--mode engine, the default) attends in Java on the CPU: use "
+                    + "--ep cpu, or --mode graph / --mode roundtrip with --ep cuda");
         }
+        PreparedModels.Prepared prep = prepare(modelDir, cacheRoot, progress);
         ModelConfig cfg = ModelConfig.read(modelDir.resolve("config.json"));
         if (cfg.kvHeads() <= 0 || cfg.headDim() <= 0) {
             throw new IllegalArgumentException(modelDir.resolve("config.json") + " must give the KV heads and head size "
                     + "(num_key_value_heads, head_dim or hidden_size/num_attention_heads) for the engine");
         }
-        PreparedModels.Prepared prep = prepare(modelDir, cacheRoot, progress);
         Path dir = prep.dir();
         Map<String, Object> m = readManifest(dir, prep.sha256());
         if (m == null) {

@@ -64,7 +64,8 @@ public final class PreparedModels {
     /** Something that writes a preparation into an empty folder. */
     @FunctionalInterface
     public interface Writer {
-        void write(Path into, String sha256) throws IOException;
+        /** Writes into {@code into}; calls {@code started} once the input is known to be good and the slow part begins. */
+        void write(Path into, String sha256, Runnable started) throws IOException;
     }
 
     /** A usable preparation: its folder and whether this call made it. */
@@ -77,7 +78,7 @@ public final class PreparedModels {
      */
     static Prepared get(Path root, Path model, java.util.function.Predicate<Path> valid, Writer writer,
                         Consumer<String> progress) throws IOException {
-        String sha = sha256(root, model);
+        String sha = sha256(root, model, progress);
         Path dir = root.resolve("prepared").resolve(sha);
         if (valid.test(dir)) {
             return new Prepared(dir, sha, false);
@@ -91,10 +92,13 @@ public final class PreparedModels {
             throw unwritable(root, e);
         }
         long t0 = System.nanoTime();
-        progress.accept("kvq: preparing " + model + " for the engine (one-off: cutting the graph at each attention) "
-                + "into " + dir + " ...");
         try {
-            writer.write(tmp, sha);
+            writer.write(tmp, sha, () -> progress.accept("kvq: preparing " + model + " for the engine (one-off: cutting "
+                    + "the graph at each attention) into " + dir + " ..."));
+            if (valid.test(dir)) {
+                // another process finished the same preparation meanwhile: use theirs
+                return new Prepared(dir, sha, true);
+            }
             if (Files.exists(dir)) {
                 // a broken or older preparation: move it aside first (a rename, so readers never see a mix)
                 Path old = Files.createTempDirectory(parent, ".old-" + sha.substring(0, 12) + "-");
@@ -143,7 +147,7 @@ public final class PreparedModels {
      * The sha256 of {@code file}, from the index when its size, times and inode are unchanged,
      * else computed and remembered (the index is only a speed-up: failing to write it is ignored).
      */
-    static String sha256(Path root, Path file) throws IOException {
+    static String sha256(Path root, Path file, Consumer<String> progress) throws IOException {
         Path abs = file.toAbsolutePath().normalize();
         String stamp = stamp(abs);
         Path entry = root.resolve("index").resolve(hex(digest(abs.toString().getBytes(StandardCharsets.UTF_8)))
@@ -160,6 +164,10 @@ public final class PreparedModels {
             } catch (IOException | IllegalArgumentException e) {
                 // unreadable entry: hash again and rewrite it
             }
+        }
+        if (Files.size(abs) > (256L << 20)) {
+            progress.accept(String.format(Locale.ROOT, "kvq: hashing %s (%.0f MiB) to find its preparation ...", abs,
+                    Files.size(abs) / 1048576.0));
         }
         String sha = hashFile(abs);
         // the file changed while it was hashed: do not remember a hash of a moving target
