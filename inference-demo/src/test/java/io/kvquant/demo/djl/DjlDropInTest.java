@@ -151,6 +151,65 @@ class DjlDropInTest {
         }
     }
 
+    /** A DJL predictor that records the heap bytes each predict call allocates on its thread. */
+    static final class CountingPredictor extends Predictor<NDList, CausalLMOutput> {
+        final java.util.List<Long> perCall = new java.util.ArrayList<>();
+
+        CountingPredictor(ai.djl.Model model, KvQuantTranslator t) {
+            super(model, t, ai.djl.Device.cpu(), false);
+        }
+
+        @Override
+        public CausalLMOutput predict(NDList input) throws ai.djl.translate.TranslateException {
+            long a = io.kvquant.demo.onnx.MemoryMeter.allocatedByThisThread();
+            CausalLMOutput out = super.predict(input);
+            perCall.add(io.kvquant.demo.onnx.MemoryMeter.allocatedByThisThread() - a);
+            return out;
+        }
+    }
+
+    @Test
+    void noDensePastIsAllocatedPerStepThroughDjl() throws Exception {
+        // Measured by the JVM (heap bytes allocated by the thread that runs the predictor, which
+        // runs translator and engine block), each decode step of TextGenerator at ~1,500 tokens
+        // must allocate under half of one layer's dense keys (kv heads x tokens x head dim floats).
+        // The old translator rebuilt a dense past per layer (FloatBuffer.allocate) and copied every
+        // present output to the heap (toFloatArray) each step: 4 x layers x that, 16x the bound.
+        String text = Files.readString(modelDir().getParent().resolve("prompts/long.txt"));
+        long[] all;
+        try (TextTokenizer tok = TextTokenizer.open(modelDir())) {
+            all = tok.encode(text);
+        }
+        long[] prompt = new long[1500];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = all[i % all.length];
+        }
+        int n = 12;
+        KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5");
+        Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
+                .setTypes(NDList.class, CausalLMOutput.class)
+                .optModelPath(modelDir())
+                .optEngine(KvQuantEngine.NAME)
+                .optOption("threads", "1")
+                .optTranslator(kvq)
+                .build();
+        try (kvq;
+             ZooModel<NDList, CausalLMOutput> model = criteria.loadModel();
+             CountingPredictor predictor = new CountingPredictor(model, kvq);
+             NDManager manager = NDManager.newBaseManager("PyTorch")) {
+            SearchConfig config = new SearchConfig();
+            config.setMaxSeqLength(prompt.length + n);
+            new TextGenerator(predictor, "greedy", config).generate(manager.create(new long[][] {prompt}));
+            assertEquals(n, predictor.perCall.size(), "one prefill call, then one call per step");
+            long[] steps = predictor.perCall.subList(3, n).stream().mapToLong(Long::longValue).sorted().toArray();
+            long median = steps[steps.length / 2];
+            long denseLayerKeys = 2L * (prompt.length + n) * 64 * 4;
+            System.out.printf("DJL + KvQuant engine: median %,d heap bytes per decode step at ~%d tokens (max %,d; one "
+                    + "layer's dense keys: %,d)%n", median, prompt.length, steps[steps.length - 1], denseLayerKeys);
+            assertTrue(steps[steps.length - 1] < denseLayerKeys / 2, "bytes per step " + Arrays.toString(steps));
+        }
+    }
+
     @Test
     void djlsOwnOnnxBlockIsRefusedWithHowToLoad() throws Exception {
         // DJL's ONNX Runtime block would need a dense past every step: refused, naming the fix

@@ -1,0 +1,96 @@
+package io.kvquant.demo.onnx;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvquant.cache.KvCache;
+import io.kvquant.cache.KvCaches;
+import io.kvquant.cache.LayeredKvCache;
+import java.io.IOException;
+import java.util.function.Function;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The engine holds no dense past: measured by the JVM ({@link MemoryMeter}), not by the code
+ * under test. At a context of N tokens a dense fp32 past of the bundled model is
+ * 2 x 4 layers x 2 KV heads x 64 dims x 4 bytes = 4 KiB per token (5.9 MiB at N = 1,500). The
+ * check fails if a decode step allocates a buffer of one layer's dense keys (N x heads x dim
+ * floats) or if what stays reachable after decoding (heap + direct buffers) grows by more
+ * than the cache's own bytes plus an eighth of the dense past. The same meter run on the
+ * round-trip reference (the old default, which keeps a dense mirror and dense ONNX Runtime
+ * inputs) must and does flag it: the check is shown to be able to fail.
+ */
+class NoDensePastTest {
+
+    static final int N = 1500;
+
+    record Reading(long perStepAllocated, long heldHeap, long heldDirect, long cacheAllocated, long dense, long denseLayer) {
+        /** What stayed reachable beyond the cache itself. */
+        long heldBeyondCache() {
+            return heldHeap + heldDirect - cacheAllocated;
+        }
+
+        boolean holdsNoDensePast() {
+            return perStepAllocated < denseLayer / 2 && heldBeyondCache() < dense / 8;
+        }
+
+        @Override
+        public String toString() {
+            return String.format(java.util.Locale.ROOT, "per decode step %,d B allocated; held after decoding: heap %,d B, "
+                    + "direct %,d B, cache pages %,d B (dense past %,d B, one layer's keys %,d B)", perStepAllocated, heldHeap,
+                    heldDirect, cacheAllocated, dense, denseLayer);
+        }
+    }
+
+    static long[] prompt(int n) throws IOException {
+        long[] base = EngineTest.longPrompt(TestModel.dir(), 100_000);
+        long[] p = new long[n];
+        for (int i = 0; i < n; i++) {
+            p[i] = base[i % base.length];
+        }
+        return p;
+    }
+
+    static Reading measure(ModelRunner r, Function<KvCache, Decoder> decoders) throws IOException {
+        long[] prompt = prompt(N);
+        long heap0 = MemoryMeter.heapAfterGc();
+        long direct0 = MemoryMeter.direct();
+        try (KvCache cache = KvCaches.create("turbo3.5", r.layers(), r.kvHeads(), r.headDim())) {
+            Decoder dec = decoders.apply(cache);
+            float[] logits = dec.prefill(prompt, null);
+            for (int i = 0; i < 3; i++) { // warm-up: buffers sized, JIT settled
+                logits = dec.step(EngineTest.argmax(logits));
+            }
+            int steps = 8;
+            long a0 = MemoryMeter.allocated();
+            for (int i = 0; i < steps; i++) {
+                logits = dec.step(EngineTest.argmax(logits));
+            }
+            long perStep = (MemoryMeter.allocated() - a0) / steps;
+            long heldHeap = MemoryMeter.heapAfterGc() - heap0;
+            long heldDirect = MemoryMeter.direct() - direct0;
+            long cacheBytes = ((LayeredKvCache) cache).bytesAllocated();
+            Reading rd = new Reading(perStep, heldHeap, heldDirect, cacheBytes,
+                    MemoryMeter.densePast(r.layers(), r.kvHeads(), r.headDim(), dec.position()),
+                    (long) r.kvHeads() * r.headDim() * dec.position() * 4);
+            assertEquals(N + 3 + steps, dec.position());
+            java.lang.ref.Reference.reachabilityFence(dec);
+            return rd;
+        }
+    }
+
+    @Test
+    void engineHoldsAndAllocatesNoDensePastButRoundTripDoes() throws IOException {
+        DecoderModel.Options o = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
+        try (JavaAttentionModel engine = JavaAttentionModel.open(TestModel.dir(), o);
+             DecoderModel plain = DecoderModel.open(TestModel.dir(), o)) {
+            Reading en = measure(engine, c -> engine.newDecoder(c, 256));
+            Reading rt = measure(plain, c -> plain.newDecoder(c, 256));
+            System.out.println("engine:     " + en);
+            System.out.println("round-trip: " + rt);
+            assertTrue(en.holdsNoDensePast(), "engine: " + en);
+            // the meter catches the dense copy of the round-trip reference (the old default path)
+            assertTrue(!rt.holdsNoDensePast() && rt.heldBeyondCache() >= rt.dense(), "round-trip: " + rt);
+        }
+    }
+}
