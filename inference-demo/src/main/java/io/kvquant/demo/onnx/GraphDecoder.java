@@ -53,6 +53,20 @@ public final class GraphDecoder extends CacheDecoder {
         return bytesMoved;
     }
 
+    /** The packed copy of the codes and norms this decoder keeps to hand the graph (kv_bytes counts it). */
+    @Override
+    public long heldBytes() {
+        long b = 0;
+        for (int l = 0; l < codes.length; l++) {
+            for (int kv = 0; kv < 2; kv++) {
+                for (int h = 0; h < heads; h++) {
+                    b += codes[l][kv][h].length + 2L * norms[l][kv][h].length;
+                }
+            }
+        }
+        return b;
+    }
+
     /** Bytes of past handed to ONNX Runtime by the latest call. */
     public long lastStepBytes() {
         return lastStepBytes;
