@@ -19,8 +19,9 @@ Protocols, so the numbers are comparable:
   row under /usr/bin/time for peak RSS; kvq: `kvq generate` with a CONTEXT-token prompt, 64 new
   tokens, `--no-stop`, stats JSON (peak RSS is the process's VmHWM), `-Xmx` fixed.
 - quality: windows of 2,048 tokens of models/data/heldout.txt; the first half is context, the second
-  half is scored (llama-perplexity's own protocol with -c 2048; kvq eval perplexity with
-  --context 2048 --prefix 1024). KL is against each tool's own full-precision cache (llama.cpp: f32
+  half is scored: llama-perplexity -c 2048 scores tokens [1025, 2048) of each window (the logits at
+  positions 1024..2046), so kvq eval perplexity runs with --context 2048 --prefix 1025, which scores
+  exactly the same tokens. KL is against each tool's own full-precision cache (llama.cpp: f32
   KV through --kl-divergence-base; kvq: `full`).
 - 8K and 16K need more than the model's 2,048 trained positions: both tools get the same weights
   with 65,536 declared positions (eval/scripts/long-context-model.sh; GGUF --context 65536);
@@ -81,7 +82,7 @@ def llama_ppl(bin_dir, gguf, text, windows, ctk, threads, kl_base=None, kl=False
 
 def kvq_ppl(settings, windows, threads):
     out = subprocess.run([os.path.join(ROOT, "kvq"), "eval", "perplexity", "--kv", ";".join(settings), "--windows",
-                          str(windows), "--context", "2048", "--prefix", "1024", "--threads", str(threads), "--json"],
+                          str(windows), "--context", "2048", "--prefix", "1025", "--threads", str(threads), "--json"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
@@ -123,7 +124,9 @@ def main():
     ap.add_argument("--windows", type=int, default=4, help="2,048-token windows of held-out text for quality")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--llama-types", default="f16,q8_0,q4_0,iq4_nl")
-    ap.add_argument("--kvq", default="full;turbo3.5;turbo2.5", help="kvq --kv settings (;-separated)")
+    ap.add_argument("--kvq", default="full;turbo3.5;turbo2.5", help="kvq --kv settings for quality (;-separated)")
+    ap.add_argument("--speed-types", default="f16,q4_0", help="llama.cpp KV types in the speed rows")
+    ap.add_argument("--kvq-speed", default="turbo3.5;full", help="kvq --kv settings in the speed rows")
     ap.add_argument("--kvq-mode", default="", help="kvq --mode (default: kvq's own default)")
     ap.add_argument("--heap", default="512m", help="kvq -Xmx")
     ap.add_argument("--skip-quality", action="store_true")
@@ -190,7 +193,7 @@ def main():
     subprocess.run([os.path.join(ROOT, "eval/scripts/long-context-model.sh"), longdir,
                     " ".join(str(c) for c in contexts)], check=True, capture_output=True)
     for ctx in contexts:
-        for t in ltypes:
+        for t in a.speed_types.split(","):
             try:
                 r = llama_speed(bin_dir, glong, ctx, t, a.threads, a.new_tokens)
             except Exception as e:  # keep the other rows
@@ -198,7 +201,7 @@ def main():
             res["speed"].append({"tool": "llama.cpp", "kv": t, "context": ctx, "bits_per_element": LLAMA_TYPES.get(t), **r})
             log(f"llama.cpp {t} @ {ctx}: {r}")
             save()
-        for kv in ksets:
+        for kv in [k for k in a.kvq_speed.split(";") if k]:
             try:
                 r = kvq_speed(longdir, ctx, kv, a.threads, a.new_tokens, a.heap, a.kvq_mode)
             except Exception as e:
