@@ -77,6 +77,9 @@ def llama_ppl(bin_dir, gguf, text, windows, ctk, threads, kl_base=None, kl=False
     m = re.search(r"Mean\s+KLD:\s+([0-9.]+)", out)
     if m:
         r["kl"] = float(m.group(1))
+    m = re.search(r"Mean PPL\(base\)\s*:\s*([0-9.]+)", out)
+    if m:
+        r["base_perplexity"] = float(m.group(1))
     return r
 
 
@@ -176,6 +179,9 @@ def main():
             r = llama_ppl(bin_dir, g2k, text, a.windows, t, a.threads, kl_base=base, kl=True)
             res["quality"].append({"tool": "llama.cpp", "kv": t, "bits_per_element": LLAMA_TYPES.get(t), **r})
             log(f"llama.cpp {t}: {r}")
+        if "perplexity" not in f32:  # the base run's figure, as the KL runs report it
+            f32["perplexity"] = next((q["base_perplexity"] for q in res["quality"] if "base_perplexity" in q), None)
+            res["quality"][0]["perplexity"] = f32["perplexity"]
         save()
         kq = kvq_ppl(ksets, a.windows, a.threads)
         for r in kq["results"]:
