@@ -46,6 +46,8 @@ public final class AttentionSplit {
     public final OnnxModel model;
     public final List<Layer> layers = new ArrayList<>();
     public final List<Piece> pieces = new ArrayList<>();
+    private final List<List<MaskProbe.Op>> masks = new ArrayList<>();
+    private int probeLength;
 
     private AttentionSplit(OnnxModel model) {
         this.model = model;
@@ -53,7 +55,16 @@ public final class AttentionSplit {
 
     /** Locates every layer's attention and builds the pieces; one-line errors name what is missing. */
     public static AttentionSplit of(OnnxModel model) {
+        return of(model, 0);
+    }
+
+    /**
+     * As {@link #of(OnnxModel)}, for a model whose context is {@code maxContext} tokens (0:
+     * unknown): the causal-mask probe runs up to min(maxContext, {@value MaskProbe#LONG}) tokens.
+     */
+    public static AttentionSplit of(OnnxModel model, int maxContext) {
         AttentionSplit s = new AttentionSplit(model);
+        s.probeLength = maxContext > 0 ? Math.min(maxContext, MaskProbe.LONG) : MaskProbe.LONG;
         for (int i = 0; ; i++) {
             if (!model.outputs.containsKey("present." + i + ".key")) {
                 if (i == 0) {
@@ -62,13 +73,16 @@ public final class AttentionSplit {
                 }
                 break;
             }
-            s.layers.add(s.locate(i));
+            List<MaskProbe.Op> ops = new ArrayList<>();
+            s.layers.add(s.locate(i, ops));
+            s.masks.add(ops);
         }
+        s.probeMasks();
         s.cut();
         return s;
     }
 
-    private Layer locate(int i) {
+    private Layer locate(int i, List<MaskProbe.Op> maskOps) {
         String where = "layer " + i + ": ";
         Node keyConcat = concatOf(i, "key", where);
         Node valueConcat = concatOf(i, "value", where);
@@ -81,7 +95,8 @@ public final class AttentionSplit {
         if (!reaches("present." + i + ".key", scores.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the scores MatMul takes the keys first; only Q·Kᵀ order is supported");
         }
-        // from the scores to Softmax, collecting scalar scalings; then the MatMul with the values
+        // from the scores to Softmax, collecting scalar scalings and the mask operations (proved
+        // to be the causal mask by MaskProbe once every layer is located)
         Node n = scores;
         Node softmax = null;
         for (int guard = 0; guard < 32 && softmax == null; guard++) {
@@ -91,21 +106,46 @@ public final class AttentionSplit {
                         + "to Softmax");
             }
             Node c = cs.get(0);
+            String prev = n.outputs().get(0);
+            String between = "node '" + c.name() + "' (" + c.op() + ") between the attention scores and Softmax of layer " + i;
             switch (c.op()) {
                 case "Softmax" -> softmax = c;
                 case "Mul", "Div" -> {
-                    String other = c.inputs().get(0).equals(n.outputs().get(0)) ? c.inputs().get(1) : c.inputs().get(0);
+                    String other = c.inputs().get(0).equals(prev) ? c.inputs().get(1) : c.inputs().get(0);
                     double v = model.scalar(other);
-                    if (Double.isNaN(v)) {
-                        throw new IllegalArgumentException(where + c.op() + " of the scores by a non-constant " + other);
+                    if (Double.isNaN(v) || (c.op().equals("Div") && !c.inputs().get(0).equals(prev))) {
+                        throw new IllegalArgumentException(between + " is not a scaling by a constant: "
+                                + "not supported in this graph form");
                     }
                     scale[0] *= c.op().equals("Mul") ? v : 1 / v;
                 }
-                case "Add", "Where", "Cast", "Identity" -> {
-                    // the additive mask (causal + padding): kvquant's attention is causal over the cache
+                case "Add" -> {
+                    String bias = c.inputs().get(0).equals(prev) ? c.inputs().get(1) : c.inputs().get(0);
+                    if (reaches(scores.outputs().get(0), bias)) {
+                        throw new IllegalArgumentException(between + " adds a tensor computed from the scores; not supported");
+                    }
+                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true));
                 }
-                default -> throw new IllegalArgumentException(where + "unexpected " + c.op() + " between the scores MatMul "
-                        + "and Softmax");
+                case "Where" -> {
+                    int at = c.inputs().indexOf(prev);
+                    if (at != 1 && at != 2) {
+                        throw new IllegalArgumentException(between + " uses the scores as its condition; not supported");
+                    }
+                    String fill = c.inputs().get(3 - at);
+                    if (reaches(scores.outputs().get(0), fill) || reaches(scores.outputs().get(0), c.inputs().get(0))) {
+                        throw new IllegalArgumentException(between + " selects with tensors computed from the scores; "
+                                + "not supported");
+                    }
+                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1));
+                }
+                case "Cast", "Identity" -> {
+                }
+                case "Tanh" -> throw new IllegalArgumentException(between + " is logit softcapping, which kvquant's "
+                        + "attention does not support in this graph form");
+                case "Concat" -> throw new IllegalArgumentException(between + " extends the scores (attention sinks?), "
+                        + "which kvquant's attention does not support in this graph form");
+                default -> throw new IllegalArgumentException(between + " is not a scaling or a causal mask; not supported "
+                        + "in this graph form");
             }
             n = c;
         }
@@ -131,6 +171,36 @@ public final class AttentionSplit {
             throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
         }
         return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv);
+    }
+
+    /**
+     * Runs {@link MaskProbe} with the present and new keys/values fed as zeros (their shapes from
+     * the past inputs' declared shapes and the Concat axis), so only the mask logic runs.
+     */
+    private void probeMasks() {
+        Map<String, long[]> stops = new HashMap<>();
+        int axis = -1;
+        for (Layer l : layers) {
+            for (String kind : new String[] {"key", "value"}) {
+                Node concat = kind.equals("key") ? l.keyConcat() : l.valueConcat();
+                String past = "past_key_values." + l.index() + "." + kind;
+                long[] shape = model.inputShape(past);
+                Pb.Field a = concat.attribute("axis");
+                int ax = a == null ? 0 : (int) a.message().varint(3, 0);
+                ax = ax < 0 ? ax + shape.length : ax;
+                axis = ax;
+                long[] present = shape.clone();
+                long[] fresh = shape.clone();
+                present[0] = 1;
+                fresh[0] = 1;
+                present[ax] = -2;
+                fresh[ax] = -1;
+                stops.put("present." + l.index() + "." + kind, present);
+                stops.put(concat.outputs().get(0), present);
+                stops.put(kind.equals("key") ? l.newKey() : l.newValue(), fresh);
+            }
+        }
+        MaskProbe.check(model, masks, stops, axis, probeLength);
     }
 
     private static String newPart(Node concat, int i, String kind) {

@@ -28,6 +28,7 @@ public final class OnnxModel {
     public static final int INT64 = 7;
     public static final int BOOL = 9;
     public static final int FLOAT16 = 10;
+    public static final int BFLOAT16 = 16;
 
     /** A node: its message and the fields analysis needs. */
     public record Node(int index, Pb raw, List<String> inputs, List<String> outputs, String op, String domain, String name) {
@@ -142,6 +143,30 @@ public final class OnnxModel {
         return r;
     }
 
+    /**
+     * The declared shape of a graph input (TypeProto.tensor_type.shape.dim: dim_value = 1,
+     * dim_param = 2); a symbolic or missing dimension is -3.
+     */
+    public long[] inputShape(String name) {
+        byte[] vi = inputs.get(name);
+        if (vi == null) {
+            throw new IllegalArgumentException("the model has no input " + name);
+        }
+        Pb.Field type = Pb.parse(vi).one(2);
+        Pb.Field tt = type == null ? null : type.message().one(1);
+        Pb.Field shape = tt == null ? null : tt.message().one(2);
+        if (shape == null) {
+            throw new IllegalArgumentException("input " + name + " declares no shape");
+        }
+        List<Pb.Field> dims = shape.message().all(1);
+        long[] r = new long[dims.size()];
+        for (int k = 0; k < r.length; k++) {
+            Pb d = dims.get(k).message();
+            r[k] = d.one(1) != null ? d.varint(1, 0) : -3;
+        }
+        return r;
+    }
+
     private int declaredType(String t) {
         byte[] vi = inputs.get(t);
         if (vi == null) {
@@ -193,6 +218,8 @@ public final class OnnxModel {
                 case FLOAT -> b.getFloat();
                 case 11 -> b.getDouble();
                 case FLOAT16 -> Float.float16ToFloat(b.getShort());
+                case BFLOAT16 -> Float.intBitsToFloat(b.getShort() << 16);
+                case BOOL -> b.get();
                 default -> Double.NaN;
             };
         }

@@ -93,7 +93,9 @@ public final class JavaAttentionModel implements ModelRunner {
         if (!Files.isRegularFile(file)) {
             throw new IllegalArgumentException("no model.onnx in " + modelDir);
         }
-        AttentionSplit split = AttentionSplit.of(OnnxModel.read(file));
+        Path conf = modelDir.resolve("config.json");
+        int context = Files.isRegularFile(conf) ? ModelConfig.read(conf).maxPositions() : 0;
+        AttentionSplit split = AttentionSplit.of(OnnxModel.read(file), context);
         Path out = modelDir.resolve(DIR);
         Path tmp = Files.createTempDirectory(modelDir, ".java-attention");
         try {
