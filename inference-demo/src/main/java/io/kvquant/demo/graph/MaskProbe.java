@@ -6,7 +6,11 @@ import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
 import io.kvquant.demo.graph.OnnxModel.Node;
 import io.kvquant.demo.onnx.DecoderModel;
+import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -94,9 +98,13 @@ final class MaskProbe {
         List<String> outs = new ArrayList<>(wanted);
         byte[] sub = model.subModel("mask-probe", nodes, new ArrayList<>(feeds), outs);
         int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}, {longProbe - 4, 4}};
+        Path dir = null;
         try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
             so.setIntraOpNumThreads(1);
-            try (OrtSession session = DecoderModel.environment().createSession(sub, so)) {
+            dir = Files.createTempDirectory("kvq-mask-probe");
+            Path file = dir.resolve("probe.onnx");
+            OnnxModel.writeLinked(sub, file);
+            try (OrtSession session = DecoderModel.environment().createSession(file.toString(), so)) {
                 for (int[] st : settings) {
                     int past = st[0];
                     int n = st[1];
@@ -123,6 +131,19 @@ final class MaskProbe {
             }
         } catch (OrtException e) {
             throw new IllegalArgumentException("cannot probe the attention mask with ONNX Runtime: " + e.getMessage(), e);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        } finally {
+            if (dir != null) {
+                try (var left = Files.list(dir)) {
+                    for (Path p : left.toList()) {
+                        Files.delete(p);
+                    }
+                    Files.delete(dir);
+                } catch (IOException e) {
+                    // a temporary folder left behind: nothing to recover
+                }
+            }
         }
     }
 

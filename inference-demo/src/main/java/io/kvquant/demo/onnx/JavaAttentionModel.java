@@ -112,7 +112,7 @@ public final class JavaAttentionModel implements ModelRunner {
             m.append("  ],\n  \"pieces\": [\n");
             for (int s = 0; s < split.pieces.size(); s++) {
                 AttentionSplit.Piece p = split.pieces.get(s);
-                Files.write(tmp.resolve("piece-" + s + ".onnx"), p.model());
+                OnnxModel.writeLinked(p.model(), tmp.resolve("piece-" + s + ".onnx"));
                 m.append("    {\"file\": \"piece-").append(s).append(".onnx\", \"inputs\": ").append(list(p.inputs()))
                         .append(", \"outputs\": ").append(list(p.outputs())).append('}')
                         .append(s + 1 < split.pieces.size() ? ",\n" : "\n");

@@ -26,13 +26,11 @@ class MaskRefusalTest {
 
     static OnnxModel fixture() throws IOException {
         try (InputStream in = MaskRefusalTest.class.getResourceAsStream("/tiny-gpt2/model.onnx")) {
+            // initializers read from it are referenced, not copied: it must outlive the test
             Path tmp = Files.createTempFile("tiny-gpt2", ".onnx");
-            try {
-                Files.write(tmp, in.readAllBytes());
-                return OnnxModel.read(tmp);
-            } finally {
-                Files.delete(tmp);
-            }
+            tmp.toFile().deleteOnExit();
+            Files.write(tmp, in.readAllBytes());
+            return OnnxModel.read(tmp);
         }
     }
 
