@@ -114,19 +114,49 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         } else {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
         }
-        put(avail, owned, li.output(), OnnxTensor.createTensor(DecoderModel.environment(), FloatBuffer.wrap(out),
-                new long[] {1, qHeads, len, d}));
+        put(avail, owned, li.output(), tensor(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /**
+     * The attention output as the graph expects it: the queries' element type (attention is
+     * computed in fp32 whatever the model's precision; fp16/bf16 outputs are rounded to nearest).
+     */
+    static OnnxTensor tensor(float[] out, long[] shape, ai.onnxruntime.OnnxJavaType type) throws OrtException {
+        return switch (type) {
+            case FLOAT -> OnnxTensor.createTensor(DecoderModel.environment(), FloatBuffer.wrap(out), shape);
+            case FLOAT16, BFLOAT16 -> {
+                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocateDirect(out.length * 2).order(java.nio.ByteOrder.nativeOrder());
+                for (float f : out) {
+                    b.putShort(type == ai.onnxruntime.OnnxJavaType.FLOAT16 ? Float.floatToFloat16(f) : bf16(f));
+                }
+                b.rewind();
+                yield OnnxTensor.createTensor(DecoderModel.environment(), b, shape, type);
+            }
+            default -> throw new IllegalArgumentException("the attention inputs are " + type + "; kvquant's attention takes "
+                    + "fp32, fp16 or bf16");
+        };
+    }
+
+    /** fp32 to bf16, rounding to nearest even (NaN kept a NaN). */
+    static short bf16(float f) {
+        int bits = Float.floatToRawIntBits(f);
+        if (Float.isNaN(f)) {
+            return (short) ((bits >>> 16) | 0x40);
+        }
+        return (short) ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16);
     }
 
     private static float[] floats(OnnxTensor t, String name) {
         if (t == null) {
             throw new IllegalStateException(name + " was not produced");
         }
-        if (t.getInfo().type != ai.onnxruntime.OnnxJavaType.FLOAT) {
-            throw new IllegalArgumentException("java-attention mode supports fp32 models; " + name + " is "
-                    + t.getInfo().type);
+        ai.onnxruntime.OnnxJavaType type = t.getInfo().type;
+        if (type != ai.onnxruntime.OnnxJavaType.FLOAT && type != ai.onnxruntime.OnnxJavaType.FLOAT16
+                && type != ai.onnxruntime.OnnxJavaType.BFLOAT16) {
+            throw new IllegalArgumentException("java-attention mode takes fp32, fp16 or bf16 attention inputs; " + name + " is "
+                    + type);
         }
-        FloatBuffer fb = t.getFloatBuffer();
+        FloatBuffer fb = t.getFloatBuffer(); // fp16 and bf16 widened to fp32 exactly
         float[] a = new float[fb.remaining()];
         fb.get(a);
         return a;
