@@ -73,6 +73,60 @@ final class MaskProbe {
                         + "kvquant's attention is causal, so a graph that attends to every key it is given is not supported");
             }
         }
+        int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}, {longProbe - 4, 4}};
+        run(model, wanted, stopShapes, pastAxisLen, settings, (st, r) -> {
+            int past = st[0];
+            int n = st[1];
+            Map<String, Grid> values = new HashMap<>();
+            for (String o : wanted) {
+                values.put(o, Grid.of(r.get(o), n, past + n, o));
+            }
+            for (List<Op> ops : perLayer) {
+                checkLayer(model, ops, values, past, n);
+            }
+        });
+    }
+
+    /**
+     * Proves that each GroupQueryAttention's seqlens_k and total_sequence_length (inputs 5 and 6,
+     * computed by the graph from attention_mask) are past + n - 1 and past + n when the decoder
+     * feeds an all-ones mask: kvquant then attends causally over exactly the tokens ONNX Runtime
+     * would. Each entry: {seqlens_k, total_sequence_length, node description}.
+     */
+    static void checkSequenceLengths(OnnxModel model, List<String[]> gqa, int longProbe) {
+        Set<String> wanted = new LinkedHashSet<>();
+        for (String[] g : gqa) {
+            wanted.add(g[0]);
+            wanted.add(g[1]);
+        }
+        wanted.removeIf(model.initializers::containsKey);
+        for (String[] g : gqa) {
+            if (!wanted.contains(g[0]) || !wanted.contains(g[1])) {
+                throw new IllegalArgumentException(g[2] + ": seqlens_k/total_sequence_length are constants; they must be "
+                        + "computed from attention_mask");
+            }
+        }
+        int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}};
+        run(model, wanted, Map.of(), 2, settings, (st, r) -> {
+            int past = st[0];
+            int n = st[1];
+            for (String[] g : gqa) {
+                Grid seq = Grid.of(r.get(g[0]), 1, 1, g[0]);
+                Grid total = Grid.of(r.get(g[1]), 1, 1, g[1]);
+                if (seq.v().length != 1 || seq.v()[0] != past + n - 1 || total.v().length != 1
+                        || total.v()[0] != past + n) {
+                    throw new IllegalArgumentException(g[2] + ": seqlens_k / total_sequence_length are "
+                            + java.util.Arrays.toString(seq.v()) + " / " + java.util.Arrays.toString(total.v()) + " for "
+                            + "past " + past + " and " + n + " new tokens with an all-ones attention_mask; kvquant needs "
+                            + (past + n - 1) + " / " + (past + n) + " (batch 1, no padding)");
+                }
+            }
+        });
+    }
+
+    /** Runs the part of the graph computing {@code wanted} at each (past, new tokens) setting. */
+    private static void run(OnnxModel model, Set<String> wanted, Map<String, long[]> stopShapes, int pastAxisLen,
+                            int[][] settings, java.util.function.BiConsumer<int[], Map<String, OnnxTensor>> check) {
         // the part of the graph that computes the mask operands, with the stop tensors as inputs
         Set<Node> nodes = new LinkedHashSet<>();
         Set<String> feeds = new LinkedHashSet<>();
@@ -97,7 +151,6 @@ final class MaskProbe {
         }
         List<String> outs = new ArrayList<>(wanted);
         byte[] sub = model.subModel("mask-probe", nodes, new ArrayList<>(feeds), outs);
-        int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}, {longProbe - 4, 4}};
         Path dir = null;
         try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
             so.setIntraOpNumThreads(1);
@@ -114,13 +167,11 @@ final class MaskProbe {
                             in.put(f, feed(model, f, past, n, stopShapes, pastAxisLen));
                         }
                         try (OrtSession.Result r = session.run(in)) {
-                            Map<String, Grid> values = new HashMap<>();
+                            Map<String, OnnxTensor> got = new HashMap<>();
                             for (String o : outs) {
-                                values.put(o, Grid.of((OnnxTensor) r.get(o).orElseThrow(), n, past + n, o));
+                                got.put(o, (OnnxTensor) r.get(o).orElseThrow());
                             }
-                            for (List<Op> ops : perLayer) {
-                                checkLayer(model, ops, values, past, n);
-                            }
+                            check.accept(st, got);
                         }
                     } finally {
                         for (OnnxTensor t : in.values()) {

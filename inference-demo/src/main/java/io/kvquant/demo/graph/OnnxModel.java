@@ -472,6 +472,87 @@ public final class OnnxModel {
         return Double.NaN;
     }
 
+    /** An initializer's dims. */
+    public long[] dims(String name) {
+        Pb t = Pb.parse(initializers.get(name));
+        List<Pb.Field> d = t.all(1);
+        long[] r = new long[d.size()];
+        for (int k = 0; k < r.length; k++) {
+            r[k] = d.get(k).bits();
+        }
+        return r;
+    }
+
+    /**
+     * An fp32/fp16/bf16 initializer's values as floats, wherever its data lies (inline raw_data
+     * or float_data, or an external reference as {@link #read} made it).
+     */
+    public float[] floats(String name) throws IOException {
+        byte[] init = initializers.get(name);
+        if (init == null) {
+            throw new IllegalArgumentException(name + " is not an initializer");
+        }
+        Pb t = Pb.parse(init);
+        int type = (int) t.varint(2, 0);
+        long n = 1;
+        for (long d : dims(name)) {
+            n *= d;
+        }
+        byte[] raw;
+        if (t.varint(14, 0) == 1) {
+            String loc = null;
+            long off = 0;
+            long len = -1;
+            for (Pb.Field f : t.all(13)) {
+                Pb kv = f.message();
+                switch (kv.string(1, "")) {
+                    case "location" -> loc = kv.string(2, "");
+                    case "offset" -> off = Long.parseLong(kv.string(2, "0"));
+                    case "length" -> len = Long.parseLong(kv.string(2, "-1"));
+                    default -> {
+                    }
+                }
+            }
+            int width = type == FLOAT ? 4 : 2;
+            raw = new byte[(int) (len >= 0 ? len : n * width)];
+            try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(Path.of(loc))) {
+                ByteBuffer b = ByteBuffer.wrap(raw);
+                while (b.hasRemaining() && ch.read(b, off + b.position()) > 0) {
+                    // reading
+                }
+            }
+        } else if (t.one(9) != null) {
+            raw = t.one(9).bytes();
+        } else if (type == FLOAT) {
+            float[] r = new float[(int) n];
+            int k = 0;
+            for (Pb.Field f : t.all(4)) {
+                if (f.wireType() == 5) {
+                    r[k++] = Float.intBitsToFloat((int) f.bits());
+                } else {
+                    ByteBuffer b = ByteBuffer.wrap(f.bytes()).order(ByteOrder.LITTLE_ENDIAN);
+                    while (b.hasRemaining()) {
+                        r[k++] = b.getFloat();
+                    }
+                }
+            }
+            return r;
+        } else {
+            throw new IllegalArgumentException(name + ": unsupported tensor storage");
+        }
+        ByteBuffer b = ByteBuffer.wrap(raw).order(ByteOrder.LITTLE_ENDIAN);
+        float[] r = new float[(int) n];
+        for (int k = 0; k < n; k++) {
+            r[k] = switch (type) {
+                case FLOAT -> b.getFloat();
+                case FLOAT16 -> Float.float16ToFloat(b.getShort());
+                case BFLOAT16 -> Float.intBitsToFloat(b.getShort() << 16);
+                default -> throw new IllegalArgumentException(name + " has element type " + type + ", not a float type");
+            };
+        }
+        return r;
+    }
+
     /** A ValueInfoProto declaring {@code name} with an element type and an unknown shape. */
     public static byte[] valueInfo(String name, int elemType) {
         Pb tensorType = new Pb().addVarint(1, elemType);

@@ -96,6 +96,10 @@ public final class JavaAttentionDecoder extends CacheDecoder {
 
     private void attend(int layer, Map<String, OnnxTensor> avail, List<AutoCloseable> owned, int len) throws OrtException {
         JavaAttentionModel.LayerInfo li = model.layers.get(layer);
+        if (li.rotary() != null) {
+            attendFused(layer, li, avail, owned, len);
+            return;
+        }
         float[] q = floats(avail.get(li.query()), li.query());
         float[] k = floats(avail.get(li.newKey()), li.newKey());
         float[] v = floats(avail.get(li.newValue()), li.newValue());
@@ -115,6 +119,111 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
         }
         put(avail, owned, li.output(), tensor(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /**
+     * A GroupQueryAttention layer done in the operator's place: tensors [1, tokens, heads x d]
+     * (queries|keys|values in one when packed) are regrouped head-major, rotary embedding is applied
+     * to the queries and new keys at positions past..past+len-1 (what the operator does with
+     * seqlens_k = past + len - 1), the keys and values appended, attention computed over the cache
+     * (grouped heads, causal), and the output handed back as [1, tokens, heads x d].
+     */
+    private void attendFused(int layer, JavaAttentionModel.LayerInfo li, Map<String, OnnxTensor> avail,
+                             List<AutoCloseable> owned, int len) throws OrtException {
+        JavaAttentionModel.Fused f = li.rotary();
+        int d = cache.headDim();
+        int nq = f.qHeads();
+        int nkv = f.kvHeads();
+        if (nkv != cache.kvHeads()) {
+            throw new IllegalStateException("layer " + layer + ": the graph has " + nkv + " KV heads, the cache "
+                    + cache.kvHeads());
+        }
+        float[] q;
+        float[] k;
+        float[] v;
+        int qOff = 0;
+        int kOff;
+        int vOff;
+        int stride;
+        q = floats(avail.get(li.query()), li.query());
+        if (f.packed()) {
+            k = q;
+            v = q;
+            stride = (nq + 2 * nkv) * d;
+            kOff = nq * d;
+            vOff = (nq + nkv) * d;
+        } else {
+            k = floats(avail.get(li.newKey()), li.newKey());
+            v = floats(avail.get(li.newValue()), li.newValue());
+            stride = nq * d;
+            kOff = 0;
+            vOff = 0;
+            if (k.length != len * nkv * d || v.length != k.length) {
+                throw new IllegalStateException("layer " + layer + ": keys/values of " + k.length + "/" + v.length
+                        + " floats do not fit " + len + " tokens x " + nkv + " KV heads x " + d);
+            }
+        }
+        if (q.length != len * stride) {
+            throw new IllegalStateException("layer " + layer + ": " + li.query() + " has " + q.length + " floats, not "
+                    + len + " tokens x " + stride);
+        }
+        int kStride = f.packed() ? stride : nkv * d;
+        int past = cache.length(layer);
+        float[] qh = new float[nq * len * d];
+        float[] kh = new float[nkv * len * d];
+        float[] vh = new float[nkv * len * d];
+        for (int t = 0; t < len; t++) {
+            for (int h = 0; h < nq; h++) {
+                System.arraycopy(q, t * stride + qOff + h * d, qh, (h * len + t) * d, d);
+                rotate(f, qh, (h * len + t) * d, past + t, layer);
+            }
+            for (int h = 0; h < nkv; h++) {
+                System.arraycopy(k, t * kStride + kOff + h * d, kh, (h * len + t) * d, d);
+                rotate(f, kh, (h * len + t) * d, past + t, layer);
+                System.arraycopy(v, t * kStride + vOff + h * d, vh, (h * len + t) * d, d);
+            }
+        }
+        cache.append(layer, kh, vh, len);
+        float[] out = new float[nq * len * d];
+        if (len == 1) {
+            attention.attend(cache, layer, qh, nq, (float) li.scale(), out);
+        } else {
+            attention.attendPrefill(cache, layer, qh, nq, len, (float) li.scale(), out);
+        }
+        float[] bsnh = new float[out.length];
+        for (int h = 0; h < nq; h++) {
+            for (int t = 0; t < len; t++) {
+                System.arraycopy(out, (h * len + t) * d, bsnh, (t * nq + h) * d, d);
+            }
+        }
+        put(avail, owned, li.output(), tensor(bsnh, new long[] {1, len, (long) nq * d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /**
+     * Rotary embedding of one head vector in place at {@code pos}: pairs (x[j], x[j + r/2])
+     * (or (x[2j], x[2j+1]) when interleaved) over the first r = rotaryDim dimensions, rotated by
+     * the angle whose cos/sin are row {@code pos} of the tables; the rest passes through.
+     */
+    static void rotate(JavaAttentionModel.Fused f, float[] x, int off, int pos, int layer) {
+        if (f.cos() == null) {
+            return;
+        }
+        if (pos >= f.positions()) {
+            throw new IllegalArgumentException("position " + pos + " is beyond the model's rotary tables (" + f.positions()
+                    + " positions, layer " + layer + ")");
+        }
+        int half = f.rotaryDim() / 2;
+        int row = pos * half;
+        for (int j = 0; j < half; j++) {
+            int a = f.interleaved() ? off + 2 * j : off + j;
+            int b = f.interleaved() ? a + 1 : a + half;
+            float c = f.cos()[row + j];
+            float s = f.sin()[row + j];
+            float x1 = x[a];
+            float x2 = x[b];
+            x[a] = x1 * c - x2 * s;
+            x[b] = x2 * c + x1 * s;
+        }
     }
 
     /**

@@ -23,8 +23,25 @@ public final class JavaAttentionModel implements ModelRunner {
     public static final String DIR = "java-attention";
     static final int FORMAT = 1;
 
-    public record LayerInfo(String query, String newKey, String newValue, String output, double scale) {
+    /**
+     * One layer's attention boundary. {@code rotary} is null for the plain form ([1, heads, tokens,
+     * head_dim] tensors, rotary already applied by the graph); for a fused GroupQueryAttention layer
+     * it describes what kvquant does in the operator's place ([1, tokens, heads x head_dim] tensors,
+     * queries|keys|values packed in one when {@code packed}).
+     */
+    public record LayerInfo(String query, String newKey, String newValue, String output, double scale, Fused rotary) {
+        public LayerInfo(String query, String newKey, String newValue, String output, double scale) {
+            this(query, newKey, newValue, output, scale, null);
+        }
     }
+
+    /** The GroupQueryAttention form: heads, packing, rotary tables ([positions][rotaryDim / 2], cos then sin). */
+    public record Fused(int qHeads, int kvHeads, boolean packed, boolean interleaved, int rotaryDim, int positions,
+                        float[] cos, float[] sin) {
+    }
+
+    static final int ROTARY_MAGIC = 0x4b565152; // "KVQR"
+    static final int ROTARY_VERSION = 1;
 
     public record PieceInfo(List<String> inputs, List<String> outputs) {
     }
@@ -102,12 +119,33 @@ public final class JavaAttentionModel implements ModelRunner {
             StringBuilder m = new StringBuilder();
             m.append("{\n  \"format\": ").append(FORMAT).append(",\n  \"source\": \"model.onnx\",\n  \"source_sha256\": \"")
                     .append(io.kvquant.demo.cli.ModelPaths.sha256(file)).append("\",\n  \"layers\": [\n");
+            List<float[]> tables = new ArrayList<>();
             for (int i = 0; i < split.layers.size(); i++) {
                 AttentionSplit.Layer l = split.layers.get(i);
                 m.append("    {\"query\": ").append(Json.quote(l.query())).append(", \"new_key\": ").append(Json.quote(l.newKey()))
                         .append(", \"new_value\": ").append(Json.quote(l.newValue())).append(", \"output\": ")
-                        .append(Json.quote(l.output())).append(", \"scale\": ").append(l.scale()).append('}')
-                        .append(i + 1 < split.layers.size() ? ",\n" : "\n");
+                        .append(Json.quote(l.output())).append(", \"scale\": ").append(l.scale());
+                AttentionSplit.Fused f = l.fused();
+                if (f != null) {
+                    m.append(", \"form\": \"GroupQueryAttention\", \"q_heads\": ").append(f.qHeads())
+                            .append(", \"kv_heads\": ").append(f.kvHeads()).append(", \"packed\": ").append(f.packed())
+                            .append(", \"rotary_interleaved\": ").append(f.interleaved())
+                            .append(", \"rotary_dim\": ").append(f.rotaryDim());
+                    if (f.cos() != null) {
+                        int k = 0;
+                        while (k < tables.size() && !(java.util.Arrays.equals(tables.get(k), f.cos())
+                                && java.util.Arrays.equals(tables.get(k + 1), f.sin()))) {
+                            k += 2;
+                        }
+                        if (k == tables.size()) {
+                            tables.add(f.cos());
+                            tables.add(f.sin());
+                            writeRotary(tmp.resolve("rotary-" + k / 2 + ".bin"), f);
+                        }
+                        m.append(", \"rotary\": \"rotary-").append(k / 2).append(".bin\"");
+                    }
+                }
+                m.append('}').append(i + 1 < split.layers.size() ? ",\n" : "\n");
             }
             m.append("  ],\n  \"pieces\": [\n");
             for (int s = 0; s < split.pieces.size(); s++) {
@@ -141,6 +179,37 @@ public final class JavaAttentionModel implements ModelRunner {
         }
     }
 
+    /** Rotary tables: magic, version, positions, half width, then cos and sin row-major, little-endian fp32. */
+    private static void writeRotary(Path file, AttentionSplit.Fused f) throws IOException {
+        int half = f.rotaryDim() / 2;
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(16 + 8 * f.cos().length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.putInt(ROTARY_MAGIC).putInt(ROTARY_VERSION).putInt(f.cos().length / half).putInt(half);
+        for (float x : f.cos()) {
+            b.putFloat(x);
+        }
+        for (float x : f.sin()) {
+            b.putFloat(x);
+        }
+        Files.write(file, b.array());
+    }
+
+    private static float[][] readRotary(Path file, int rotaryDim) throws IOException {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(Files.readAllBytes(file)).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        if (b.getInt() != ROTARY_MAGIC || b.getInt() != ROTARY_VERSION) {
+            throw new IllegalArgumentException(file + " is not a rotary table of this kvquant version; run ./kvq prepare again");
+        }
+        int rows = b.getInt();
+        int half = b.getInt();
+        if (half * 2 != rotaryDim || b.remaining() != 8L * rows * half) {
+            throw new IllegalArgumentException(file + " does not hold " + rows + " x " + half + " cos/sin tables");
+        }
+        float[][] r = new float[2][rows * half];
+        b.asFloatBuffer().get(r[0]);
+        b.position(b.position() + 4 * rows * half);
+        b.asFloatBuffer().get(r[1]);
+        return r;
+    }
+
     private static String list(List<String> names) {
         StringBuilder b = new StringBuilder("[");
         for (int i = 0; i < names.size(); i++) {
@@ -170,8 +239,16 @@ public final class JavaAttentionModel implements ModelRunner {
         List<LayerInfo> layers = new ArrayList<>();
         for (Object o : (List<Object>) m.get("layers")) {
             Map<String, Object> l = (Map<String, Object>) o;
+            Fused fused = null;
+            if ("GroupQueryAttention".equals(l.get("form"))) {
+                int rd = ((Number) l.get("rotary_dim")).intValue();
+                float[][] t = l.get("rotary") == null ? new float[2][] : readRotary(dir.resolve((String) l.get("rotary")), rd);
+                fused = new Fused(((Number) l.get("q_heads")).intValue(), ((Number) l.get("kv_heads")).intValue(),
+                        (Boolean) l.get("packed"), (Boolean) l.get("rotary_interleaved"), rd,
+                        t[0] == null ? 0 : t[0].length / (rd / 2), t[0], t[1]);
+            }
             layers.add(new LayerInfo((String) l.get("query"), (String) l.get("new_key"), (String) l.get("new_value"),
-                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue()));
+                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue(), fused));
         }
         List<PieceInfo> pieces = new ArrayList<>();
         List<Path> files = new ArrayList<>();
