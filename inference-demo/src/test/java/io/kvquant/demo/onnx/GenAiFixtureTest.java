@@ -295,4 +295,66 @@ class GenAiFixtureTest {
                 + "attribute softcap = 50.0: logit softcapping needs kvquant's attention kernel to cap the scores; not "
                 + "supported", e.getMessage());
     }
+
+    /** The fixture with layer 0's GroupQueryAttention node edited. */
+    static Path edited(Path tmp, java.util.function.UnaryOperator<io.kvquant.demo.graph.Pb> edit) throws Exception {
+        Path dir = fixture("genai-qwen2", tmp);
+        io.kvquant.demo.graph.Pb m = io.kvquant.demo.graph.Pb.parse(Files.readAllBytes(dir.resolve("model.onnx")));
+        io.kvquant.demo.graph.Pb g = m.one(7).message();
+        java.util.List<io.kvquant.demo.graph.Pb.Field> fields = new java.util.ArrayList<>();
+        for (io.kvquant.demo.graph.Pb.Field f : g.fields) {
+            if (f.number() == 1 && f.message().string(3, "").equals("/model/layers.0/attn/GroupQueryAttention")) {
+                fields.add(new io.kvquant.demo.graph.Pb.Field(1, 2, 0, edit.apply(f.message()).toBytes()));
+            } else {
+                fields.add(f);
+            }
+        }
+        Files.write(dir.resolve("model.onnx"), m.without(7).add(7, new io.kvquant.demo.graph.Pb(fields)).toBytes());
+        return dir;
+    }
+
+    static String refusal(Path dir) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> AttentionSplit.of(OnnxModel.read(dir.resolve("model.onnx")), 256));
+        assertEquals(-1, e.getMessage().indexOf('\n'), e.getMessage());
+        return e.getMessage();
+    }
+
+    static final String NODE = "node '/model/layers.0/attn/GroupQueryAttention' (com.microsoft::GroupQueryAttention) of layer 0: ";
+
+    @Test
+    void unimplementedAttributesAndInputsAreRefusedByName(@TempDir Path tmp) throws Exception {
+        assertEquals(NODE + "attribute smooth_softmax = 1: smooth softmax (an extra zero logit) is not supported",
+                refusal(edited(tmp.resolve("a"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "smooth_softmax")
+                        .addVarint(3, 1).addVarint(20, 2)))));
+        assertEquals(NODE + "attribute k_quant_type = PER_TENSOR: ONNX Runtime's own quantized KV cache cannot be combined "
+                + "with kvquant's cache; export without it",
+                refusal(edited(tmp.resolve("b"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "k_quant_type")
+                        .add(4, "PER_TENSOR").addVarint(20, 3)))));
+        assertEquals(NODE + "attribute some_future_option = 2: kvquant does not implement it",
+                refusal(edited(tmp.resolve("c"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "some_future_option")
+                        .addVarint(3, 2).addVarint(20, 2)))));
+        assertEquals(NODE + "input attention_bias (bias) is not supported; kvquant computes positions as past + i with a "
+                + "causal mask", refusal(edited(tmp.resolve("d"), n -> {
+                    io.kvquant.demo.graph.Pb r = new io.kvquant.demo.graph.Pb(new java.util.ArrayList<>(n.fields));
+                    // inputs 9 (position_ids) empty, 10 (attention_bias) named
+                    int last = 0;
+                    for (int k = 0; k < r.fields.size(); k++) {
+                        if (r.fields.get(k).number() == 1) {
+                            last = k;
+                        }
+                    }
+                    r.fields.add(last + 1, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "".getBytes()));
+                    r.fields.add(last + 2, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "bias".getBytes()));
+                    return r;
+                })));
+    }
+
+    @Test
+    void otherFusedAttentionOperatorsAreRefused(@TempDir Path tmp) throws Exception {
+        String msg = refusal(edited(tmp, n -> n.without(4).add(4, "MultiHeadAttention")));
+        assertEquals("node '/model/layers.0/attn/GroupQueryAttention' (com.microsoft::MultiHeadAttention) of layer 0: "
+                + "kvquant's compressed-attention mode supports plain MatMul/Softmax attention and "
+                + "com.microsoft::GroupQueryAttention only", msg);
+    }
 }
