@@ -9,8 +9,6 @@ import io.kvquant.demo.onnx.DecoderModel;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -151,13 +149,11 @@ final class MaskProbe {
         }
         List<String> outs = new ArrayList<>(wanted);
         byte[] sub = model.subModel("mask-probe", nodes, new ArrayList<>(feeds), outs);
-        Path dir = null;
         try (OrtSession.SessionOptions so = new OrtSession.SessionOptions()) {
             so.setIntraOpNumThreads(1);
-            dir = Files.createTempDirectory("kvq-mask-probe");
-            Path file = dir.resolve("probe.onnx");
-            OnnxModel.writeLinked(sub, file);
-            try (OrtSession session = DecoderModel.environment().createSession(file.toString(), so)) {
+            // run from memory: the few weights the mask logic needs (if any) read inline
+            byte[] inline = OnnxModel.inlined(sub, 1L << 30);
+            try (OrtSession session = DecoderModel.environment().createSession(inline, so)) {
                 for (int[] st : settings) {
                     int past = st[0];
                     int n = st[1];
@@ -184,17 +180,6 @@ final class MaskProbe {
             throw new IllegalArgumentException("cannot probe the attention mask with ONNX Runtime: " + e.getMessage(), e);
         } catch (IOException e) {
             throw new UncheckedIOException(e);
-        } finally {
-            if (dir != null) {
-                try (var left = Files.list(dir)) {
-                    for (Path p : left.toList()) {
-                        Files.delete(p);
-                    }
-                    Files.delete(dir);
-                } catch (IOException e) {
-                    // a temporary folder left behind: nothing to recover
-                }
-            }
         }
     }
 

@@ -244,6 +244,66 @@ public final class OnnxModel {
         return links;
     }
 
+    /**
+     * A model made by {@link #subModel} with its referenced initializer data read back inline
+     * (raw_data), for small models run from memory (the mask probe); refused over {@code maxBytes}.
+     */
+    public static byte[] inlined(byte[] modelBytes, long maxBytes) throws IOException {
+        Pb m = Pb.parse(modelBytes);
+        Pb g = m.one(7).message();
+        List<Pb.Field> fields = new ArrayList<>();
+        long total = 0;
+        for (Pb.Field f : g.fields) {
+            if (f.number() != 5 || f.message().varint(14, 0) != 1) {
+                fields.add(f);
+                continue;
+            }
+            Pb t = f.message();
+            String loc = null;
+            long off = 0;
+            long len = -1;
+            Pb r = new Pb();
+            for (Pb.Field tf : t.fields) {
+                if (tf.number() == 13) {
+                    Pb kv = tf.message();
+                    switch (kv.string(1, "")) {
+                        case "location" -> loc = kv.string(2, "");
+                        case "offset" -> off = Long.parseLong(kv.string(2, "0"));
+                        case "length" -> len = Long.parseLong(kv.string(2, "-1"));
+                        default -> {
+                        }
+                    }
+                } else if (tf.number() != 14) {
+                    r.fields.add(tf);
+                }
+            }
+            if (loc == null || !Path.of(loc).isAbsolute()) {
+                throw new IllegalArgumentException("initializer " + t.string(8, "?") + ": external data without an absolute "
+                        + "location");
+            }
+            if (len < 0) {
+                len = Files.size(Path.of(loc)) - off;
+            }
+            total += len;
+            if (total > maxBytes) {
+                throw new IllegalArgumentException("the part of the graph to run from memory needs over " + maxBytes
+                        + " bytes of weights");
+            }
+            byte[] raw = new byte[(int) len];
+            try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(Path.of(loc))) {
+                ByteBuffer b = ByteBuffer.wrap(raw);
+                while (b.hasRemaining() && ch.read(b, off + b.position()) > 0) {
+                    // reading
+                }
+            }
+            r.add(9, raw);
+            fields.add(new Pb.Field(5, 2, 0, r.toBytes()));
+        }
+        Pb out = m.without(7);
+        out.add(7, new Pb(fields));
+        return out.toBytes();
+    }
+
     /** The name under which a data file is linked into a preparation: stable for one source file. */
     static String linkName(Path source) {
         return "weights-" + Integer.toHexString(source.toAbsolutePath().normalize().toString().hashCode()) + "-"
