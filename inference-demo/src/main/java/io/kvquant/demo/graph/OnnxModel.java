@@ -189,13 +189,13 @@ public final class OnnxModel {
      * relative to the model's folder and inside it, so each data file is linked into that folder
      * (a hard link; ONNX Runtime refuses symbolic links leading out of the folder, so on another
      * file system the file is copied once, with a warning) as {@link #linkName} and the locations
-     * rewritten to those names. Returns the links used.
+     * rewritten to those names. Returns the links used, each with the file it stands for.
      */
-    public static List<Path> writeLinked(byte[] modelBytes, Path target) throws IOException {
+    public static Map<Path, Path> writeLinked(byte[] modelBytes, Path target) throws IOException {
         Pb m = Pb.parse(modelBytes);
         Pb g = m.one(7).message();
         Map<String, String> names = new LinkedHashMap<>();
-        List<Path> links = new ArrayList<>();
+        Map<Path, Path> links = new LinkedHashMap<>();
         List<Pb.Field> fields = new ArrayList<>();
         for (Pb.Field f : g.fields) {
             if (f.number() != 5) {
@@ -229,7 +229,7 @@ public final class OnnxModel {
                                 Files.copy(Path.of(loc), link);
                             }
                         }
-                        links.add(link);
+                        links.put(link, Path.of(loc));
                     }
                     r.add(13, entry("location", name));
                 } else {

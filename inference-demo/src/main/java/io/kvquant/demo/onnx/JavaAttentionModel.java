@@ -120,6 +120,7 @@ public final class JavaAttentionModel implements ModelRunner {
             m.append("{\n  \"format\": ").append(FORMAT).append(",\n  \"source\": \"model.onnx\",\n  \"source_sha256\": \"")
                     .append(io.kvquant.demo.cli.ModelPaths.sha256(file)).append("\",\n  \"layers\": [\n");
             List<float[]> tables = new ArrayList<>();
+            Map<Path, Path> data = new java.util.LinkedHashMap<>();
             for (int i = 0; i < split.layers.size(); i++) {
                 AttentionSplit.Layer l = split.layers.get(i);
                 m.append("    {\"query\": ").append(Json.quote(l.query())).append(", \"new_key\": ").append(Json.quote(l.newKey()))
@@ -150,12 +151,22 @@ public final class JavaAttentionModel implements ModelRunner {
             m.append("  ],\n  \"pieces\": [\n");
             for (int s = 0; s < split.pieces.size(); s++) {
                 AttentionSplit.Piece p = split.pieces.get(s);
-                OnnxModel.writeLinked(p.model(), tmp.resolve("piece-" + s + ".onnx"));
+                data.putAll(OnnxModel.writeLinked(p.model(), tmp.resolve("piece-" + s + ".onnx")));
                 m.append("    {\"file\": \"piece-").append(s).append(".onnx\", \"inputs\": ").append(list(p.inputs()))
                         .append(", \"outputs\": ").append(list(p.outputs())).append('}')
                         .append(s + 1 < split.pieces.size() ? ",\n" : "\n");
             }
-            m.append("  ]\n}\n");
+            m.append("  ],\n  \"data\": [");
+            int k = 0;
+            for (Map.Entry<Path, Path> e : data.entrySet()) {
+                // weights referenced where they lie: the link, its source, and the source's size and
+                // time, so that a data file replaced after preparation is caught at open
+                m.append(k++ > 0 ? ",\n" : "\n").append("    {\"link\": ").append(Json.quote(e.getKey().getFileName().toString()))
+                        .append(", \"source\": ").append(Json.quote(e.getValue().toString())).append(", \"bytes\": ")
+                        .append(Files.size(e.getValue())).append(", \"modified_ms\": ")
+                        .append(Files.getLastModifiedTime(e.getValue()).toMillis()).append('}');
+            }
+            m.append(k > 0 ? "\n  ]\n}\n" : "]\n}\n");
             Files.writeString(tmp.resolve("manifest.json"), m.toString());
             if (Files.exists(out)) {
                 try (var old = Files.list(out)) {
@@ -235,6 +246,19 @@ public final class JavaAttentionModel implements ModelRunner {
         if (!io.kvquant.demo.cli.ModelPaths.sha256(modelDir.resolve("model.onnx")).equals(want)) {
             throw new IllegalArgumentException("the java-attention preparation in " + dir + " was made from another model.onnx; "
                     + "run ./kvq prepare --model " + modelDir + " again");
+        }
+        for (Object o : (List<Object>) m.getOrDefault("data", List.of())) {
+            Map<String, Object> d = (Map<String, Object>) o;
+            Path link = dir.resolve((String) d.get("link"));
+            Path source = Path.of((String) d.get("source"));
+            boolean fresh = Files.exists(link) && Files.exists(source)
+                    && Files.size(source) == ((Number) d.get("bytes")).longValue()
+                    && Files.getLastModifiedTime(source).toMillis() == ((Number) d.get("modified_ms")).longValue()
+                    && (Files.isSameFile(link, source) || Files.size(link) == Files.size(source));
+            if (!fresh) {
+                throw new IllegalArgumentException("the java-attention preparation in " + dir + " references " + source
+                        + ", which changed or is gone since; run ./kvq prepare --model " + modelDir + " again");
+            }
         }
         List<LayerInfo> layers = new ArrayList<>();
         for (Object o : (List<Object>) m.get("layers")) {

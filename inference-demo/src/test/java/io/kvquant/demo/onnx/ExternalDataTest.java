@@ -36,7 +36,7 @@ class ExternalDataTest {
         OnnxModel m = OnnxModel.read(src.resolve("model.onnx"));
         byte[] whole = m.subModel("main", new LinkedHashSet<>(m.nodes), List.copyOf(m.inputs.keySet()),
                 List.copyOf(m.outputs.keySet()));
-        List<Path> data = OnnxModel.writeLinked(whole, ext.resolve("model.onnx"));
+        java.util.Map<Path, Path> data = OnnxModel.writeLinked(whole, ext.resolve("model.onnx"));
         assertEquals(1, data.size(), "one data file");
         Files.copy(src.resolve("config.json"), ext.resolve("config.json"));
         long weights = Files.size(src.resolve("model.onnx"));
@@ -82,5 +82,18 @@ class ExternalDataTest {
                 ly = y.step(t);
             }
         }
+    
+        // the data file replaced after preparation (a new export beside the same model.onnx): the
+        // preparation's hard link still holds the old weights, so opening it is refused
+        Path dataFile = data.keySet().iterator().next(); // the external data file of ext/model.onnx
+        Path fresh = tmp.resolve("fresh.bin");
+        Files.copy(dataFile, fresh);
+        Files.delete(dataFile);
+        Files.move(fresh, dataFile);
+        Files.setLastModifiedTime(dataFile, java.nio.file.attribute.FileTime.fromMillis(
+                Files.getLastModifiedTime(dataFile).toMillis() + 5000));
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> JavaAttentionModel.open(ext, opts));
+        assertTrue(e.getMessage().contains("changed or is gone since; run ./kvq prepare"), e.getMessage());
     }
 }
