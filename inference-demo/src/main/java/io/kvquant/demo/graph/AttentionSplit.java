@@ -32,8 +32,22 @@ public final class AttentionSplit {
 
     /** One layer's attention boundary. */
     public record Layer(int index, String query, String newKey, String newValue, String output, double scale,
-                        Node keyConcat, Node valueConcat, Node scores, Node probsValues) {
+                        Node keyConcat, Node valueConcat, Node scores, Node probsValues, Fused fused) {
     }
+
+    /**
+     * A layer whose attention is one com.microsoft GroupQueryAttention node: tensors are
+     * [batch, tokens, heads x head_dim] (queries alone, or queries|keys|values when {@code packed}),
+     * rotary embedding (when {@code cos} is not null) is applied by kvquant to the queries and new
+     * keys at positions past..past+n-1, rows of {@code cos}/{@code sin} are [rotaryDim / 2].
+     */
+    public record Fused(int qHeads, int kvHeads, boolean packed, boolean interleaved, int rotaryDim, float[] cos,
+                        float[] sin) {
+    }
+
+    /** GroupQueryAttention attributes kvquant implements, and the value of each that it can run. */
+    private static final Set<String> GQA_ATTRIBUTES = Set.of("num_heads", "kv_num_heads", "scale", "do_rotary",
+            "rotary_interleaved");
 
     /** One piece of the cut graph: the serialized model and its input and output names. */
     public record Piece(int stage, byte[] model, List<String> inputs, List<String> outputs) {
@@ -46,6 +60,9 @@ public final class AttentionSplit {
     public final OnnxModel model;
     public final List<Layer> layers = new ArrayList<>();
     public final List<Piece> pieces = new ArrayList<>();
+    private final List<List<MaskProbe.Op>> masks = new ArrayList<>();
+    private int probeLength;
+    private final List<String[]> sequenceInputs = new ArrayList<>();
 
     private AttentionSplit(OnnxModel model) {
         this.model = model;
@@ -53,7 +70,16 @@ public final class AttentionSplit {
 
     /** Locates every layer's attention and builds the pieces; one-line errors name what is missing. */
     public static AttentionSplit of(OnnxModel model) {
+        return of(model, 0);
+    }
+
+    /**
+     * As {@link #of(OnnxModel)}, for a model whose context is {@code maxContext} tokens (0:
+     * unknown): the causal-mask probe runs up to min(maxContext, {@value MaskProbe#LONG}) tokens.
+     */
+    public static AttentionSplit of(OnnxModel model, int maxContext) {
         AttentionSplit s = new AttentionSplit(model);
+        s.probeLength = maxContext > 0 ? Math.min(maxContext, MaskProbe.LONG) : MaskProbe.LONG;
         for (int i = 0; ; i++) {
             if (!model.outputs.containsKey("present." + i + ".key")) {
                 if (i == 0) {
@@ -62,13 +88,29 @@ public final class AttentionSplit {
                 }
                 break;
             }
-            s.layers.add(s.locate(i));
+            Node fused = model.producer.get("present." + i + ".key");
+            if (fused != null && !fused.domain().isEmpty() && !fused.domain().equals("ai.onnx")
+                    || fused != null && fused.op().equals("Attention")) {
+                s.layers.add(s.locateFused(i, fused));
+                continue;
+            }
+            List<MaskProbe.Op> ops = new ArrayList<>();
+            s.layers.add(s.locate(i, ops));
+            s.masks.add(ops);
+        }
+        if (!s.masks.isEmpty()) {
+            if (s.masks.size() != s.layers.size()) {
+                throw new IllegalArgumentException("the model mixes fused and plain attention layers; not supported");
+            }
+            s.probeMasks();
+        } else {
+            s.probeSequenceLengths();
         }
         s.cut();
         return s;
     }
 
-    private Layer locate(int i) {
+    private Layer locate(int i, List<MaskProbe.Op> maskOps) {
         String where = "layer " + i + ": ";
         Node keyConcat = concatOf(i, "key", where);
         Node valueConcat = concatOf(i, "value", where);
@@ -81,7 +123,8 @@ public final class AttentionSplit {
         if (!reaches("present." + i + ".key", scores.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the scores MatMul takes the keys first; only Q·Kᵀ order is supported");
         }
-        // from the scores to Softmax, collecting scalar scalings; then the MatMul with the values
+        // from the scores to Softmax, collecting scalar scalings and the mask operations (proved
+        // to be the causal mask by MaskProbe once every layer is located)
         Node n = scores;
         Node softmax = null;
         for (int guard = 0; guard < 32 && softmax == null; guard++) {
@@ -91,21 +134,46 @@ public final class AttentionSplit {
                         + "to Softmax");
             }
             Node c = cs.get(0);
+            String prev = n.outputs().get(0);
+            String between = "node '" + c.name() + "' (" + c.op() + ") between the attention scores and Softmax of layer " + i;
             switch (c.op()) {
                 case "Softmax" -> softmax = c;
                 case "Mul", "Div" -> {
-                    String other = c.inputs().get(0).equals(n.outputs().get(0)) ? c.inputs().get(1) : c.inputs().get(0);
+                    String other = c.inputs().get(0).equals(prev) ? c.inputs().get(1) : c.inputs().get(0);
                     double v = model.scalar(other);
-                    if (Double.isNaN(v)) {
-                        throw new IllegalArgumentException(where + c.op() + " of the scores by a non-constant " + other);
+                    if (Double.isNaN(v) || (c.op().equals("Div") && !c.inputs().get(0).equals(prev))) {
+                        throw new IllegalArgumentException(between + " is not a scaling by a constant: "
+                                + "not supported in this graph form");
                     }
                     scale[0] *= c.op().equals("Mul") ? v : 1 / v;
                 }
-                case "Add", "Where", "Cast", "Identity" -> {
-                    // the additive mask (causal + padding): kvquant's attention is causal over the cache
+                case "Add" -> {
+                    String bias = c.inputs().get(0).equals(prev) ? c.inputs().get(1) : c.inputs().get(0);
+                    if (reaches(scores.outputs().get(0), bias)) {
+                        throw new IllegalArgumentException(between + " adds a tensor computed from the scores; not supported");
+                    }
+                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true));
                 }
-                default -> throw new IllegalArgumentException(where + "unexpected " + c.op() + " between the scores MatMul "
-                        + "and Softmax");
+                case "Where" -> {
+                    int at = c.inputs().indexOf(prev);
+                    if (at != 1 && at != 2) {
+                        throw new IllegalArgumentException(between + " uses the scores as its condition; not supported");
+                    }
+                    String fill = c.inputs().get(3 - at);
+                    if (reaches(scores.outputs().get(0), fill) || reaches(scores.outputs().get(0), c.inputs().get(0))) {
+                        throw new IllegalArgumentException(between + " selects with tensors computed from the scores; "
+                                + "not supported");
+                    }
+                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1));
+                }
+                case "Cast", "Identity" -> {
+                }
+                case "Tanh" -> throw new IllegalArgumentException(between + " is logit softcapping, which kvquant's "
+                        + "attention does not support in this graph form");
+                case "Concat" -> throw new IllegalArgumentException(between + " extends the scores (attention sinks?), "
+                        + "which kvquant's attention does not support in this graph form");
+                default -> throw new IllegalArgumentException(between + " is not a scaling or a causal mask; not supported "
+                        + "in this graph form");
             }
             n = c;
         }
@@ -130,7 +198,174 @@ public final class AttentionSplit {
         if (pv == null || !reaches("present." + i + ".value", pv.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
         }
-        return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv);
+        return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv, null);
+    }
+
+    /**
+     * Layer i computed by one fused node. GroupQueryAttention is taken over (kvquant does what the
+     * operator does: rotary embedding from cos_cache/sin_cache, scale, grouped heads, causal
+     * attention over past + new tokens); every attribute or input it does not implement is refused
+     * by name. Other fused attention operators are refused.
+     */
+    private Layer locateFused(int i, Node n) {
+        String node = "node '" + n.name() + "' (" + n.domain() + "::" + n.op() + ") of layer " + i;
+        if (!n.op().equals("GroupQueryAttention") || !n.domain().equals("com.microsoft")) {
+            throw new IllegalArgumentException(node + ": kvquant's compressed-attention mode supports plain "
+                    + "MatMul/Softmax attention and com.microsoft::GroupQueryAttention only");
+        }
+        for (Pb.Field f : n.raw().all(5)) {
+            Pb a = f.message();
+            String name = a.string(1, "");
+            boolean neutral = switch (name) {
+                case "softcap" -> a.one(2) == null || Float.intBitsToFloat((int) a.one(2).bits()) == 0f;
+                case "local_window_size" -> a.varint(3, -1) == -1;
+                case "smooth_softmax", "qk_output", "kv_cache_bit_width" -> a.varint(3, 0) == 0;
+                case "k_quant_type", "v_quant_type" -> {
+                    Pb.Field sv = a.one(4);
+                    yield sv == null || sv.string().equals("NONE");
+                }
+                default -> GQA_ATTRIBUTES.contains(name);
+            };
+            if (!neutral) {
+                String why = switch (name) {
+                    case "softcap" -> "logit softcapping needs kvquant's attention kernel to cap the scores; not supported";
+                    case "local_window_size" -> "sliding-window attention is not supported by kvquant's attention";
+                    case "smooth_softmax" -> "smooth softmax (an extra zero logit) is not supported";
+                    case "k_quant_type", "v_quant_type", "kv_cache_bit_width" -> "ONNX Runtime's own quantized KV cache "
+                            + "cannot be combined with kvquant's cache; export without it";
+                    default -> "kvquant does not implement it";
+                };
+                throw new IllegalArgumentException(node + ": attribute " + name + " = " + attrText(a) + ": " + why);
+            }
+        }
+        List<String> in = n.inputs();
+        String[] unsupported = {null, null, null, null, null, null, null, null, null, "position_ids", "attention_bias",
+            "head_sink"};
+        for (int k = 9; k < in.size(); k++) {
+            if (!in.get(k).isEmpty()) {
+                throw new IllegalArgumentException(node + ": input " + (k < unsupported.length ? unsupported[k] : "#" + k)
+                        + " (" + in.get(k) + ") is not supported; kvquant computes positions as past + i with a causal mask");
+            }
+        }
+        for (int k = 3; k < n.outputs().size(); k++) {
+            if (!n.outputs().get(k).isEmpty()) {
+                throw new IllegalArgumentException(node + ": output #" + k + " (" + n.outputs().get(k) + ", the attention "
+                        + "scores) is not supported");
+            }
+        }
+        if (in.size() < 7) {
+            throw new IllegalArgumentException(node + ": expected at least 7 inputs (query, key, value, past_key, "
+                    + "past_value, seqlens_k, total_sequence_length)");
+        }
+        String pastKey = "past_key_values." + i + ".key";
+        String pastValue = "past_key_values." + i + ".value";
+        if (!in.get(3).equals(pastKey) || !in.get(4).equals(pastValue)
+                || !n.outputs().get(1).equals("present." + i + ".key") || n.outputs().size() < 3
+                || !n.outputs().get(2).equals("present." + i + ".value")) {
+            throw new IllegalArgumentException(node + ": expected past_key/past_value to be the graph inputs " + pastKey
+                    + "/" + pastValue + " and present_key/present_value the outputs present." + i + ".key/value");
+        }
+        int qHeads = (int) intAttr(n, "num_heads", 0);
+        int kvHeads = (int) intAttr(n, "kv_num_heads", 0);
+        if (qHeads <= 0 || kvHeads <= 0 || qHeads % kvHeads != 0) {
+            throw new IllegalArgumentException(node + ": num_heads " + qHeads + " and kv_num_heads " + kvHeads
+                    + " must be positive, num_heads a multiple of kv_num_heads");
+        }
+        long[] past = model.inputShape(pastKey);
+        int headDim = past.length == 4 ? (int) past[3] : -1;
+        if (headDim <= 0) {
+            throw new IllegalArgumentException(node + ": " + pastKey + " must be declared [batch, kv_heads, past, head_dim] "
+                    + "with a fixed head_dim");
+        }
+        boolean packed = in.get(1).isEmpty() && in.get(2).isEmpty();
+        if (!packed && (in.get(1).isEmpty() || in.get(2).isEmpty())) {
+            throw new IllegalArgumentException(node + ": key and value must both be given or both be empty (packed QKV)");
+        }
+        Pb.Field sc = n.attribute("scale");
+        double scale = sc == null || sc.message().one(2) == null
+                || Float.intBitsToFloat((int) sc.message().one(2).bits()) == 0f
+                ? 1 / Math.sqrt(headDim) : Float.intBitsToFloat((int) sc.message().one(2).bits());
+        boolean rotary = intAttr(n, "do_rotary", 0) != 0;
+        boolean interleaved = intAttr(n, "rotary_interleaved", 0) != 0;
+        float[] cos = null;
+        float[] sin = null;
+        int rotaryDim = 0;
+        if (rotary) {
+            if (in.size() < 9 || !model.initializers.containsKey(in.get(7)) || !model.initializers.containsKey(in.get(8))) {
+                throw new IllegalArgumentException(node + ": do_rotary = 1 needs cos_cache and sin_cache as constant "
+                        + "initializers");
+            }
+            long[] dims = model.dims(in.get(7));
+            if (dims.length != 2 || !java.util.Arrays.equals(dims, model.dims(in.get(8)))) {
+                throw new IllegalArgumentException(node + ": cos_cache/sin_cache must both be [max_positions, rotary_dim/2]");
+            }
+            rotaryDim = (int) dims[1] * 2;
+            if (rotaryDim > headDim) {
+                throw new IllegalArgumentException(node + ": rotary dimension " + rotaryDim + " exceeds head_dim " + headDim);
+            }
+            try {
+                cos = model.floats(in.get(7));
+                sin = model.floats(in.get(8));
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        } else if (in.size() > 7 && (!in.get(7).isEmpty() || in.size() > 8 && !in.get(8).isEmpty())) {
+            throw new IllegalArgumentException(node + ": cos_cache/sin_cache given but do_rotary = 0; not supported");
+        }
+        sequenceInputs.add(new String[] {in.get(5), in.get(6), node});
+        String out = n.outputs().get(0);
+        return new Layer(i, in.get(0), packed ? in.get(0) : in.get(1), packed ? in.get(0) : in.get(2), out, scale, null, null,
+                null, null, new Fused(qHeads, kvHeads, packed, interleaved, rotaryDim, cos, sin));
+    }
+
+    private static long intAttr(Node n, String name, long dflt) {
+        Pb.Field a = n.attribute(name);
+        return a == null ? dflt : a.message().varint(3, dflt);
+    }
+
+    private static String attrText(Pb a) {
+        if (a.one(4) != null) {
+            return a.one(4).string();
+        }
+        if (a.one(2) != null) {
+            return Float.toString(Float.intBitsToFloat((int) a.one(2).bits()));
+        }
+        return Long.toString(a.varint(3, 0));
+    }
+
+    /** seqlens_k and total_sequence_length of every GroupQueryAttention: proved to be past+n-1 and past+n. */
+    private void probeSequenceLengths() {
+        MaskProbe.checkSequenceLengths(model, sequenceInputs, probeLength);
+    }
+
+    /**
+     * Runs {@link MaskProbe} with the present and new keys/values fed as zeros (their shapes from
+     * the past inputs' declared shapes and the Concat axis), so only the mask logic runs.
+     */
+    private void probeMasks() {
+        Map<String, long[]> stops = new HashMap<>();
+        int axis = -1;
+        for (Layer l : layers) {
+            for (String kind : new String[] {"key", "value"}) {
+                Node concat = kind.equals("key") ? l.keyConcat() : l.valueConcat();
+                String past = "past_key_values." + l.index() + "." + kind;
+                long[] shape = model.inputShape(past);
+                Pb.Field a = concat.attribute("axis");
+                int ax = a == null ? 0 : (int) a.message().varint(3, 0);
+                ax = ax < 0 ? ax + shape.length : ax;
+                axis = ax;
+                long[] present = shape.clone();
+                long[] fresh = shape.clone();
+                present[0] = 1;
+                fresh[0] = 1;
+                present[ax] = -2;
+                fresh[ax] = -1;
+                stops.put("present." + l.index() + "." + kind, present);
+                stops.put(concat.outputs().get(0), present);
+                stops.put(kind.equals("key") ? l.newKey() : l.newValue(), fresh);
+            }
+        }
+        MaskProbe.check(model, masks, stops, axis, probeLength);
     }
 
     private static String newPart(Node concat, int i, String kind) {

@@ -57,6 +57,10 @@ public final class DequantGraph {
     /** The rewritten model. */
     public static byte[] rewrite(OnnxModel m, AttentionSplit split, KvQuantConfig cfg, int kvHeads, int headDim) {
         check(cfg);
+        if (split.layers.stream().anyMatch(l -> l.fused() != null)) {
+            throw new IllegalArgumentException("--mode graph rewrites plain MatMul/Softmax attention; this model's attention "
+                    + "is a fused GroupQueryAttention (use --mode java-attention)");
+        }
         Map<Node, List<Pb>> before = new HashMap<>();
         Map<Node, List<Pb>> after = new HashMap<>();
         Map<Node, Pb> replaced = new HashMap<>();

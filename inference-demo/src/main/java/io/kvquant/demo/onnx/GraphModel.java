@@ -58,7 +58,7 @@ public final class GraphModel implements ModelRunner {
         Path out = modelDir.resolve(dirName(cfg));
         Files.createDirectories(out);
         Path tmp = Files.createTempFile(out, ".model", ".onnx");
-        Files.write(tmp, rewritten);
+        OnnxModel.writeLinked(rewritten, tmp); // weights referenced where they lie, not copied
         Files.move(tmp, out.resolve("model.onnx"), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         String manifest = "{\n  \"format\": " + FORMAT + ",\n  \"source_sha256\": \"" + ModelPaths.sha256(file)
                 + "\",\n  \"kv\": " + Json.quote(cfg.toString()) + ",\n  \"layers\": " + split.layers.size() + "\n}\n";

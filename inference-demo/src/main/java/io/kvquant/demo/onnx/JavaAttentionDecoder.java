@@ -164,6 +164,10 @@ public final class JavaAttentionDecoder extends CacheDecoder {
 
     private void attend(int layer, Map<String, OnnxTensor> avail, List<AutoCloseable> owned, int len) throws OrtException {
         JavaAttentionModel.LayerInfo li = model.layers.get(layer);
+        if (li.rotary() != null) {
+            attendFused(layer, li, avail, owned, len);
+            return;
+        }
         float[] q = floats(avail.get(li.query()), li.query());
         float[] k = floats(avail.get(li.newKey()), li.newKey());
         float[] v = floats(avail.get(li.newValue()), li.newValue());
@@ -183,20 +187,166 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         } else {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
         }
-        // one buffer for every layer's output: piece l + 1 has consumed layer l's before layer l + 1 attends
-        put(avail, owned, li.output(), OnnxTensor.createTensor(DecoderModel.environment(),
-                floatsOut("attention", out.length).put(out).flip(), new long[] {1, qHeads, len, d}));
+        put(avail, owned, li.output(), output(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /**
+     * The attention output tensor: fp32 outputs go through one reused direct buffer for every
+     * layer (piece l + 1 has consumed layer l's output before layer l + 1 attends); fp16/bf16 are
+     * converted by {@link #tensor}.
+     */
+    private OnnxTensor output(float[] out, long[] shape, ai.onnxruntime.OnnxJavaType type) throws OrtException {
+        if (type == ai.onnxruntime.OnnxJavaType.FLOAT) {
+            return OnnxTensor.createTensor(DecoderModel.environment(), floatsOut("attention", out.length).put(out).flip(), shape);
+        }
+        return tensor(out, shape, type);
+    }
+
+    /**
+     * A GroupQueryAttention layer done in the operator's place: tensors [1, tokens, heads x d]
+     * (queries|keys|values in one when packed) are regrouped head-major, rotary embedding is applied
+     * to the queries and new keys at positions past..past+len-1 (what the operator does with
+     * seqlens_k = past + len - 1), the keys and values appended, attention computed over the cache
+     * (grouped heads, causal), and the output handed back as [1, tokens, heads x d].
+     */
+    private void attendFused(int layer, JavaAttentionModel.LayerInfo li, Map<String, OnnxTensor> avail,
+                             List<AutoCloseable> owned, int len) throws OrtException {
+        JavaAttentionModel.Fused f = li.rotary();
+        int d = cache.headDim();
+        int nq = f.qHeads();
+        int nkv = f.kvHeads();
+        if (nkv != cache.kvHeads()) {
+            throw new IllegalStateException("layer " + layer + ": the graph has " + nkv + " KV heads, the cache "
+                    + cache.kvHeads());
+        }
+        float[] q;
+        float[] k;
+        float[] v;
+        int qOff = 0;
+        int kOff;
+        int vOff;
+        int stride;
+        q = floats(avail.get(li.query()), li.query());
+        if (f.packed()) {
+            k = q;
+            v = q;
+            stride = (nq + 2 * nkv) * d;
+            kOff = nq * d;
+            vOff = (nq + nkv) * d;
+        } else {
+            k = floats(avail.get(li.newKey()), li.newKey());
+            v = floats(avail.get(li.newValue()), li.newValue());
+            stride = nq * d;
+            kOff = 0;
+            vOff = 0;
+            if (k.length != len * nkv * d || v.length != k.length) {
+                throw new IllegalStateException("layer " + layer + ": keys/values of " + k.length + "/" + v.length
+                        + " floats do not fit " + len + " tokens x " + nkv + " KV heads x " + d);
+            }
+        }
+        if (q.length != len * stride) {
+            throw new IllegalStateException("layer " + layer + ": " + li.query() + " has " + q.length + " floats, not "
+                    + len + " tokens x " + stride);
+        }
+        int kStride = f.packed() ? stride : nkv * d;
+        int past = cache.length(layer);
+        float[] qh = new float[nq * len * d];
+        float[] kh = new float[nkv * len * d];
+        float[] vh = new float[nkv * len * d];
+        for (int t = 0; t < len; t++) {
+            for (int h = 0; h < nq; h++) {
+                System.arraycopy(q, t * stride + qOff + h * d, qh, (h * len + t) * d, d);
+                rotate(f, qh, (h * len + t) * d, past + t, layer);
+            }
+            for (int h = 0; h < nkv; h++) {
+                System.arraycopy(k, t * kStride + kOff + h * d, kh, (h * len + t) * d, d);
+                rotate(f, kh, (h * len + t) * d, past + t, layer);
+                System.arraycopy(v, t * kStride + vOff + h * d, vh, (h * len + t) * d, d);
+            }
+        }
+        cache.append(layer, kh, vh, len);
+        float[] out = new float[nq * len * d];
+        if (len == 1) {
+            attention.attend(cache, layer, qh, nq, (float) li.scale(), out);
+        } else {
+            attention.attendPrefill(cache, layer, qh, nq, len, (float) li.scale(), out);
+        }
+        float[] bsnh = new float[out.length];
+        for (int h = 0; h < nq; h++) {
+            for (int t = 0; t < len; t++) {
+                System.arraycopy(out, (h * len + t) * d, bsnh, (t * nq + h) * d, d);
+            }
+        }
+        put(avail, owned, li.output(), output(bsnh, new long[] {1, len, (long) nq * d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /**
+     * Rotary embedding of one head vector in place at {@code pos}: pairs (x[j], x[j + r/2])
+     * (or (x[2j], x[2j+1]) when interleaved) over the first r = rotaryDim dimensions, rotated by
+     * the angle whose cos/sin are row {@code pos} of the tables; the rest passes through.
+     */
+    static void rotate(JavaAttentionModel.Fused f, float[] x, int off, int pos, int layer) {
+        if (f.cos() == null) {
+            return;
+        }
+        if (pos >= f.positions()) {
+            throw new IllegalArgumentException("position " + pos + " is beyond the model's rotary tables (" + f.positions()
+                    + " positions, layer " + layer + ")");
+        }
+        int half = f.rotaryDim() / 2;
+        int row = pos * half;
+        for (int j = 0; j < half; j++) {
+            int a = f.interleaved() ? off + 2 * j : off + j;
+            int b = f.interleaved() ? a + 1 : a + half;
+            float c = f.cos()[row + j];
+            float s = f.sin()[row + j];
+            float x1 = x[a];
+            float x2 = x[b];
+            x[a] = x1 * c - x2 * s;
+            x[b] = x2 * c + x1 * s;
+        }
+    }
+
+    /**
+     * The attention output as the graph expects it: the queries' element type (attention is
+     * computed in fp32 whatever the model's precision; fp16/bf16 outputs are rounded to nearest).
+     */
+    static OnnxTensor tensor(float[] out, long[] shape, ai.onnxruntime.OnnxJavaType type) throws OrtException {
+        return switch (type) {
+            case FLOAT -> OnnxTensor.createTensor(DecoderModel.environment(), FloatBuffer.wrap(out), shape);
+            case FLOAT16, BFLOAT16 -> {
+                java.nio.ByteBuffer b = java.nio.ByteBuffer.allocateDirect(out.length * 2).order(java.nio.ByteOrder.nativeOrder());
+                for (float f : out) {
+                    b.putShort(type == ai.onnxruntime.OnnxJavaType.FLOAT16 ? Float.floatToFloat16(f) : bf16(f));
+                }
+                b.rewind();
+                yield OnnxTensor.createTensor(DecoderModel.environment(), b, shape, type);
+            }
+            default -> throw new IllegalArgumentException("the attention inputs are " + type + "; kvquant's attention takes "
+                    + "fp32, fp16 or bf16");
+        };
+    }
+
+    /** fp32 to bf16, rounding to nearest even (NaN kept a NaN). */
+    static short bf16(float f) {
+        int bits = Float.floatToRawIntBits(f);
+        if (Float.isNaN(f)) {
+            return (short) ((bits >>> 16) | 0x40);
+        }
+        return (short) ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16);
     }
 
     private static float[] floats(OnnxTensor t, String name) {
         if (t == null) {
             throw new IllegalStateException(name + " was not produced");
         }
-        if (t.getInfo().type != ai.onnxruntime.OnnxJavaType.FLOAT) {
-            throw new IllegalArgumentException("java-attention mode supports fp32 models; " + name + " is "
-                    + t.getInfo().type);
+        ai.onnxruntime.OnnxJavaType type = t.getInfo().type;
+        if (type != ai.onnxruntime.OnnxJavaType.FLOAT && type != ai.onnxruntime.OnnxJavaType.FLOAT16
+                && type != ai.onnxruntime.OnnxJavaType.BFLOAT16) {
+            throw new IllegalArgumentException("java-attention mode takes fp32, fp16 or bf16 attention inputs; " + name + " is "
+                    + type);
         }
-        FloatBuffer fb = t.getFloatBuffer();
+        FloatBuffer fb = t.getFloatBuffer(); // fp16 and bf16 widened to fp32 exactly
         float[] a = new float[fb.remaining()];
         fb.get(a);
         return a;

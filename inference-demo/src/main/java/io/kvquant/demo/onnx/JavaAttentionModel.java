@@ -24,8 +24,25 @@ public final class JavaAttentionModel implements ModelRunner {
 
     static final int FORMAT = 1;
 
-    public record LayerInfo(String query, String newKey, String newValue, String output, double scale) {
+    /**
+     * One layer's attention boundary. {@code rotary} is null for the plain form ([1, heads, tokens,
+     * head_dim] tensors, rotary already applied by the graph); for a fused GroupQueryAttention layer
+     * it describes what kvquant does in the operator's place ([1, tokens, heads x head_dim] tensors,
+     * queries|keys|values packed in one when {@code packed}).
+     */
+    public record LayerInfo(String query, String newKey, String newValue, String output, double scale, Fused rotary) {
+        public LayerInfo(String query, String newKey, String newValue, String output, double scale) {
+            this(query, newKey, newValue, output, scale, null);
+        }
     }
+
+    /** The GroupQueryAttention form: heads, packing, rotary tables ([positions][rotaryDim / 2], cos then sin). */
+    public record Fused(int qHeads, int kvHeads, boolean packed, boolean interleaved, int rotaryDim, int positions,
+                        float[] cos, float[] sin) {
+    }
+
+    static final int ROTARY_MAGIC = 0x4b565152; // "KVQR"
+    static final int ROTARY_VERSION = 1;
 
     public record PieceInfo(List<String> inputs, List<String> outputs) {
     }
@@ -112,36 +129,105 @@ public final class JavaAttentionModel implements ModelRunner {
             throw new IllegalArgumentException("no model.onnx in " + modelDir);
         }
         return PreparedModels.get(cacheRoot, file, dir -> readManifest(dir, dir.getFileName().toString()) != null,
-                (into, sha, started) -> write(file, into, sha, started), progress);
+                (into, sha, started) -> write(modelDir, file, into, sha, started), progress);
     }
 
-    /** Cuts {@code file} and writes the pieces and the manifest into {@code out}. */
-    private static void write(Path file, Path out, String sha, Runnable started) throws IOException {
+    /**
+     * Cuts {@code file} and writes into {@code out}: the pieces (weights referenced where they lie,
+     * through links, never copied), rotary tables of fused layers, and the manifest, last: a folder
+     * with a manifest has all its pieces.
+     */
+    private static void write(Path modelDir, Path file, Path out, String sha, Runnable started) throws IOException {
         OnnxModel model = OnnxModel.read(file);
         started.run();
-        AttentionSplit split = AttentionSplit.of(model);
+        Path conf = modelDir.resolve("config.json");
+        int context = Files.isRegularFile(conf) ? ModelConfig.read(conf).maxPositions() : 0;
+        AttentionSplit split = AttentionSplit.of(model, context);
         StringBuilder m = new StringBuilder();
         m.append("{\n  \"format\": ").append(FORMAT).append(",\n  \"source\": ")
                 .append(Json.quote(file.toAbsolutePath().normalize().toString())).append(",\n  \"source_sha256\": \"")
                 .append(sha).append("\",\n  \"layers\": [\n");
+        List<float[]> tables = new ArrayList<>();
+        Map<Path, Path> data = new java.util.LinkedHashMap<>();
         for (int i = 0; i < split.layers.size(); i++) {
             AttentionSplit.Layer l = split.layers.get(i);
             m.append("    {\"query\": ").append(Json.quote(l.query())).append(", \"new_key\": ").append(Json.quote(l.newKey()))
                     .append(", \"new_value\": ").append(Json.quote(l.newValue())).append(", \"output\": ")
-                    .append(Json.quote(l.output())).append(", \"scale\": ").append(l.scale()).append('}')
-                    .append(i + 1 < split.layers.size() ? ",\n" : "\n");
+                    .append(Json.quote(l.output())).append(", \"scale\": ").append(l.scale());
+            AttentionSplit.Fused f = l.fused();
+            if (f != null) {
+                m.append(", \"form\": \"GroupQueryAttention\", \"q_heads\": ").append(f.qHeads())
+                        .append(", \"kv_heads\": ").append(f.kvHeads()).append(", \"packed\": ").append(f.packed())
+                        .append(", \"rotary_interleaved\": ").append(f.interleaved())
+                        .append(", \"rotary_dim\": ").append(f.rotaryDim());
+                if (f.cos() != null) {
+                    int k = 0;
+                    while (k < tables.size() && !(java.util.Arrays.equals(tables.get(k), f.cos())
+                            && java.util.Arrays.equals(tables.get(k + 1), f.sin()))) {
+                        k += 2;
+                    }
+                    if (k == tables.size()) {
+                        tables.add(f.cos());
+                        tables.add(f.sin());
+                        writeRotary(out.resolve("rotary-" + k / 2 + ".bin"), f);
+                    }
+                    m.append(", \"rotary\": \"rotary-").append(k / 2).append(".bin\"");
+                }
+            }
+            m.append('}').append(i + 1 < split.layers.size() ? ",\n" : "\n");
         }
         m.append("  ],\n  \"pieces\": [\n");
         for (int s = 0; s < split.pieces.size(); s++) {
             AttentionSplit.Piece p = split.pieces.get(s);
-            Files.write(out.resolve("piece-" + s + ".onnx"), p.model());
-            m.append("    {\"file\": \"piece-").append(s).append(".onnx\", \"bytes\": ").append(p.model().length)
+            Path piece = out.resolve("piece-" + s + ".onnx");
+            data.putAll(OnnxModel.writeLinked(p.model(), piece));
+            m.append("    {\"file\": \"piece-").append(s).append(".onnx\", \"bytes\": ").append(Files.size(piece))
                     .append(", \"inputs\": ").append(list(p.inputs())).append(", \"outputs\": ").append(list(p.outputs()))
                     .append('}').append(s + 1 < split.pieces.size() ? ",\n" : "\n");
         }
-        m.append("  ]\n}\n");
-        // the manifest last: a folder with a manifest has all its pieces
+        m.append("  ],\n  \"data\": [");
+        int k = 0;
+        for (Map.Entry<Path, Path> e : data.entrySet()) {
+            // weights referenced where they lie: the link, its source, and the source's size and
+            // time, so that a data file replaced after preparation makes the preparation stale
+            m.append(k++ > 0 ? ",\n" : "\n").append("    {\"link\": ").append(Json.quote(e.getKey().getFileName().toString()))
+                    .append(", \"source\": ").append(Json.quote(e.getValue().toString())).append(", \"bytes\": ")
+                    .append(Files.size(e.getValue())).append(", \"modified_ms\": ")
+                    .append(Files.getLastModifiedTime(e.getValue()).toMillis()).append('}');
+        }
+        m.append(k > 0 ? "\n  ]\n}\n" : "]\n}\n");
         Files.writeString(out.resolve("manifest.json"), m.toString());
+    }
+
+    /** Rotary tables: magic, version, positions, half width, then cos and sin row-major, little-endian fp32. */
+    private static void writeRotary(Path file, AttentionSplit.Fused f) throws IOException {
+        int half = f.rotaryDim() / 2;
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(16 + 8 * f.cos().length).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        b.putInt(ROTARY_MAGIC).putInt(ROTARY_VERSION).putInt(f.cos().length / half).putInt(half);
+        for (float x : f.cos()) {
+            b.putFloat(x);
+        }
+        for (float x : f.sin()) {
+            b.putFloat(x);
+        }
+        Files.write(file, b.array());
+    }
+
+    private static float[][] readRotary(Path file, int rotaryDim) throws IOException {
+        java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(Files.readAllBytes(file)).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+        if (b.getInt() != ROTARY_MAGIC || b.getInt() != ROTARY_VERSION) {
+            throw new IllegalArgumentException(file + " is not a rotary table of this kvquant version; run ./kvq prepare again");
+        }
+        int rows = b.getInt();
+        int half = b.getInt();
+        if (half * 2 != rotaryDim || b.remaining() != 8L * rows * half) {
+            throw new IllegalArgumentException(file + " does not hold " + rows + " x " + half + " cos/sin tables");
+        }
+        float[][] r = new float[2][rows * half];
+        b.asFloatBuffer().get(r[0]);
+        b.position(b.position() + 4 * rows * half);
+        b.asFloatBuffer().get(r[1]);
+        return r;
     }
 
     private static String list(List<String> names) {
@@ -169,6 +255,19 @@ public final class JavaAttentionModel implements ModelRunner {
                 Map<String, Object> p = (Map<String, Object>) o;
                 Path f = dir.resolve((String) p.get("file"));
                 if (!Files.isRegularFile(f) || Files.size(f) != ((Number) p.get("bytes")).longValue()) {
+                    return null;
+                }
+            }
+            for (Object o : (List<Object>) m.getOrDefault("data", List.of())) {
+                // weights linked from where they lie: a source replaced or gone since makes the preparation stale
+                Map<String, Object> d = (Map<String, Object>) o;
+                Path link = dir.resolve((String) d.get("link"));
+                Path source = Path.of((String) d.get("source"));
+                boolean fresh = Files.exists(link) && Files.exists(source)
+                        && Files.size(source) == ((Number) d.get("bytes")).longValue()
+                        && Files.getLastModifiedTime(source).toMillis() == ((Number) d.get("modified_ms")).longValue()
+                        && (Files.isSameFile(link, source) || Files.size(link) == Files.size(source));
+                if (!fresh) {
                     return null;
                 }
             }
@@ -218,8 +317,16 @@ public final class JavaAttentionModel implements ModelRunner {
         List<LayerInfo> layers = new ArrayList<>();
         for (Object o : (List<Object>) m.get("layers")) {
             Map<String, Object> l = (Map<String, Object>) o;
+            Fused fused = null;
+            if ("GroupQueryAttention".equals(l.get("form"))) {
+                int rd = ((Number) l.get("rotary_dim")).intValue();
+                float[][] t = l.get("rotary") == null ? new float[2][] : readRotary(dir.resolve((String) l.get("rotary")), rd);
+                fused = new Fused(((Number) l.get("q_heads")).intValue(), ((Number) l.get("kv_heads")).intValue(),
+                        (Boolean) l.get("packed"), (Boolean) l.get("rotary_interleaved"), rd,
+                        t[0] == null ? 0 : t[0].length / (rd / 2), t[0], t[1]);
+            }
             layers.add(new LayerInfo((String) l.get("query"), (String) l.get("new_key"), (String) l.get("new_value"),
-                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue()));
+                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue(), fused));
         }
         List<PieceInfo> pieces = new ArrayList<>();
         List<Path> files = new ArrayList<>();

@@ -78,6 +78,8 @@ public final class PreparedModels {
      */
     static Prepared get(Path root, Path model, java.util.function.Predicate<Path> valid, Writer writer,
                         Consumer<String> progress) throws IOException {
+        Path abs = model.toAbsolutePath().normalize();
+        String before = stamp(abs);
         String sha = sha256(root, model, progress);
         Path dir = root.resolve("prepared").resolve(sha);
         if (valid.test(dir)) {
@@ -132,6 +134,13 @@ public final class PreparedModels {
             throw new IllegalStateException("the preparation written to " + dir + " does not read back; remove " + dir
                     + " and try again");
         }
+        // the pieces may hard-link the model file (weights referenced where they lie), which
+        // changes its status-change time only: remember the new stamp so the next start does
+        // not hash the model again (size, mtime and inode must be as before)
+        String after = stamp(abs);
+        if (!after.equals(before) && withoutCtime(after).equals(withoutCtime(before))) {
+            remember(root, abs, after, sha);
+        }
         progress.accept(String.format(Locale.ROOT, "kvq: prepared in %.1f s (reused from now on): %s",
                 (System.nanoTime() - t0) / 1e9, dir));
         return new Prepared(dir, sha, true);
@@ -150,8 +159,7 @@ public final class PreparedModels {
     static String sha256(Path root, Path file, Consumer<String> progress) throws IOException {
         Path abs = file.toAbsolutePath().normalize();
         String stamp = stamp(abs);
-        Path entry = root.resolve("index").resolve(hex(digest(abs.toString().getBytes(StandardCharsets.UTF_8)))
-                + ".properties");
+        Path entry = indexEntry(root, abs);
         if (Files.isRegularFile(entry)) {
             Properties p = new Properties();
             try (var in = Files.newInputStream(entry)) {
@@ -172,22 +180,38 @@ public final class PreparedModels {
         String sha = hashFile(abs);
         // the file changed while it was hashed: do not remember a hash of a moving target
         if (stamp.equals(stamp(abs))) {
-            try {
-                Files.createDirectories(entry.getParent());
-                Path tmp = Files.createTempFile(entry.getParent(), ".entry-", ".tmp");
-                Properties p = new Properties();
-                p.setProperty("path", abs.toString());
-                p.setProperty("stamp", stamp);
-                p.setProperty("sha256", sha);
-                try (var out = Files.newOutputStream(tmp)) {
-                    p.store(out, "kvquant: model file -> sha256, valid while the stamp (size, mtime, ctime, inode) holds");
-                }
-                Files.move(tmp, entry, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            } catch (IOException | UnsupportedOperationException e) {
-                // read-only cache: hash again next time
-            }
+            remember(root, abs, stamp, sha);
         }
         return sha;
+    }
+
+    /** Writes the index entry of {@code abs} (the index is only a speed-up: failing to write it is ignored). */
+    private static void remember(Path root, Path abs, String stamp, String sha) {
+        Path entry = indexEntry(root, abs);
+        try {
+            Files.createDirectories(entry.getParent());
+            Path tmp = Files.createTempFile(entry.getParent(), ".entry-", ".tmp");
+            Properties p = new Properties();
+            p.setProperty("path", abs.toString());
+            p.setProperty("stamp", stamp);
+            p.setProperty("sha256", sha);
+            try (var out = Files.newOutputStream(tmp)) {
+                p.store(out, "kvquant: model file -> sha256, valid while the stamp (size, mtime, ctime, inode) holds");
+            }
+            Files.move(tmp, entry, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (IOException | UnsupportedOperationException e) {
+            // read-only cache: hash again next time
+        }
+    }
+
+    private static Path indexEntry(Path root, Path abs) {
+        return root.resolve("index").resolve(hex(digest(abs.toString().getBytes(StandardCharsets.UTF_8))) + ".properties");
+    }
+
+    /** A stamp with its status-change time left out. */
+    private static String withoutCtime(String stamp) {
+        String[] f = stamp.split("/", 4);
+        return f[0] + "/" + f[1] + "/" + f[3];
     }
 
     /** Size, modification time, status-change time and inode: what changes when the file's bytes do. */

@@ -1,0 +1,237 @@
+package io.kvquant.demo.graph;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.kvquant.demo.graph.OnnxModel.Node;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Zero silent drops: every pattern between the attention scores and Softmax other than the causal
+ * mask is refused with one line naming the node. Each test graph is the tiny GPT-2 fixture
+ * (causal mask by Where, padding mask by Add) with a pattern from a real architecture spliced in
+ * before layer 0's Softmax, built here with {@link Pb}.
+ */
+class MaskRefusalTest {
+
+    static OnnxModel fixture() throws IOException {
+        try (InputStream in = MaskRefusalTest.class.getResourceAsStream("/tiny-gpt2/model.onnx")) {
+            // initializers read from it are referenced, not copied: it must outlive the test
+            Path tmp = Files.createTempFile("tiny-gpt2", ".onnx");
+            tmp.toFile().deleteOnExit();
+            Files.write(tmp, in.readAllBytes());
+            return OnnxModel.read(tmp);
+        }
+    }
+
+    static Pb node(String name, String op, List<String> ins, String out, Pb... attrs) {
+        Pb n = new Pb();
+        for (String i : ins) {
+            n.add(1, i);
+        }
+        n.add(2, out).add(3, name).add(4, op);
+        for (Pb a : attrs) {
+            n.add(5, a);
+        }
+        return n;
+    }
+
+    static Pb intAttr(String name, long v) {
+        return new Pb().add(1, name).addVarint(3, v).addVarint(20, 2);
+    }
+
+    static Pb floatTensor(String name, float v) {
+        byte[] b = ByteBuffer.allocate(4).order(ByteOrder.LITTLE_ENDIAN).putFloat(v).array();
+        return new Pb().addVarint(2, OnnxModel.FLOAT).add(8, name).add(9, b);
+    }
+
+    static Pb longTensor(String name, long... v) {
+        ByteBuffer b = ByteBuffer.allocate(8 * v.length).order(ByteOrder.LITTLE_ENDIAN);
+        for (long x : v) {
+            b.putLong(x);
+        }
+        Pb t = new Pb();
+        if (v.length > 1) {
+            t.addVarint(1, v.length);
+        }
+        return t.addVarint(2, OnnxModel.INT64).add(8, name).add(9, b.array());
+    }
+
+    static Pb boolTensor(String name, boolean v) {
+        return new Pb().addVarint(2, OnnxModel.BOOL).add(8, name).add(9, new byte[] {(byte) (v ? 1 : 0)});
+    }
+
+    /**
+     * The fixture with {@code nodes} inserted before layer 0's Softmax, which then reads {@code newInput};
+     * {@code scores} is replaced by the name of the tensor Softmax read before.
+     */
+    static OnnxModel splice(OnnxModel m, List<Pb> nodes, List<Pb> inits, String newInput, Path dir) throws IOException {
+        Node softmax = m.nodes.stream().filter(n -> n.op().equals("Softmax")).findFirst().orElseThrow();
+        String scores = softmax.inputs().get(0);
+        Pb g = m.graph.without(1, 5);
+        List<Pb.Field> fields = new ArrayList<>();
+        for (Node n : m.nodes) {
+            if (n == softmax) {
+                for (Pb p : nodes) {
+                    fields.add(new Pb.Field(1, 2, 0, rename(p, "SCORES", scores).toBytes()));
+                }
+                fields.add(new Pb.Field(1, 2, 0, rename(n.raw(), scores, newInput).toBytes()));
+            } else {
+                fields.add(new Pb.Field(1, 2, 0, n.raw().toBytes()));
+            }
+        }
+        for (byte[] t : m.initializers.values()) {
+            fields.add(new Pb.Field(5, 2, 0, t));
+        }
+        for (Pb t : inits) {
+            fields.add(new Pb.Field(5, 2, 0, t.toBytes()));
+        }
+        fields.addAll(g.fields);
+        Path f = dir.resolve("spliced.onnx");
+        Files.write(f, m.model.without(7).add(7, new Pb(fields)).toBytes());
+        return OnnxModel.read(f);
+    }
+
+    /** A node with input {@code from} renamed to {@code to}. */
+    static Pb rename(Pb node, String from, String to) {
+        List<Pb.Field> r = new ArrayList<>();
+        for (Pb.Field f : node.fields) {
+            r.add(f.number() == 1 && f.string().equals(from) ? new Pb.Field(1, 2, 0, to.getBytes()) : f);
+        }
+        return new Pb(r);
+    }
+
+    static String refusal(OnnxModel m) {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> AttentionSplit.of(m, 256));
+        assertEquals(-1, e.getMessage().indexOf('\n'), "one line: " + e.getMessage());
+        return e.getMessage();
+    }
+
+    static final String LAYER0 = " between the attention scores and Softmax of layer 0";
+
+    @Test
+    void theFixturesCausalMaskIsRecognized() throws IOException {
+        AttentionSplit s = AttentionSplit.of(fixture(), 256);
+        assertEquals(2, s.layers.size());
+    }
+
+    /** Positions from the attention mask's running count, as Bloom/MPT-style ALiBi builds them. */
+    static List<Pb> keyPositions() {
+        return List.of(
+                node("am_float", "Cast", List.of("attention_mask"), "am_f", intAttr("to", OnnxModel.FLOAT)),
+                node("am_cumsum", "CumSum", List.of("am_f", "axis1"), "am_count"),
+                node("key_pos", "Sub", List.of("am_count", "one"), "kpos"),
+                node("key_pos4", "Unsqueeze", List.of("kpos", "axes12"), "kpos4"));
+    }
+
+    static List<Pb> commonInits() {
+        return List.of(longTensor("axis1", 1), floatTensor("one", 1f), longTensor("axes12", 1, 2), longTensor("axes13", 1, 3));
+    }
+
+    @Test
+    void alibiBiasIsRefusedNamingTheAdd(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = new ArrayList<>(keyPositions());
+        nodes.add(node("alibi_slope", "Mul", List.of("kpos4", "slope"), "alibi"));
+        nodes.add(node("alibi_add", "Add", List.of("SCORES", "alibi"), "biased"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.add(floatTensor("slope", 0.5f));
+        String msg = refusal(splice(fixture(), nodes, inits, "biased", tmp));
+        assertTrue(msg.startsWith("node 'alibi_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it adds "),
+                msg);
+        assertTrue(msg.contains("ALiBi"), msg);
+    }
+
+    /** bool [1,1,n,total]: key more than 3 positions behind the query (a Mistral-style window of 4). */
+    static List<Pb> outsideWindow() {
+        List<Pb> nodes = new ArrayList<>(keyPositions());
+        nodes.add(node("q_float", "Cast", List.of("position_ids"), "qpos", intAttr("to", OnnxModel.FLOAT)));
+        nodes.add(node("q_pos4", "Unsqueeze", List.of("qpos", "axes13"), "qpos4"));
+        nodes.add(node("distance", "Sub", List.of("qpos4", "kpos4"), "dist"));
+        nodes.add(node("outside", "Greater", List.of("dist", "window"), "far"));
+        return nodes;
+    }
+
+    @Test
+    void slidingWindowAsAnAddedMaskIsRefused(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = new ArrayList<>(outsideWindow());
+        nodes.add(node("window_bias", "Where", List.of("far", "neg", "zero"), "wbias"));
+        nodes.add(node("window_add", "Add", List.of("SCORES", "wbias"), "windowed"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.addAll(List.of(floatTensor("window", 3f), floatTensor("neg", -1e9f), floatTensor("zero", 0f)));
+        String msg = refusal(splice(fixture(), nodes, inits, "windowed", tmp));
+        assertTrue(msg.startsWith("node 'window_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it masks "
+                + "visible key "), msg);
+        assertTrue(msg.contains("sliding window"), msg);
+    }
+
+    @Test
+    void slidingWindowAsAWhereIsRefused(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = new ArrayList<>(outsideWindow());
+        nodes.add(node("window_where", "Where", List.of("far", "neg", "SCORES"), "windowed"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.addAll(List.of(floatTensor("window", 3f), floatTensor("neg", -1e4f)));
+        String msg = refusal(splice(fixture(), nodes, inits, "windowed", tmp));
+        assertTrue(msg.startsWith("node 'window_where' (Where)" + LAYER0 + " is not a causal mask kvquant recognizes: it "
+                + "masks visible key "), msg);
+    }
+
+    @Test
+    void logitSoftcapIsRefusedNamingTheTanh(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = List.of(node("softcap_div", "Div", List.of("SCORES", "cap"), "s1"),
+                node("softcap_tanh", "Tanh", List.of("s1"), "s2"),
+                node("softcap_mul", "Mul", List.of("s2", "cap"), "capped"));
+        String msg = refusal(splice(fixture(), nodes, List.of(floatTensor("cap", 50f)), "capped", tmp));
+        assertEquals("node 'softcap_tanh' (Tanh)" + LAYER0 + " is logit softcapping, which kvquant's attention does not "
+                + "support in this graph form", msg);
+    }
+
+    @Test
+    void attentionSinksAreRefusedNamingTheConcat(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = List.of(node("sinks_concat", "Concat", List.of("SCORES", "sink"), "with_sink",
+                intAttr("axis", -1)));
+        String msg = refusal(splice(fixture(), nodes, List.of(floatTensor("sink", 0f)), "with_sink", tmp));
+        assertTrue(msg.startsWith("node 'sinks_concat' (Concat)" + LAYER0 + " extends the scores (attention sinks?)"), msg);
+    }
+
+    @Test
+    void anAddedConstantBiasIsRefused(@TempDir Path tmp) throws IOException {
+        List<Pb> nodes = List.of(node("const_bias", "Add", List.of("SCORES", "b"), "biased"));
+        String msg = refusal(splice(fixture(), nodes, List.of(floatTensor("b", 0.25f)), "biased", tmp));
+        assertTrue(msg.startsWith("node 'const_bias' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it adds "
+                + "0.25 to the score of visible key 0"), msg);
+    }
+
+    @Test
+    void aGraphWithoutCausalMaskingIsRefused(@TempDir Path tmp) throws IOException {
+        // the fixture's causal Where reads an all-true condition: padding only, every key visible
+        OnnxModel m = fixture();
+        Node where = m.nodes.stream().filter(n -> n.op().equals("Where")).findFirst().orElseThrow();
+        String cond = where.inputs().get(0);
+        Pb g = m.graph.without(1, 5);
+        List<Pb.Field> fields = new ArrayList<>();
+        for (Node n : m.nodes) {
+            fields.add(new Pb.Field(1, 2, 0, (n == where ? rename(n.raw(), cond, "all_true") : n.raw()).toBytes()));
+        }
+        for (byte[] t : m.initializers.values()) {
+            fields.add(new Pb.Field(5, 2, 0, t));
+        }
+        fields.add(new Pb.Field(5, 2, 0, boolTensor("all_true", true).toBytes()));
+        fields.addAll(g.fields);
+        Path f = tmp.resolve("noncausal.onnx");
+        Files.write(f, m.model.without(7).add(7, new Pb(fields)).toBytes());
+        String msg = refusal(OnnxModel.read(f));
+        assertTrue(msg.startsWith("layer 0: the mask between the attention scores and Softmax ('" + where.name() + "', "),
+                msg);
+        assertTrue(msg.contains("leaves future key"), msg);
+    }
+}
