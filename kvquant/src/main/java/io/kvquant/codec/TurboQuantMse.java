@@ -36,6 +36,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segGroup;
     private final int[] segLutOff;    // offset of the segment's tables in the state (after dim floats)
     private final int stateSize;
+    private final io.kvquant.simd.CodeLayout layout;
     private final ThreadLocal<Scratch> scratch;
 
     private static final class Scratch {
@@ -103,6 +104,7 @@ public final class TurboQuantMse implements VectorCodec {
         }
         recordBytes = bytes;
         stateSize = lut;
+        layout = layout(recordBytes, dim, new int[0], new int[0], new int[0], new int[0], new int[0], new float[0][]);
         scratch = ThreadLocal.withInitial(() -> new Scratch(dim));
     }
 
@@ -375,6 +377,41 @@ public final class TurboQuantMse implements VectorCodec {
             ops.decodeDot(buf, off + segByteOff[s], segBits[s], paddedCentroids[s], segLen[s], norm, g, go + segStart[s], gs, nq,
                     out, oo, os);
         }
+    }
+
+    @Override
+    public io.kvquant.simd.CodeLayout codeLayout() {
+        return layout;
+    }
+
+    /** The segments as kernel parts (all scaled by the norm at byte 0), features starting at {@code featOff}. */
+    io.kvquant.simd.CodeLayout layout(int recordBytes, int featureSize, int[] extraScaleOff, int[] extraCodeOff, int[] extraBits,
+                                      int[] extraCount, int[] extraFeatOff, float[][] extraTables) {
+        int n = segLen.length;
+        int e = extraBits.length;
+        int[] so = new int[n + e];
+        int[] co = new int[n + e];
+        int[] bi = new int[n + e];
+        int[] cn = new int[n + e];
+        int[] fo = new int[n + e];
+        float[][] tb = new float[n + e][];
+        for (int s = 0; s < n; s++) {
+            so[s] = 0;
+            co[s] = segByteOff[s];
+            bi[s] = segBits[s];
+            cn[s] = segLen[s];
+            fo[s] = segStart[s];
+            tb[s] = centroids[s];
+        }
+        for (int x = 0; x < e; x++) {
+            so[n + x] = extraScaleOff[x];
+            co[n + x] = extraCodeOff[x];
+            bi[n + x] = extraBits[x];
+            cn[n + x] = extraCount[x];
+            fo[n + x] = extraFeatOff[x];
+            tb[n + x] = extraTables[x];
+        }
+        return new io.kvquant.simd.CodeLayout(recordBytes, featureSize, so, co, bi, cn, fo, tb);
     }
 
     @Override

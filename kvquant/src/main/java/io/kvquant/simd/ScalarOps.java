@@ -94,6 +94,101 @@ public final class ScalarOps implements VectorOps {
     }
 
     @Override
+    public float max(float[] x, int o, int n) {
+        float m = x[o];
+        for (int i = 1; i < n; i++) {
+            m = Math.max(m, x[o + i]);
+        }
+        return m;
+    }
+
+    @Override
+    public float expSum(float[] x, int o, int n, float m) {
+        float s = 0f;
+        for (int i = 0; i < n; i++) {
+            float e = (float) Math.exp(x[o + i] - m);
+            x[o + i] = e;
+            s += e;
+        }
+        return s;
+    }
+
+    private static final java.lang.foreign.ValueLayout.OfShort SHORT = java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED;
+
+    static float scaleOf(CodeLayout lay, int p, java.lang.foreign.MemorySegment seg, long rec) {
+        return Float.float16ToFloat(seg.get(SHORT, rec + lay.scaleOff[p]));
+    }
+
+    /** Code j of part p of the record at byte {@code rec} (reads only the record's own bytes). */
+    static int code(CodeLayout lay, int p, java.lang.foreign.MemorySegment seg, long rec, int j) {
+        int bits = lay.bits[p];
+        long bit = (long) j * bits;
+        long idx = rec + lay.codeOff[p] + (bit >>> 3);
+        int shift = (int) (bit & 7);
+        int v = Byte.toUnsignedInt(seg.get(java.lang.foreign.ValueLayout.JAVA_BYTE, idx)) >>> shift;
+        if (shift + bits > 8) {
+            v |= Byte.toUnsignedInt(seg.get(java.lang.foreign.ValueLayout.JAVA_BYTE, idx + 1)) << (8 - shift);
+        }
+        return v & ((1 << bits) - 1);
+    }
+
+    @Override
+    public void codeScores(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs, int nq,
+                           float[] out, int oo, int os) {
+        int rb = lay.recordBytes;
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            for (int i = 0; i < nq; i++) {
+                out[oo + i * os + t] = 0f;
+            }
+            for (int p = 0; p < lay.parts(); p++) {
+                float sc = scaleOf(lay, p, seg, rec);
+                float[] tab = lay.table[p];
+                for (int i = 0; i < nq; i++) {
+                    int qb = go + i * gs + lay.featOff[p];
+                    float s = 0f;
+                    for (int j = 0; j < lay.count[p]; j++) {
+                        s += tab[code(lay, p, seg, rec, j)] * g[qb + j];
+                    }
+                    out[oo + i * os + t] += sc * s;
+                }
+            }
+        }
+    }
+
+    @Override
+    public void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
+                               float[] acc, int ao, int as, float[] scratch) {
+        int rb = lay.recordBytes;
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            for (int p = 0; p < lay.parts(); p++) {
+                float sc = scaleOf(lay, p, seg, rec);
+                float[] tab = lay.table[p];
+                for (int i = 0; i < nq; i++) {
+                    float wn = w[wo + i * ws + t] * sc;
+                    int a = ao + i * as + lay.featOff[p];
+                    for (int j = 0; j < lay.count[p]; j++) {
+                        acc[a + j] += wn * tab[code(lay, p, seg, rec, j)];
+                    }
+                }
+            }
+        }
+    }
+
+    @Override
+    public void codeDecode(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, float[] out, int oo) {
+        for (int p = 0; p < lay.parts(); p++) {
+            float sc = scaleOf(lay, p, seg, off);
+            float[] tab = lay.table[p];
+            int o = oo + lay.featOff[p];
+            for (int j = 0; j < lay.count[p]; j++) {
+                out[o + j] = sc * tab[code(lay, p, seg, off, j)];
+            }
+        }
+    }
+
+    @Override
     public String name() {
         return "scalar";
     }
