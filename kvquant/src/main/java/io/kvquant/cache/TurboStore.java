@@ -234,7 +234,7 @@ final class TurboStore implements LayerStore {
         int fs = vc.featureSize();
         int as = accumulatorSize();
         PagedRecords pr = values[head];
-        float[] scratch = weights(nq * RUN);
+        float[] scratch = weights((nq + 1) * RUN);
         int end = Math.min(to, c);
         int t = from;
         while (t < end) {

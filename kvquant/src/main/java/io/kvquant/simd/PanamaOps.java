@@ -317,28 +317,43 @@ final class PanamaOps implements VectorOps {
         return CODE_VECTOR && lay.bits[p] <= 4 && (1 << lay.bits[p]) <= 2 * L && lay.count[p] >= L;
     }
 
-    /** Little-endian int at {@code pos}; near the end of the segment, the bytes that exist, shifted down. */
-    private static int word(java.lang.foreign.MemorySegment seg, long pos, long end) {
-        if (pos + 4 <= end) {
-            return seg.get(INT_SEG, pos);
+    /**
+     * How many of the n records from {@code off} may be read with whole-int code words: a group's
+     * word starts inside its record and reads at most 3 bytes past the record's end, so the record
+     * must be followed by 4 bytes of the segment. The records after those (the last of a page)
+     * are copied to a padded buffer first.
+     */
+    private static int safeRecords(long off, int rb, int n, long end) {
+        long room = end - 4 - off; // record t is safe when (t + 1)·rb <= room
+        return (int) Math.max(0, Math.min(n, room / rb));
+    }
+
+    private static final ThreadLocal<java.lang.foreign.MemorySegment> PAD = new ThreadLocal<>();
+
+    /** The record at {@code rec} copied to the start of a per-thread buffer with slack after it. */
+    private static java.lang.foreign.MemorySegment padded(CodeLayout lay, java.lang.foreign.MemorySegment seg, long rec) {
+        java.lang.foreign.MemorySegment pad = PAD.get();
+        if (pad == null || pad.byteSize() < lay.recordBytes + 8L) {
+            pad = java.lang.foreign.Arena.ofAuto().allocate(Math.max(512, lay.recordBytes + 8L), 64);
+            PAD.set(pad);
         }
-        return seg.get(INT_SEG, end - 4) >>> (8 * (int) (pos + 4 - end));
+        java.lang.foreign.MemorySegment.copy(seg, rec, pad, 0, lay.recordBytes);
+        return pad;
     }
 
     /** The L codes of {@code bits} bits starting at byte {@code pos}, one per int lane. */
-    private static IntVector codeLanes(java.lang.foreign.MemorySegment seg, long pos, long end, int bits, IntVector shifts,
-                                       IntVector mask) {
-        IntVector v = IntVector.broadcast(I, word(seg, pos, end));
+    private static IntVector codeLanes(java.lang.foreign.MemorySegment seg, long pos, int bits, IntVector shifts, IntVector mask) {
+        IntVector v = IntVector.broadcast(I, seg.get(INT_SEG, pos));
         if (L == 16) {
-            v = v.blend(IntVector.broadcast(I, word(seg, pos + bits, end)), UPPER);
+            v = v.blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + bits)), UPPER);
         }
         return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
     }
 
     /** Table look-up of int-lane codes: t0 holds entries [0, L), t1 entries [L, 2L) (null when unused). */
-    private static FloatVector lookup(IntVector codes, IntVector t0, IntVector t1) {
+    private static FloatVector lookup(IntVector codes, IntVector t0, IntVector t1, boolean two) {
         IntVector r = codes.selectFrom(t0);
-        if (t1 != null) {
+        if (two) {
             r = r.blend(codes.selectFrom(t1), codes.compare(VectorOperators.GE, L));
         }
         return r.reinterpretAsFloats();
@@ -351,11 +366,20 @@ final class PanamaOps implements VectorOps {
     @Override
     public void codeScores(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs, int nq,
                            float[] out, int oo, int os) {
+        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
+        scoresRange(lay, seg, off, safe, g, go, gs, nq, out, oo, os);
+        for (int t = safe; t < n; t++) {
+            scoresRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, g, go, gs, nq, out, oo + t, os);
+        }
+    }
+
+    /** Scores of n records whose word reads all stay inside {@code seg}. */
+    private static void scoresRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs,
+                                    int nq, float[] out, int oo, int os) {
         int rb = lay.recordBytes;
         for (int i = 0; i < nq; i++) {
             java.util.Arrays.fill(out, oo + i * os, oo + i * os + n, 0f);
         }
-        long end = seg.byteSize();
         for (int p = 0; p < lay.parts(); p++) {
             if (!vectorPart(lay, p)) {
                 scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, 0, lay.count[p]);
@@ -365,79 +389,90 @@ final class PanamaOps implements VectorOps {
             IntVector shifts = CODE_SHIFTS[bits];
             IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
             IntVector t0 = tableVector(lay.table[p], 0);
-            IntVector t1 = (1 << bits) > L ? tableVector(lay.table[p], L) : null;
+            IntVector t1 = tableVector(lay.table[p], L);
+            boolean tt = (1 << bits) > L;
             int groups = lay.count[p] / L;
             int gb = L * bits / 8; // bytes per group
             long co = lay.codeOff[p];
             long so = lay.scaleOff[p];
             int fo = go + lay.featOff[p];
-            int t = 0;
-            if (nq == 1) {
-                // four tokens per pass: one query load feeds four independent FMA chains
-                for (; t + 4 <= n; t += 4) {
-                    long r0 = off + (long) t * rb;
-                    long r1 = r0 + rb;
-                    long r2 = r1 + rb;
-                    long r3 = r2 + rb;
-                    FloatVector a0 = FloatVector.zero(F);
-                    FloatVector a1 = FloatVector.zero(F);
-                    FloatVector a2 = FloatVector.zero(F);
-                    FloatVector a3 = FloatVector.zero(F);
-                    for (int k = 0; k < groups; k++) {
-                        FloatVector q = FloatVector.fromArray(F, g, fo + k * L);
-                        long c = co + (long) k * gb;
-                        a0 = lookup(codeLanes(seg, r0 + c, end, bits, shifts, mask), t0, t1).fma(q, a0);
-                        a1 = lookup(codeLanes(seg, r1 + c, end, bits, shifts, mask), t0, t1).fma(q, a1);
-                        a2 = lookup(codeLanes(seg, r2 + c, end, bits, shifts, mask), t0, t1).fma(q, a2);
-                        a3 = lookup(codeLanes(seg, r3 + c, end, bits, shifts, mask), t0, t1).fma(q, a3);
-                    }
-                    out[oo + t] += half(seg, r0 + so) * a0.reduceLanes(VectorOperators.ADD);
-                    out[oo + t + 1] += half(seg, r1 + so) * a1.reduceLanes(VectorOperators.ADD);
-                    out[oo + t + 2] += half(seg, r2 + so) * a2.reduceLanes(VectorOperators.ADD);
-                    out[oo + t + 3] += half(seg, r3 + so) * a3.reduceLanes(VectorOperators.ADD);
-                }
+            int i = 0;
+            for (; i + 4 <= nq; i += 4) {
+                scoresQ4(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
-            for (; t < n; t++) {
-                long rec = off + (long) t * rb;
-                float sc = half(seg, rec + so);
-                // up to four queries per pass, each with its own accumulator
-                for (int i0 = 0; i0 < nq; i0 += 4) {
-                    int m = Math.min(4, nq - i0);
-                    FloatVector a0 = FloatVector.zero(F);
-                    FloatVector a1 = FloatVector.zero(F);
-                    FloatVector a2 = FloatVector.zero(F);
-                    FloatVector a3 = FloatVector.zero(F);
-                    int b0 = fo + i0 * gs;
-                    for (int k = 0; k < groups; k++) {
-                        FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, end, bits, shifts, mask), t0, t1);
-                        int j = k * L;
-                        a0 = c.fma(FloatVector.fromArray(F, g, b0 + j), a0);
-                        if (m > 1) {
-                            a1 = c.fma(FloatVector.fromArray(F, g, b0 + gs + j), a1);
-                        }
-                        if (m > 2) {
-                            a2 = c.fma(FloatVector.fromArray(F, g, b0 + 2 * gs + j), a2);
-                        }
-                        if (m > 3) {
-                            a3 = c.fma(FloatVector.fromArray(F, g, b0 + 3 * gs + j), a3);
-                        }
-                    }
-                    int ob = oo + i0 * os + t;
-                    out[ob] += sc * a0.reduceLanes(VectorOperators.ADD);
-                    if (m > 1) {
-                        out[ob + os] += sc * a1.reduceLanes(VectorOperators.ADD);
-                    }
-                    if (m > 2) {
-                        out[ob + 2 * os] += sc * a2.reduceLanes(VectorOperators.ADD);
-                    }
-                    if (m > 3) {
-                        out[ob + 3 * os] += sc * a3.reduceLanes(VectorOperators.ADD);
-                    }
-                }
+            if (i + 2 <= nq) {
+                scoresQ2(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                i += 2;
+            }
+            if (i < nq) {
+                scoresQ1(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             if (groups * L < lay.count[p]) {
                 scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, groups * L, lay.count[p]);
             }
+        }
+    }
+
+    /** Scores of 4 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ4(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+                a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
+                a2 = c.fma(FloatVector.fromArray(F, g, j + 2 * gs), a2);
+                a3 = c.fma(FloatVector.fromArray(F, g, j + 3 * gs), a3);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+            out[oo + t + os] += sc * a1.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 2 * os] += sc * a2.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 3 * os] += sc * a3.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    /** Scores of 2 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ2(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+                a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+            out[oo + t + os] += sc * a1.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    /** Scores of 1 query (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ1(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
         }
     }
 
@@ -466,16 +501,29 @@ final class PanamaOps implements VectorOps {
     @Override
     public void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
                                float[] acc, int ao, int as, float[] scratch) {
+        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
+        accumulateRange(lay, seg, off, safe, w, wo, ws, nq, acc, ao, as, scratch);
+        for (int t = safe; t < n; t++) {
+            accumulateRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, w, wo + t, ws, nq, acc, ao, as, scratch);
+        }
+    }
+
+    /** Accumulation of n records whose word reads all stay inside {@code seg}. */
+    private static void accumulateRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws,
+                                        int nq, float[] acc, int ao, int as, float[] scratch) {
         int rb = lay.recordBytes;
-        long end = seg.byteSize();
+        int lastScale = -1;
         for (int p = 0; p < lay.parts(); p++) {
             int bits = lay.bits[p];
-            long so = lay.scaleOff[p];
-            // weights with the record's scale folded in, query-major
-            for (int t = 0; t < n; t++) {
-                float sc = half(seg, off + (long) t * rb + so);
+            if (lay.scaleOff[p] != lastScale) {
+                // weights with the record's scale folded in, query-major: scratch[i·n + t]
+                lastScale = lay.scaleOff[p];
+                int nb = nq * n;
+                for (int t = 0; t < n; t++) {
+                    scratch[nb + t] = half(seg, off + (long) t * rb + lastScale);
+                }
                 for (int i = 0; i < nq; i++) {
-                    scratch[i * n + t] = w[wo + i * ws + t] * sc;
+                    ScalarOps.multiplyInto(w, wo + i * ws, scratch, nb, scratch, i * n, n);
                 }
             }
             int groups = vectorPart(lay, p) ? lay.count[p] / L : 0;
@@ -483,70 +531,30 @@ final class PanamaOps implements VectorOps {
                 IntVector shifts = CODE_SHIFTS[bits];
                 IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
                 IntVector t0 = tableVector(lay.table[p], 0);
-                IntVector t1 = (1 << bits) > L ? tableVector(lay.table[p], L) : null;
+                IntVector t1 = tableVector(lay.table[p], L);
+                boolean tt = (1 << bits) > L;
                 int gb = L * bits / 8;
                 long co = off + lay.codeOff[p];
                 // token-major over a block of two output vectors: the accumulators of up to four
                 // queries stay in registers for the whole run of tokens
-                for (int k = 0; k < groups; k += 2) {
-                    boolean two = k + 1 < groups;
-                    for (int i0 = 0; i0 < nq; i0 += 4) {
-                        int m = Math.min(4, nq - i0);
-                        int ab = ao + i0 * as + lay.featOff[p] + k * L;
-                        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
-                        FloatVector a01 = two ? FloatVector.fromArray(F, acc, ab + L) : FloatVector.zero(F);
-                        FloatVector a10 = m > 1 ? FloatVector.fromArray(F, acc, ab + as) : FloatVector.zero(F);
-                        FloatVector a11 = m > 1 && two ? FloatVector.fromArray(F, acc, ab + as + L) : FloatVector.zero(F);
-                        FloatVector a20 = m > 2 ? FloatVector.fromArray(F, acc, ab + 2 * as) : FloatVector.zero(F);
-                        FloatVector a21 = m > 2 && two ? FloatVector.fromArray(F, acc, ab + 2 * as + L) : FloatVector.zero(F);
-                        FloatVector a30 = m > 3 ? FloatVector.fromArray(F, acc, ab + 3 * as) : FloatVector.zero(F);
-                        FloatVector a31 = m > 3 && two ? FloatVector.fromArray(F, acc, ab + 3 * as + L) : FloatVector.zero(F);
-                        int wb = i0 * n;
-                        for (int t = 0; t < n; t++) {
-                            long pos = co + (long) t * rb + (long) k * gb;
-                            FloatVector c0 = lookup(codeLanes(seg, pos, end, bits, shifts, mask), t0, t1);
-                            FloatVector c1 = two ? lookup(codeLanes(seg, pos + gb, end, bits, shifts, mask), t0, t1) : c0;
-                            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
-                            a00 = c0.fma(w0, a00);
-                            a01 = c1.fma(w0, a01);
-                            if (m > 1) {
-                                FloatVector w1 = FloatVector.broadcast(F, scratch[wb + n + t]);
-                                a10 = c0.fma(w1, a10);
-                                a11 = c1.fma(w1, a11);
-                            }
-                            if (m > 2) {
-                                FloatVector w2 = FloatVector.broadcast(F, scratch[wb + 2 * n + t]);
-                                a20 = c0.fma(w2, a20);
-                                a21 = c1.fma(w2, a21);
-                            }
-                            if (m > 3) {
-                                FloatVector w3 = FloatVector.broadcast(F, scratch[wb + 3 * n + t]);
-                                a30 = c0.fma(w3, a30);
-                                a31 = c1.fma(w3, a31);
-                            }
-                        }
-                        a00.intoArray(acc, ab);
-                        if (two) {
-                            a01.intoArray(acc, ab + L);
-                        }
-                        if (m > 1) {
-                            a10.intoArray(acc, ab + as);
-                            if (two) {
-                                a11.intoArray(acc, ab + as + L);
-                            }
-                        }
-                        if (m > 2) {
-                            a20.intoArray(acc, ab + 2 * as);
-                            if (two) {
-                                a21.intoArray(acc, ab + 2 * as + L);
-                            }
-                        }
-                        if (m > 3) {
-                            a30.intoArray(acc, ab + 3 * as);
-                            if (two) {
-                                a31.intoArray(acc, ab + 3 * as + L);
-                            }
-                        }
+                int base = ao + lay.featOff[p];
+                for (int k = 0; k + 1 < groups; k += 2) {
+                    int i = 0;
+                    for (; i + 4 <= nq; i += 4) {
+                        accumulateQ4(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                    }
+                    if (i + 2 <= nq) {
+                        accumulateQ2(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        i += 2;
+                    }
+                    if (i < nq) {
+                        accumulateQ1(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                    }
+                }
+                if (groups % 2 == 1) {
+                    for (int i = 0; i < nq; i++) {
+                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc,
+                                base + i * as + (groups - 1) * L);
                     }
                 }
             }
@@ -567,9 +575,115 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    /**
+     * Token-major accumulation of 4 queries (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ4(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
+        FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
+        FloatVector a20 = FloatVector.fromArray(F, acc, ab + 2 * as);
+        FloatVector a21 = FloatVector.fromArray(F, acc, ab + 2 * as + L);
+        FloatVector a30 = FloatVector.fromArray(F, acc, ab + 3 * as);
+        FloatVector a31 = FloatVector.fromArray(F, acc, ab + 3 * as + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+            FloatVector w1 = FloatVector.broadcast(F, scratch[wb + n + t]);
+            a10 = c0.fma(w1, a10);
+            a11 = c1.fma(w1, a11);
+            FloatVector w2 = FloatVector.broadcast(F, scratch[wb + 2 * n + t]);
+            a20 = c0.fma(w2, a20);
+            a21 = c1.fma(w2, a21);
+            FloatVector w3 = FloatVector.broadcast(F, scratch[wb + 3 * n + t]);
+            a30 = c0.fma(w3, a30);
+            a31 = c1.fma(w3, a31);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+        a10.intoArray(acc, ab + as);
+        a11.intoArray(acc, ab + as + L);
+        a20.intoArray(acc, ab + 2 * as);
+        a21.intoArray(acc, ab + 2 * as + L);
+        a30.intoArray(acc, ab + 3 * as);
+        a31.intoArray(acc, ab + 3 * as + L);
+    }
+
+    /**
+     * Token-major accumulation of 2 queries (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ2(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
+        FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+            FloatVector w1 = FloatVector.broadcast(F, scratch[wb + n + t]);
+            a10 = c0.fma(w1, a10);
+            a11 = c1.fma(w1, a11);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+        a10.intoArray(acc, ab + as);
+        a11.intoArray(acc, ab + as + L);
+    }
+
+    /**
+     * Token-major accumulation of 1 query (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ1(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+    }
+
+    /** As {@link #accumulateQ1} for a single output vector (the last group of an odd count), one query. */
+    private static void accumulateOne(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                      float[] scratch, int wb, float[] acc, int ab) {
+        FloatVector a = FloatVector.fromArray(F, acc, ab);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            a = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt).fma(FloatVector.broadcast(F, scratch[wb + t]), a);
+        }
+        a.intoArray(acc, ab);
+    }
+
     @Override
     public void codeDecode(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, float[] out, int oo) {
-        long end = seg.byteSize();
+        if (safeRecords(off, lay.recordBytes, 1, seg.byteSize()) == 0) {
+            seg = padded(lay, seg, off);
+            off = 0;
+        }
         for (int p = 0; p < lay.parts(); p++) {
             float sc = half(seg, off + lay.scaleOff[p]);
             int groups = vectorPart(lay, p) ? lay.count[p] / L : 0;
@@ -579,11 +693,12 @@ final class PanamaOps implements VectorOps {
                 IntVector shifts = CODE_SHIFTS[bits];
                 IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
                 IntVector t0 = tableVector(lay.table[p], 0);
-                IntVector t1 = (1 << bits) > L ? tableVector(lay.table[p], L) : null;
+                IntVector t1 = tableVector(lay.table[p], L);
+                boolean tt = (1 << bits) > L;
                 int gb = L * bits / 8;
                 long co = off + lay.codeOff[p];
                 for (int k = 0; k < groups; k++) {
-                    lookup(codeLanes(seg, co + (long) k * gb, end, bits, shifts, mask), t0, t1).mul(sc).intoArray(out, o + k * L);
+                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, tt).mul(sc).intoArray(out, o + k * L);
                 }
             }
             float[] tab = lay.table[p];

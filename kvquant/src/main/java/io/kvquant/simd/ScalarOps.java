@@ -93,6 +93,13 @@ public final class ScalarOps implements VectorOps {
         }
     }
 
+    /** out[oo+i] = x[xo+i]·y[yo+i], plain loop (auto-vectorized by C2). */
+    static void multiplyInto(float[] x, int xo, float[] y, int yo, float[] out, int oo, int n) {
+        for (int i = 0; i < n; i++) {
+            out[oo + i] = x[xo + i] * y[yo + i];
+        }
+    }
+
     @Override
     public float max(float[] x, int o, int n) {
         float m = x[o];

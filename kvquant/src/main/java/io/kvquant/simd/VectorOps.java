@@ -61,7 +61,7 @@ public interface VectorOps {
     /**
      * Weighted sums of {@code n} consecutive records in feature form, read in place:
      * acc[ao + i·as + featOff_p + j] += Σ_t w[wo + i·ws + t] · scale_p(t) · table_p[code_{t,p,j}] for i &lt; nq.
-     * {@code scratch} must hold at least nq·n floats.
+     * {@code scratch} must hold at least (nq + 1)·n floats.
      */
     void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
                         float[] acc, int ao, int as, float[] scratch);

@@ -88,8 +88,8 @@ class CodeKernelParityTest {
                             a1[i] = (float) r.nextGaussian();
                         }
                         float[] a2 = a1.clone();
-                        scalar.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a1, 3, as, new float[nq * n]);
-                        vector.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a2, 3, as, new float[nq * n]);
+                        scalar.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a1, 3, as, new float[(nq + 1) * n]);
+                        vector.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a2, 3, as, new float[(nq + 1) * n]);
                         for (int i = 0; i < a1.length; i++) {
                             assertEquals(a1[i], a2[i], 1e-4f * (1 + Math.abs(a1[i])), "accumulate nq=" + nq + " i=" + i);
                         }
