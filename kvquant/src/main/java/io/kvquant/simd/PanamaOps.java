@@ -95,10 +95,60 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    // In-vector butterflies of the Walsh–Hadamard transform: for h < L the partner of lane i is
+    // lane i ^ h; lanes with bit h clear take a + b, the others a − b (a the lower lane), exactly
+    // the scalar butterfly's two operations, so the transform is bit-identical to ScalarOps.fwht.
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW1 = swap(1);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW2 = swap(2);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW4 = swap(4);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW8 = swap(8);
+    private static final jdk.incubator.vector.VectorMask<Float> HI1 = high(1);
+    private static final jdk.incubator.vector.VectorMask<Float> HI2 = high(2);
+    private static final jdk.incubator.vector.VectorMask<Float> HI4 = high(4);
+    private static final jdk.incubator.vector.VectorMask<Float> HI8 = high(8);
+    /** In-vector butterflies for L = 8 or 16 lanes; other widths use scalar small stages. */
+    private static final boolean FWHT_IN_VECTOR = L == 8 || L == 16;
+
+    private static jdk.incubator.vector.VectorShuffle<Float> swap(int h) {
+        int[] idx = new int[L];
+        for (int i = 0; i < L; i++) {
+            idx[i] = h < L ? i ^ h : i;
+        }
+        return jdk.incubator.vector.VectorShuffle.fromArray(F, idx, 0);
+    }
+
+    private static jdk.incubator.vector.VectorMask<Float> high(int h) {
+        boolean[] m = new boolean[L];
+        for (int i = 0; i < L; i++) {
+            m[i] = (i & h) != 0;
+        }
+        return jdk.incubator.vector.VectorMask.fromArray(F, m, 0);
+    }
+
+    private static FloatVector butterfly(FloatVector x, jdk.incubator.vector.VectorShuffle<Float> sw,
+                                         jdk.incubator.vector.VectorMask<Float> hi) {
+        FloatVector y = x.rearrange(sw);
+        return x.add(y).blend(y.sub(x), hi);
+    }
+
     @Override
     public void fwht(float[] x, int o, int n) {
         int h = 1;
-        // Butterflies narrower than a vector: scalar.
+        if (FWHT_IN_VECTOR && n >= L) {
+            // all butterflies narrower than a vector, one vector at a time, in registers
+            for (int i = 0; i < n; i += L) {
+                FloatVector v = FloatVector.fromArray(F, x, o + i);
+                v = butterfly(v, SW1, HI1);
+                v = butterfly(v, SW2, HI2);
+                v = butterfly(v, SW4, HI4);
+                if (L == 16) {
+                    v = butterfly(v, SW8, HI8);
+                }
+                v.intoArray(x, o + i);
+            }
+            h = L;
+        }
+        // Butterflies narrower than a vector on other widths: scalar.
         for (; h < n && h < L; h <<= 1) {
             for (int i = 0; i < n; i += h << 1) {
                 for (int j = i; j < i + h; j++) {
@@ -705,6 +755,48 @@ final class PanamaOps implements VectorOps {
             for (int j = groups * L; j < lay.count[p]; j++) {
                 out[o + j] = sc * tab[ScalarOps.code(lay, p, seg, off, j)];
             }
+        }
+    }
+
+    @Override
+    public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
+                             long off) {
+        int groups = CODE_VECTOR && bits <= 4 ? n / L : 0;
+        int gb = L * bits / 8; // bytes per group of L codes (a whole number: L is 8 or 16)
+        int nb = boundaries.length;
+        FloatVector one = FloatVector.broadcast(F, 1f);
+        IntVector shifts = CODE_SHIFTS[Math.min(bits, 8)];
+        for (int k = 0; k < groups; k++) {
+            FloatVector v = FloatVector.fromArray(F, y, yo + k * L).mul(scale);
+            // count of boundaries strictly below v (compare-and-count, no branches)
+            FloatVector cnt = FloatVector.zero(F);
+            for (int b = 0; b < nb; b++) {
+                cnt = cnt.add(one, v.compare(VectorOperators.GT, boundaries[b]));
+            }
+            IntVector c = ((IntVector) cnt.convert(VectorOperators.F2I, 0)).lanewise(VectorOperators.LSHL, shifts);
+            long pos = off + (long) k * gb;
+            if (L == 8) {
+                writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR), gb);
+            } else {
+                writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR, UPPER.not()), gb / 2);
+                writeBytes(dst, pos + gb / 2, c.reduceLanes(VectorOperators.OR, UPPER), gb / 2);
+            }
+        }
+        int done = groups * L;
+        if (done < n) {
+            // the rest starts on a byte boundary (done·bits is a multiple of 8)
+            ScalarOps.INSTANCE.quantizePack(y, yo + done, n - done, scale, boundaries, bits, dst, off + (long) done * bits / 8);
+        }
+    }
+
+    /** The low {@code bytes} bytes of {@code word}, little-endian, at {@code pos} (nothing beyond). */
+    private static void writeBytes(java.lang.foreign.MemorySegment dst, long pos, int word, int bytes) {
+        if (bytes == 4) {
+            dst.set(INT_SEG, pos, word);
+            return;
+        }
+        for (int i = 0; i < bytes; i++) {
+            dst.set(java.lang.foreign.ValueLayout.JAVA_BYTE, pos + i, (byte) (word >>> (8 * i)));
         }
     }
 

@@ -196,6 +196,37 @@ public final class ScalarOps implements VectorOps {
     }
 
     @Override
+    public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
+                             long off) {
+        long buf = 0;
+        int have = 0;
+        long pos = off;
+        for (int j = 0; j < n; j++) {
+            float v = y[yo + j] * scale;
+            int lo = 0;
+            int hi = boundaries.length;
+            while (lo < hi) {
+                int mid = (lo + hi) >>> 1;
+                if (v > boundaries[mid]) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            buf |= (long) lo << have;
+            have += bits;
+            while (have >= 8) {
+                dst.set(java.lang.foreign.ValueLayout.JAVA_BYTE, pos++, (byte) buf);
+                buf >>>= 8;
+                have -= 8;
+            }
+        }
+        if (have > 0) {
+            dst.set(java.lang.foreign.ValueLayout.JAVA_BYTE, pos, (byte) buf);
+        }
+    }
+
+    @Override
     public String name() {
         return "scalar";
     }

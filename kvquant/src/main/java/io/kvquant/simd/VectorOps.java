@@ -69,6 +69,16 @@ public interface VectorOps {
     /** Features of one record: out[oo + featOff_p + j] = scale_p · table_p[code_j] (other entries untouched). */
     void codeDecode(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, float[] out, int oo);
 
+    /**
+     * Quantizes and packs: code_j = the number of {@code boundaries} (sorted ascending, 2^bits − 1
+     * of them) strictly below y[yo+j]·scale, which is the nearest-centroid index that
+     * {@code Codebook.quantize} finds by binary search; the n codes are packed LSB first into
+     * exactly (n·bits + 7)/8 bytes of {@code dst} from {@code off}. The product y·scale is rounded
+     * to float before comparing, as in the reference encoder.
+     */
+    void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
+                      long off);
+
     /** Name shown in logs and run metadata. */
     String name();
 }
