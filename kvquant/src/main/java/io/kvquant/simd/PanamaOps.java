@@ -765,13 +765,14 @@ final class PanamaOps implements VectorOps {
         int gb = L * bits / 8; // bytes per group of L codes (a whole number: L is 8 or 16)
         int nb = boundaries.length;
         FloatVector one = FloatVector.broadcast(F, 1f);
+        FloatVector zero = FloatVector.zero(F);
         IntVector shifts = CODE_SHIFTS[Math.min(bits, 8)];
         for (int k = 0; k < groups; k++) {
             FloatVector v = FloatVector.fromArray(F, y, yo + k * L).mul(scale);
             // count of boundaries strictly below v (compare-and-count, no branches)
             FloatVector cnt = FloatVector.zero(F);
             for (int b = 0; b < nb; b++) {
-                cnt = cnt.add(one, v.compare(VectorOperators.GT, boundaries[b]));
+                cnt = cnt.add(zero.blend(one, v.compare(VectorOperators.GT, boundaries[b])));
             }
             IntVector c = ((IntVector) cnt.convert(VectorOperators.F2I, 0)).lanewise(VectorOperators.LSHL, shifts);
             long pos = off + (long) k * gb;
