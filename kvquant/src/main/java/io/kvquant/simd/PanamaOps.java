@@ -802,6 +802,25 @@ final class PanamaOps implements VectorOps {
     }
 
     @Override
+    public float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes) {
+        long step = 4L * F.vectorByteSize();
+        long n = bytes / step * step;
+        java.nio.ByteOrder le = java.nio.ByteOrder.LITTLE_ENDIAN;
+        FloatVector a = FloatVector.zero(F);
+        FloatVector b = FloatVector.zero(F);
+        FloatVector c = FloatVector.zero(F);
+        FloatVector d = FloatVector.zero(F);
+        int vb = F.vectorByteSize();
+        for (long i = 0; i < n; i += step) {
+            a = a.add(FloatVector.fromMemorySegment(F, seg, off + i, le));
+            b = b.add(FloatVector.fromMemorySegment(F, seg, off + i + vb, le));
+            c = c.add(FloatVector.fromMemorySegment(F, seg, off + i + 2L * vb, le));
+            d = d.add(FloatVector.fromMemorySegment(F, seg, off + i + 3L * vb, le));
+        }
+        return a.add(b).add(c.add(d)).reduceLanes(VectorOperators.ADD);
+    }
+
+    @Override
     public String name() {
         return "vector(" + F.vectorBitSize() + "-bit)";
     }

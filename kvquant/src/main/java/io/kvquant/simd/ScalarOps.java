@@ -227,6 +227,23 @@ public final class ScalarOps implements VectorOps {
     }
 
     @Override
+    public float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes) {
+        float a = 0f;
+        float b = 0f;
+        float c = 0f;
+        float d = 0f;
+        long n = bytes / 16 * 16;
+        java.lang.foreign.ValueLayout.OfFloat f = java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED;
+        for (long i = 0; i < n; i += 16) {
+            a += seg.get(f, off + i);
+            b += seg.get(f, off + i + 4);
+            c += seg.get(f, off + i + 8);
+            d += seg.get(f, off + i + 12);
+        }
+        return a + b + c + d;
+    }
+
+    @Override
     public String name() {
         return "scalar";
     }

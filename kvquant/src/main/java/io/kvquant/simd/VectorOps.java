@@ -79,6 +79,12 @@ public interface VectorOps {
     void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
                       long off);
 
+    /**
+     * Reads {@code bytes} bytes of {@code seg} from {@code off} sequentially (as floats, 4 accumulators)
+     * and returns their sum: the memory-bandwidth probe the attention benchmark compares kernels with.
+     */
+    float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes);
+
     /** Name shown in logs and run metadata. */
     String name();
 }
