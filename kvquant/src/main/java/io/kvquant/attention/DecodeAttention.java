@@ -11,10 +11,16 @@ import java.util.stream.IntStream;
 
 /**
  * Scaled dot-product attention for new queries against a layer of a {@link LayeredKvCache},
- * computed straight from each store's format: TurboQuant scores come from look-up tables over
- * the codes and values are summed in the rotated domain and un-rotated once per output; nothing
- * is dequantized in bulk. Grouped-query attention: query head h reads KV head h / (qHeads/kvHeads).
- * Parallel over query heads with a fixed thread count.
+ * computed straight from each store's format: TurboQuant scores and value sums are computed from
+ * the codes read in place from the off-heap pages (in the rotated domain; values are un-rotated
+ * once per output); nothing is dequantized in bulk. Grouped-query attention: query head h reads KV
+ * head h / (qHeads/kvHeads), and every key and value tile is expanded once for the whole group.
+ *
+ * <p>The context is processed in tiles of {@link #TILE} tokens with an online softmax (running
+ * maximum and sum, the accumulator rescaled when the maximum grows). Decode splits the context
+ * into split-K blocks when there are fewer KV heads than work for the threads (flash-decoding):
+ * each block's partial maximum, sum and accumulator are merged exactly. Prefill runs tasks over KV
+ * heads and blocks of query positions, each with the causal limit per query.
  */
 public final class DecodeAttention implements AutoCloseable {
 
