@@ -104,10 +104,12 @@ public final class AttentionBenchCommand implements Callable<Integer> {
             for (int d : headDims) {
                 for (KvQuantConfig cfg : cfgs) {
                     warm.update(warmed++, cfg + " d=" + d);
-                    // at least 5 rounds and 3 s per cache: on a loaded machine the JIT's compiler
-                    // threads get little CPU, and a kernel timed before C2 compiled it is 10-100x slow
-                    long warmEnd = System.nanoTime() + 3_000_000_000L;
-                    for (int i = 0; i < 5 || System.nanoTime() < warmEnd; i++) {
+                    // at least 5 rounds and 3 s of this thread's CPU time per cache: on a loaded machine
+                    // wall time says little about how much the JIT has run, and a kernel timed before
+                    // C2 compiled it is 10-100x slow
+                    java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+                    long warmEnd = mx.getCurrentThreadCpuTime() + 3_000_000_000L;
+                    for (int i = 0; i < 5 || mx.getCurrentThreadCpuTime() < warmEnd; i++) {
                         measure(cfg, d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
                     }
                 }

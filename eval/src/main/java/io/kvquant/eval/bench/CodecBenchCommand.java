@@ -130,10 +130,12 @@ public final class CodecBenchCommand implements Callable<Integer> {
                 float[] outv = new float[dim];
                 double[] enc = new double[repeats];
                 double[] dec = new double[repeats];
-                // warm-up until the JIT has settled: at least 3 rounds and 2 s (C2 compiles the
-                // vector kernels after ~10^4 calls, later on a loaded machine)
-                long warmEnd = System.nanoTime() + 2_000_000_000L;
-                for (int w = 0; w < 3 || System.nanoTime() < warmEnd; w++) {
+                // warm-up until the JIT has settled: at least 3 rounds and 2 s of this thread's CPU
+                // time (C2 compiles the vector kernels after ~10^4 calls; on a loaded machine wall
+                // time says little about how much the JIT has run)
+                java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+                long warmEnd = mx.getCurrentThreadCpuTime() + 2_000_000_000L;
+                for (int w = 0; w < 3 || mx.getCurrentThreadCpuTime() < warmEnd; w++) {
                     encodeAll(c, data, recs);
                     decodeAll(c, recs, outv);
                 }
