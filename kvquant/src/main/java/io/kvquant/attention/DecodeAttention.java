@@ -3,61 +3,123 @@ package io.kvquant.attention;
 import io.kvquant.cache.KvCache;
 import io.kvquant.cache.LayerStore;
 import io.kvquant.cache.LayeredKvCache;
+import io.kvquant.simd.Simd;
+import io.kvquant.simd.VectorOps;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ForkJoinPool;
 import java.util.stream.IntStream;
 
 /**
  * Scaled dot-product attention for new queries against a layer of a {@link LayeredKvCache},
- * computed straight from each store's format: TurboQuant scores come from look-up tables over
- * the codes and values are summed in the rotated domain and un-rotated once per output; nothing
- * is dequantized in bulk. Grouped-query attention: query head h reads KV head h / (qHeads/kvHeads).
- * Parallel over query heads with a fixed thread count.
+ * computed straight from each store's format: TurboQuant scores and value sums are computed from
+ * the codes read in place from the off-heap pages (in the rotated domain; values are un-rotated
+ * once per output); nothing is dequantized in bulk. Grouped-query attention: query head h reads KV
+ * head h / (qHeads/kvHeads), and every key and value tile is expanded once for the whole group.
+ *
+ * <p>The context is processed in tiles of {@link #TILE} tokens with an online softmax (running
+ * maximum and sum, the accumulator rescaled when the maximum grows). Decode splits the context
+ * into split-K blocks when there are fewer KV heads than work for the threads (flash-decoding):
+ * each block's partial maximum, sum and accumulator are merged exactly. Prefill runs tasks over KV
+ * heads and blocks of query positions, each with the causal limit per query.
  */
 public final class DecodeAttention implements AutoCloseable {
 
+    /** Tokens per tile: scores of a tile stay in L1 while its weights are formed and applied. */
+    static final int TILE = 256;
+    /** Fewest tokens per split-K block chosen automatically. */
+    static final int MIN_SPLIT_TOKENS = 512;
+
     private final int threads;
+    private final int forcedSplits;
     private final ForkJoinPool pool;
     private final ThreadLocal<Scratch> scratch = ThreadLocal.withInitial(Scratch::new);
+    private final ThreadLocal<Merge> merges = ThreadLocal.withInitial(Merge::new);
 
+    /** Per-worker state of one task: prepared queries, a tile of scores, the running softmax. */
     private static final class Scratch {
         float[] state = new float[0];
         float[] scores = new float[0];
         float[] acc = new float[0];
+        float[] max = new float[0];
+        double[] sum = new double[0];
         int[] offsets = new int[0];
         int[] visible = new int[0];
 
-        void ensureQueries(int nq) {
+        void ensure(int nq, int stateSize, int accSize) {
             if (offsets.length < nq) {
                 offsets = new int[nq];
                 visible = new int[nq];
+                max = new float[nq];
+                sum = new double[nq];
+            }
+            if (state.length < nq * stateSize) {
+                state = new float[nq * stateSize];
+            }
+            if (scores.length < nq * TILE) {
+                scores = new float[nq * TILE];
+            }
+            if (acc.length < nq * accSize) {
+                acc = new float[nq * accSize];
             }
         }
+    }
 
-        void ensure(int s, int n, int a) {
-            if (state.length < s) {
-                state = new float[s];
+    /** The caller's buffers for the partial results of split-K blocks. */
+    private static final class Merge {
+        float[] acc = new float[0];
+        float[] max = new float[0];
+        double[] sum = new double[0];
+        float[] tmp = new float[0];
+
+        void ensure(int parts, int accSize) {
+            if (max.length < parts) {
+                max = new float[parts];
+                sum = new double[parts];
             }
-            if (scores.length < n) {
-                scores = new float[Math.max(n, scores.length * 3 / 2)];
+            if (acc.length < parts * accSize) {
+                acc = new float[parts * accSize];
             }
-            if (acc.length < a) {
-                acc = new float[a];
+            if (tmp.length < accSize) {
+                tmp = new float[accSize];
             }
         }
     }
 
     /** @param threads worker threads (1 = run on the caller's thread) */
     public DecodeAttention(int threads) {
+        this(threads, 0);
+    }
+
+    /**
+     * @param splits split-K blocks per KV head for {@link #attend} (0 = chosen from the context
+     *               length and thread count); for tests and measurements
+     */
+    DecodeAttention(int threads, int splits) {
         if (threads < 1) {
             throw new IllegalArgumentException("threads must be >= 1, got " + threads);
         }
+        if (splits < 0) {
+            throw new IllegalArgumentException("splits must be >= 0, got " + splits);
+        }
         this.threads = threads;
+        this.forcedSplits = splits;
         this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
     }
 
     public int threads() {
         return threads;
+    }
+
+    /** Split-K blocks per KV head: enough tasks for every thread even with one KV head. */
+    int splitsFor(int len, int kvHeads) {
+        if (forcedSplits > 0) {
+            return Math.min(forcedSplits, len);
+        }
+        if (threads == 1) {
+            return 1;
+        }
+        int want = (2 * threads + kvHeads - 1) / kvHeads;
+        return Math.max(1, Math.min(want, len / MIN_SPLIT_TOKENS));
     }
 
     /**
@@ -71,9 +133,60 @@ public final class DecodeAttention implements AutoCloseable {
         LayerStore store = storeOf(cache, layer);
         int len = store.length();
         check(store, q, qHeads, 1, out, len);
-        int group = qHeads / store.kvHeads();
+        int kvh = store.kvHeads();
+        int group = qHeads / kvh;
         int d = store.headDim();
-        run(store.kvHeads(), g -> attendGroup(store, g, q, g * group * d, d, group, len, scale, out));
+        int splits = splitsFor(len, kvh);
+        if (splits == 1) {
+            run(kvh, g -> {
+                Scratch s = prepare(store, q, g * group * d, d, group, len);
+                tiles(store, g, s, group, 0, len, scale);
+                for (int i = 0; i < group; i++) {
+                    finish(store, s.acc, i * store.accumulatorSize(), s.sum[i], out, (g * group + i) * d);
+                }
+            });
+            return;
+        }
+        // split-K (flash-decoding): each task runs the online softmax over one block of the
+        // context; the blocks' partial sums are merged exactly with their maxima
+        int as = store.accumulatorSize();
+        Merge m = merges.get();
+        m.ensure(kvh * splits * group, as);
+        float[] pAcc = m.acc;
+        float[] pMax = m.max;
+        double[] pSum = m.sum;
+        run(kvh * splits, task -> {
+            int g = task / splits;
+            int b = task % splits;
+            int from = (int) ((long) len * b / splits);
+            int to = (int) ((long) len * (b + 1) / splits);
+            Scratch s = prepare(store, q, g * group * d, d, group, len);
+            tiles(store, g, s, group, from, to, scale);
+            System.arraycopy(s.acc, 0, pAcc, task * group * as, group * as);
+            System.arraycopy(s.max, 0, pMax, task * group, group);
+            System.arraycopy(s.sum, 0, pSum, task * group, group);
+        });
+        float[] tmp = m.tmp;
+        for (int g = 0; g < kvh; g++) {
+            for (int i = 0; i < group; i++) {
+                float mx = Float.NEGATIVE_INFINITY;
+                for (int b = 0; b < splits; b++) {
+                    mx = Math.max(mx, pMax[(g * splits + b) * group + i]);
+                }
+                java.util.Arrays.fill(tmp, 0, as, 0f);
+                double sum = 0;
+                for (int b = 0; b < splits; b++) {
+                    int part = (g * splits + b) * group + i;
+                    if (pMax[part] == Float.NEGATIVE_INFINITY) {
+                        continue;
+                    }
+                    float f = (float) Math.exp(pMax[part] - mx);
+                    sum += f * pSum[part];
+                    Simd.ops().axpy(f, pAcc, part * as, tmp, 0, as);
+                }
+                finish(store, tmp, 0, sum, out, (g * group + i) * d);
+            }
+        }
     }
 
     /**
@@ -89,70 +202,100 @@ public final class DecodeAttention implements AutoCloseable {
         check(store, q, qHeads, n, out, len);
         int d = store.headDim();
         int group = qHeads / store.kvHeads();
-        // Queries in blocks of PREFILL_BLOCK positions: one pass over the stored tokens expands
-        // each key and value record once for all the block's queries of a GQA group (instead of
-        // once per query), with the causal limit applied per query.
+        int ss = store.queryStateSize();
+        int as = store.accumulatorSize();
+        // Tasks over KV heads and blocks of PREFILL_BLOCK query positions: each task runs the tiled
+        // online softmax over the tokens its block sees, so every key and value tile is expanded
+        // once for all the block's queries of a GQA group, with the causal limit per query.
         int blocks = (n + PREFILL_BLOCK - 1) / PREFILL_BLOCK;
         run(store.kvHeads() * blocks, task -> {
             int g = task / blocks;
             int b0 = (task % blocks) * PREFILL_BLOCK;
             int nb = Math.min(PREFILL_BLOCK, n - b0);
+            int nq = group * nb;
             Scratch s = scratch.get();
-            s.ensureQueries(group * nb);
+            s.ensure(nq, ss, as);
             for (int h = 0; h < group; h++) {
                 for (int i = 0; i < nb; i++) {
                     // query head g·group + h, position b0 + i sees tokens [0, len − n + b0 + i]
-                    s.offsets[h * nb + i] = ((g * group + h) * n + b0 + i) * d;
-                    s.visible[h * nb + i] = len - n + b0 + i + 1;
+                    int j = h * nb + i;
+                    s.offsets[j] = ((g * group + h) * n + b0 + i) * d;
+                    s.visible[j] = len - n + b0 + i + 1;
+                    store.prepareQuery(q, s.offsets[j], s.state, j * ss);
                 }
             }
-            attendCausal(store, g, q, s.offsets, s.visible, group * nb, len - n + b0 + nb, scale, out);
+            reset(s, nq, as);
+            tiles(store, g, s, nq, 0, len - n + b0 + nb, scale);
+            for (int j = 0; j < nq; j++) {
+                finish(store, s.acc, j * as, s.sum[j], out, s.offsets[j]);
+            }
         });
     }
 
-    /** Queries per prefill block (per GQA group); bounds the score buffer at block·group·length floats. */
+    /** Queries per prefill block (per GQA group). */
     static final int PREFILL_BLOCK = 16;
 
-    /**
-     * Softmax attention for the first {@code nq} queries at {@code offsets}, query j seeing only the first
-     * {@code visible[j]} of the {@code end} tokens scored.
-     */
-    private void attendCausal(LayerStore store, int kvHead, float[] q, int[] offsets, int[] visible, int nq, int end,
-                              float scale, float[] out) {
+    /** Prepares the {@code nq} queries at q[qo + i·qStride] (all seeing {@code len} tokens) in this thread's scratch. */
+    private Scratch prepare(LayerStore store, float[] q, int qo, int qStride, int nq, int len) {
         Scratch s = scratch.get();
         int ss = store.queryStateSize();
         int as = store.accumulatorSize();
-        s.ensure(ss * nq, end * nq, as * nq);
+        s.ensure(nq, ss, as);
+        for (int i = 0; i < nq; i++) {
+            s.offsets[i] = qo + i * qStride;
+            s.visible[i] = len;
+            store.prepareQuery(q, s.offsets[i], s.state, i * ss);
+        }
+        reset(s, nq, as);
+        return s;
+    }
+
+    private static void reset(Scratch s, int nq, int as) {
+        java.util.Arrays.fill(s.acc, 0, nq * as, 0f);
+        java.util.Arrays.fill(s.max, 0, nq, Float.NEGATIVE_INFINITY);
+        java.util.Arrays.fill(s.sum, 0, nq, 0.0);
+    }
+
+    /**
+     * Online softmax over tokens [from, to) of KV head {@code kvHead} for the {@code nq} queries
+     * prepared in {@code s}, query j seeing only tokens below {@code s.visible[j]}: per tile, the
+     * scores, a new running maximum (rescaling the accumulator when it grows), the weights and
+     * their sum, then the weighted values. Leaves the unnormalized accumulators, maxima and sums.
+     */
+    private static void tiles(LayerStore store, int kvHead, Scratch s, int nq, int from, int to, float scale) {
+        VectorOps ops = Simd.ops();
+        int as = store.accumulatorSize();
         float[] sc = s.scores;
-        for (int j = 0; j < nq; j++) {
-            store.prepareQuery(q, offsets[j], s.state, j * ss);
-        }
-        store.scores(kvHead, s.state, nq, 0, end, sc, end);
-        for (int j = 0; j < nq; j++) {
-            int b = j * end;
-            int v = visible[j];
-            float max = Float.NEGATIVE_INFINITY;
-            for (int t = 0; t < v; t++) {
-                sc[b + t] *= scale;
-                max = Math.max(max, sc[b + t]);
+        for (int t0 = from; t0 < to; t0 += TILE) {
+            int n = Math.min(TILE, to - t0);
+            store.scores(kvHead, s.state, nq, t0, t0 + n, sc, TILE);
+            for (int j = 0; j < nq; j++) {
+                int b = j * TILE;
+                int v = Math.max(0, Math.min(n, s.visible[j] - t0));
+                if (v > 0) {
+                    ops.scale(sc, b, v, scale);
+                    float mx = ops.max(sc, b, v);
+                    float old = s.max[j];
+                    if (mx > old) {
+                        if (old != Float.NEGATIVE_INFINITY) {
+                            float f = (float) Math.exp(old - mx);
+                            ops.scale(s.acc, j * as, as, f);
+                            s.sum[j] *= f;
+                        }
+                        s.max[j] = mx;
+                    }
+                    s.sum[j] += ops.expSum(sc, b, v, s.max[j]);
+                }
+                java.util.Arrays.fill(sc, b + v, b + n, 0f); // tokens this query does not see: weight 0
             }
-            double sum = 0;
-            for (int t = 0; t < v; t++) {
-                float e = (float) Math.exp(sc[b + t] - max);
-                sc[b + t] = e;
-                sum += e;
-            }
-            float inv = (float) (1.0 / sum);
-            for (int t = 0; t < v; t++) {
-                sc[b + t] *= inv;
-            }
-            java.util.Arrays.fill(sc, b + v, b + end, 0f); // future tokens: weight 0 (skipped)
+            store.accumulate(kvHead, sc, TILE, nq, t0, t0 + n, s.acc);
         }
-        java.util.Arrays.fill(s.acc, 0, as * nq, 0f);
-        store.accumulate(kvHead, sc, end, nq, 0, end, s.acc);
-        for (int j = 0; j < nq; j++) {
-            store.finish(s.acc, j * as, out, offsets[j]);
-        }
+    }
+
+    /** out[oo..oo+d) = the store's output for accumulator acc[ao..) divided by {@code sum}. */
+    private static void finish(LayerStore store, float[] acc, int ao, double sum, float[] out, int oo) {
+        Simd.ops().scale(acc, ao, store.accumulatorSize(), (float) (1.0 / sum));
+        store.finish(acc, ao, out, oo);
     }
 
     private static LayerStore storeOf(KvCache cache, int layer) {
@@ -199,21 +342,6 @@ public final class DecodeAttention implements AutoCloseable {
             }
             throw new IllegalStateException(e.getCause());
         }
-    }
-
-    /**
-     * Softmax(q·K[0..len)ᵀ·scale)·V[0..len) for the {@code nq} query heads of KV head {@code kvHead}:
-     * query i at q[qo + i·qStride], its output at the same offset of {@code out}.
-     */
-    private void attendGroup(LayerStore store, int kvHead, float[] q, int qo, int qStride, int nq, int len, float scale,
-                             float[] out) {
-        Scratch s = scratch.get();
-        s.ensureQueries(nq);
-        for (int i = 0; i < nq; i++) {
-            s.offsets[i] = qo + i * qStride;
-            s.visible[i] = len;
-        }
-        attendCausal(store, kvHead, q, s.offsets, s.visible, nq, len, scale, out);
     }
 
     /** Exact reference: dense softmax attention on float arrays ([len][d] keys and values of one head). */

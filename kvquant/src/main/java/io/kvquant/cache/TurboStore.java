@@ -22,6 +22,8 @@ final class TurboStore implements LayerStore {
     private final PagedRecords[] values;
     private final float[][] winK;   // per head, window × dim ring
     private final float[][] winV;
+    private final io.kvquant.simd.CodeLayout kLayout;
+    private final io.kvquant.simd.CodeLayout vLayout;
     private int length;
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens) {
@@ -30,6 +32,12 @@ final class TurboStore implements LayerStore {
         this.window = window;
         this.kc = keyCodec;
         this.vc = valueCodec;
+        kLayout = keyCodec.codeLayout();
+        vLayout = valueCodec.codeLayout();
+        if (kLayout == null || vLayout == null) {
+            throw new IllegalArgumentException("TurboQuant storage needs codecs with a code layout, got "
+                    + keyCodec.describe() + " / " + valueCodec.describe());
+        }
         keys = new PagedRecords[heads];
         values = new PagedRecords[heads];
         winK = new float[heads][window * dim];
@@ -164,27 +172,18 @@ final class TurboStore implements LayerStore {
         length = 0;
     }
 
-    private static final int BLOCK = 64;
+    /** Tokens per kernel call in {@link #accumulate} (bounds the scaled-weight scratch). */
+    private static final int RUN = 256;
 
-    private final ThreadLocal<float[]> feat = ThreadLocal.withInitial(() -> new float[0]);
-    private final ThreadLocal<byte[]> blockBuf = ThreadLocal.withInitial(() -> new byte[0]);
+    private final ThreadLocal<float[]> weightScratch = ThreadLocal.withInitial(() -> new float[0]);
 
-    private float[] featScratch(int n) {
-        float[] f = feat.get();
+    private float[] weights(int n) {
+        float[] f = weightScratch.get();
         if (f.length < n) {
             f = new float[n];
-            feat.set(f);
+            weightScratch.set(f);
         }
         return f;
-    }
-
-    private byte[] blockScratch(int n) {
-        byte[] b = blockBuf.get();
-        if (b.length < n) {
-            b = new byte[n];
-            blockBuf.set(b);
-        }
-        return b;
     }
 
     // state of one query: [g(q) for the key codec (featureSize)] [raw q (dim)] for window tokens
@@ -205,21 +204,14 @@ final class TurboStore implements LayerStore {
         int c = compressed();
         int fs = kc.featureSize();
         int ss = queryStateSize();
-        float[] f = featScratch(fs);
         PagedRecords pr = keys[head];
-        int rb = pr.recordBytes();
-        byte[] buf = blockScratch(BLOCK * rb + 8);
         int end = Math.min(to, c);
         int t = from;
         while (t < end) {
-            // copy a block of records (within one page) to the heap, then decode each on the fly
-            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
-            int n = Math.min(BLOCK, pageEnd - t);
-            MemorySegment.copy(pr.page(t), java.lang.foreign.ValueLayout.JAVA_BYTE, pr.offset(t), buf, 0, n * rb);
-            for (int k = 0; k < n; k++, t++) {
-                // codes expanded in registers and multiplied with every query of the group at once
-                kc.scoreMany(buf, k * rb, states, 0, ss, nq, out, t - from, stride);
-            }
+            // codes are read in place from the page, a run of records at a time
+            int n = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens()) - t;
+            ops.codeScores(kLayout, pr.page(t), pr.offset(t), n, states, 0, ss, nq, out, t - from, stride);
+            t += n;
         }
         for (; t < to; t++) {
             int w = (t % window) * dim;
@@ -241,32 +233,22 @@ final class TurboStore implements LayerStore {
         int c = compressed();
         int fs = vc.featureSize();
         int as = accumulatorSize();
-        float[] f = featScratch(fs);
         PagedRecords pr = values[head];
-        int rb = pr.recordBytes();
-        byte[] buf = blockScratch(BLOCK * rb + 8);
+        float[] scratch = weights((nq + 1) * RUN);
         int end = Math.min(to, c);
         int t = from;
         while (t < end) {
-            int pageEnd = Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens());
-            int n = Math.min(BLOCK, pageEnd - t);
-            MemorySegment.copy(pr.page(t), java.lang.foreign.ValueLayout.JAVA_BYTE, pr.offset(t), buf, 0, n * rb);
-            for (int k = 0; k < n; k++, t++) {
-                // one expansion of the codes serves every query of the group (measured faster
-                // than a fused decode-and-axpy, whose accumulators do not fit in registers)
-                vc.features(buf, k * rb, f, 0);
-                for (int i = 0; i < nq; i++) {
-                    float w = p[i * stride + t - from];
-                    if (w != 0f) {
-                        ops.axpy(w, f, 0, acc, i * as, fs);
-                    }
-                }
-            }
+            int n = Math.min(RUN, Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens()) - t);
+            ops.codeAccumulate(vLayout, pr.page(t), pr.offset(t), n, p, t - from, stride, nq, acc, 0, as, scratch);
+            t += n;
         }
         for (; t < to; t++) {
             int w = (t % window) * dim;
             for (int i = 0; i < nq; i++) {
-                ops.axpy(p[i * stride + t - from], winV[head], w, acc, i * as + fs, dim);
+                float x = p[i * stride + t - from];
+                if (x != 0f) {
+                    ops.axpy(x, winV[head], w, acc, i * as + fs, dim);
+                }
             }
         }
     }

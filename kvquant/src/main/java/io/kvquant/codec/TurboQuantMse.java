@@ -29,6 +29,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segBits;
     private final int[] segByteOff;   // offset of each segment's codes within the record
     private final Codebook[] books;
+    private final float[][] bounds;   // decision boundaries of each segment, ascending
     private final float[][] centroids;
     private final float[][] paddedCentroids; // at least 16 entries, for the vector decode path
     private final int recordBytes;
@@ -36,6 +37,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segGroup;
     private final int[] segLutOff;    // offset of the segment's tables in the state (after dim floats)
     private final int stateSize;
+    private final io.kvquant.simd.CodeLayout layout;
     private final ThreadLocal<Scratch> scratch;
 
     private static final class Scratch {
@@ -75,6 +77,7 @@ public final class TurboQuantMse implements VectorCodec {
         segBits = segmentBits.clone();
         segByteOff = new int[n];
         books = new Codebook[n];
+        bounds = new float[n][];
         centroids = new float[n][];
         paddedCentroids = new float[n][];
         segGroup = new int[n];
@@ -87,6 +90,7 @@ public final class TurboQuantMse implements VectorCodec {
                 throw new IllegalArgumentException("segment length must be > 0, got " + segLen[s]);
             }
             books[s] = Codebook.forDimension(Math.max(dim, 2), segBits[s]);
+            bounds[s] = books[s].boundaries();
             centroids[s] = books[s].centroids();
             paddedCentroids[s] = Arrays.copyOf(centroids[s], Math.max(16, centroids[s].length));
             segStart[s] = start;
@@ -103,6 +107,7 @@ public final class TurboQuantMse implements VectorCodec {
         }
         recordBytes = bytes;
         stateSize = lut;
+        layout = layout(recordBytes, dim, new int[0], new int[0], new int[0], new int[0], new int[0], new float[0][]);
         scratch = ThreadLocal.withInitial(() -> new Scratch(dim));
     }
 
@@ -157,8 +162,37 @@ public final class TurboQuantMse implements VectorCodec {
         return b / dim;
     }
 
+    /**
+     * Fused encoder: normalize, rotate, quantize by compare-and-count against the sorted
+     * boundaries and pack straight into {@code dst}. Bit-identical to {@link #encodeReference}
+     * (same rotation, same float product y·(1/‖x‖), same strict comparisons); with norm
+     * correction (which needs every centroid first) it is the reference.
+     */
     @Override
     public void encode(float[] x, int xo, MemorySegment dst, long off) {
+        if (normCorrection) {
+            encodeReference(x, xo, dst, off);
+            return;
+        }
+        double ss = VectorCodec.checkedSumOfSquares(x, xo, dim);
+        float norm = (float) Math.sqrt(ss);
+        if (norm == 0f) {
+            dst.asSlice(off, recordBytes).fill((byte) 0); // norm 0, every code 0: the reference's record
+            return;
+        }
+        float stored = VectorCodec.toFp16(norm, "vector norm");
+        Scratch t = scratch.get();
+        rotation.rotate(x, xo, t.y, 0);
+        float inv = 1f / norm;
+        VectorOps ops = Simd.ops();
+        dst.set(SHORT, off, Float.floatToFloat16(stored));
+        for (int s = 0; s < segLen.length; s++) {
+            ops.quantizePack(t.y, segStart[s], segLen[s], inv, bounds[s], segBits[s], dst, off + segByteOff[s]);
+        }
+    }
+
+    /** The reference encoder: binary search per coordinate, codes packed through a heap buffer. */
+    void encodeReference(float[] x, int xo, MemorySegment dst, long off) {
         double ss = VectorCodec.checkedSumOfSquares(x, xo, dim);
         Scratch t = scratch.get();
         float stored = encodeRotated(x, xo, ss, t.y, t.codes);
@@ -237,9 +271,8 @@ public final class TurboQuantMse implements VectorCodec {
     @Override
     public void decode(MemorySegment src, long off, float[] out, int oo) {
         Scratch t = scratch.get();
-        // copy the record to the heap (with slack for word-wide reads) and expand it with the SIMD decoder
-        MemorySegment.copy(src, ValueLayout.JAVA_BYTE, off, t.packed, 0, recordBytes);
-        features(t.packed, 0, t.y, 0);
+        // expanded in place from the record (no heap copy), then un-rotated
+        Simd.ops().codeDecode(layout, src, off, t.y, 0);
         rotation.unrotate(t.y, 0, out, oo);
     }
 
@@ -375,6 +408,41 @@ public final class TurboQuantMse implements VectorCodec {
             ops.decodeDot(buf, off + segByteOff[s], segBits[s], paddedCentroids[s], segLen[s], norm, g, go + segStart[s], gs, nq,
                     out, oo, os);
         }
+    }
+
+    @Override
+    public io.kvquant.simd.CodeLayout codeLayout() {
+        return layout;
+    }
+
+    /** The segments as kernel parts (all scaled by the norm at byte 0), features starting at {@code featOff}. */
+    io.kvquant.simd.CodeLayout layout(int recordBytes, int featureSize, int[] extraScaleOff, int[] extraCodeOff, int[] extraBits,
+                                      int[] extraCount, int[] extraFeatOff, float[][] extraTables) {
+        int n = segLen.length;
+        int e = extraBits.length;
+        int[] so = new int[n + e];
+        int[] co = new int[n + e];
+        int[] bi = new int[n + e];
+        int[] cn = new int[n + e];
+        int[] fo = new int[n + e];
+        float[][] tb = new float[n + e][];
+        for (int s = 0; s < n; s++) {
+            so[s] = 0;
+            co[s] = segByteOff[s];
+            bi[s] = segBits[s];
+            cn[s] = segLen[s];
+            fo[s] = segStart[s];
+            tb[s] = centroids[s];
+        }
+        for (int x = 0; x < e; x++) {
+            so[n + x] = extraScaleOff[x];
+            co[n + x] = extraCodeOff[x];
+            bi[n + x] = extraBits[x];
+            cn[n + x] = extraCount[x];
+            fo[n + x] = extraFeatOff[x];
+            tb[n + x] = extraTables[x];
+        }
+        return new io.kvquant.simd.CodeLayout(recordBytes, featureSize, so, co, bi, cn, fo, tb);
     }
 
     @Override

@@ -37,6 +37,7 @@ public final class TurboQuantProd implements VectorCodec {
     private final int sqOff;
     private final int signLutOff;
     private final int stateSize;
+    private final io.kvquant.simd.CodeLayout layout;
     // accumulator: [mse part (d)] [Σ w·γ·sign (d)]
     private final ThreadLocal<float[][]> scratch;
     private final ThreadLocal<byte[][]> byteScratch;
@@ -83,6 +84,15 @@ public final class TurboQuantProd implements VectorCodec {
         signLutOff = sqOff + dim;
         stateSize = signLutOff + ((dim + 7) / 8) * 256 + 1;
         scratch = ThreadLocal.withInitial(() -> new float[][]{new float[dim], new float[dim], new float[dim]});
+        // kernel layout: the mse segments (features [0, d)), then the signs as a 1-bit part scaled by γ (features [d, 2d))
+        int[] so = {gammaOff};
+        int[] co = {signOff};
+        int[] bi = {1};
+        int[] cn = {dim};
+        int[] fo = {dim};
+        float[][] tb = {SIGN_TABLE};
+        layout = mse != null ? mse.layout(recordBytes, 2 * dim, so, co, bi, cn, fo, tb)
+                : new io.kvquant.simd.CodeLayout(recordBytes, 2 * dim, so, co, bi, cn, fo, tb);
         byteScratch = ThreadLocal.withInitial(() -> new byte[][]{new byte[dim], new byte[dim + 8]});
     }
 
@@ -341,6 +351,11 @@ public final class TurboQuantProd implements VectorCodec {
         }
         float gamma = Float.float16ToFloat((short) ((buf[off + gammaOff] & 0xFF) | (buf[off + gammaOff + 1] << 8)));
         Simd.ops().decodeDot(buf, off + signOff, 1, SIGN_TABLE, dim, gamma, g, go + dim, gs, nq, out, oo, os);
+    }
+
+    @Override
+    public io.kvquant.simd.CodeLayout codeLayout() {
+        return layout;
     }
 
     @Override

@@ -87,6 +87,15 @@ public interface VectorCodec {
         }
     }
 
+    /**
+     * Where the codes of a record sit, for kernels that compute features straight from the
+     * record's bytes ({@link io.kvquant.simd.VectorOps#codeScores}); null when the record is not a
+     * list of scaled table codes.
+     */
+    default io.kvquant.simd.CodeLayout codeLayout() {
+        return null;
+    }
+
     /** Turns Σ w·f(x) (acc[ao..ao+featureSize)) into Σ w·x̂ in out[oo..oo+dim). */
     void finishFeatures(float[] acc, int ao, float[] out, int oo);
 

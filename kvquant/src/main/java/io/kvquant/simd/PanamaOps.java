@@ -95,10 +95,60 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    // In-vector butterflies of the Walsh–Hadamard transform: for h < L the partner of lane i is
+    // lane i ^ h; lanes with bit h clear take a + b, the others a − b (a the lower lane), exactly
+    // the scalar butterfly's two operations, so the transform is bit-identical to ScalarOps.fwht.
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW1 = swap(1);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW2 = swap(2);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW4 = swap(4);
+    private static final jdk.incubator.vector.VectorShuffle<Float> SW8 = swap(8);
+    private static final jdk.incubator.vector.VectorMask<Float> HI1 = high(1);
+    private static final jdk.incubator.vector.VectorMask<Float> HI2 = high(2);
+    private static final jdk.incubator.vector.VectorMask<Float> HI4 = high(4);
+    private static final jdk.incubator.vector.VectorMask<Float> HI8 = high(8);
+    /** In-vector butterflies for L = 8 or 16 lanes; other widths use scalar small stages. */
+    private static final boolean FWHT_IN_VECTOR = L == 8 || L == 16;
+
+    private static jdk.incubator.vector.VectorShuffle<Float> swap(int h) {
+        int[] idx = new int[L];
+        for (int i = 0; i < L; i++) {
+            idx[i] = h < L ? i ^ h : i;
+        }
+        return jdk.incubator.vector.VectorShuffle.fromArray(F, idx, 0);
+    }
+
+    private static jdk.incubator.vector.VectorMask<Float> high(int h) {
+        boolean[] m = new boolean[L];
+        for (int i = 0; i < L; i++) {
+            m[i] = (i & h) != 0;
+        }
+        return jdk.incubator.vector.VectorMask.fromArray(F, m, 0);
+    }
+
+    private static FloatVector butterfly(FloatVector x, jdk.incubator.vector.VectorShuffle<Float> sw,
+                                         jdk.incubator.vector.VectorMask<Float> hi) {
+        FloatVector y = x.rearrange(sw);
+        return x.add(y).blend(y.sub(x), hi);
+    }
+
     @Override
     public void fwht(float[] x, int o, int n) {
         int h = 1;
-        // Butterflies narrower than a vector: scalar.
+        if (FWHT_IN_VECTOR && n >= L) {
+            // all butterflies narrower than a vector, one vector at a time, in registers
+            for (int i = 0; i < n; i += L) {
+                FloatVector v = FloatVector.fromArray(F, x, o + i);
+                v = butterfly(v, SW1, HI1);
+                v = butterfly(v, SW2, HI2);
+                v = butterfly(v, SW4, HI4);
+                if (L == 16) {
+                    v = butterfly(v, SW8, HI8);
+                }
+                v.intoArray(x, o + i);
+            }
+            h = L;
+        }
+        // Butterflies narrower than a vector on other widths: scalar.
         for (; h < n && h < L; h <<= 1) {
             for (int i = 0; i < n; i += h << 1) {
                 for (int j = i; j < i + h; j++) {
@@ -240,6 +290,576 @@ final class PanamaOps implements VectorOps {
         if (done < n) {
             ScalarOps.INSTANCE.decodeDot(buf, bo + done * bits / 8, bits, table, n - done, scale, q, qo + done, qs, nq, out, oo, os);
         }
+    }
+
+    @Override
+    public float max(float[] x, int o, int n) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        float m = Float.NEGATIVE_INFINITY;
+        if (bound > 0) {
+            FloatVector acc = FloatVector.fromArray(F, x, o);
+            for (i = L; i < bound; i += L) {
+                acc = acc.max(FloatVector.fromArray(F, x, o + i));
+            }
+            m = acc.reduceLanes(VectorOperators.MAX);
+        }
+        for (; i < n; i++) {
+            m = Math.max(m, x[o + i]);
+        }
+        return m;
+    }
+
+    @Override
+    public float expSum(float[] x, int o, int n, float m) {
+        int i = 0;
+        int bound = F.loopBound(n);
+        FloatVector acc = FloatVector.zero(F);
+        for (; i < bound; i += L) {
+            FloatVector e = FloatVector.fromArray(F, x, o + i).sub(m).lanewise(VectorOperators.EXP);
+            e.intoArray(x, o + i);
+            acc = acc.add(e);
+        }
+        float s = acc.reduceLanes(VectorOperators.ADD);
+        for (; i < n; i++) {
+            float e = (float) Math.exp(x[o + i] - m);
+            x[o + i] = e;
+            s += e;
+        }
+        return s;
+    }
+
+    // ---- In-place code kernels -------------------------------------------------------------------
+    // A group of L codes (L = vector lanes, 8 or 16) is expanded into one float vector: its L·bits
+    // bits are read as one (L = 8) or two (L = 16) little-endian ints, broadcast, shifted per lane,
+    // masked, and used as indices into the centroid table held in one or two vectors (the table
+    // holds raw float bits as ints, so the look-up is a lane permute without conversions).
+
+    static final VectorSpecies<Integer> I = VectorSpecies.of(int.class, F.vectorShape());
+    private static final java.lang.foreign.ValueLayout.OfInt INT_SEG = java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED;
+    private static final java.lang.foreign.ValueLayout.OfShort SHORT_SEG = java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED;
+    /** Vector code path: 8 or 16 lanes (a group of L codes is then a whole number of bytes). */
+    static final boolean CODE_VECTOR = L == 8 || L == 16;
+    private static final IntVector[] CODE_SHIFTS = new IntVector[9];
+    private static final jdk.incubator.vector.VectorMask<Integer> UPPER;
+
+    static {
+        if (CODE_VECTOR) {
+            for (int b = 1; b <= 8; b++) {
+                int[] sh = new int[L];
+                for (int i = 0; i < L; i++) {
+                    sh[i] = (i % 8) * b;
+                }
+                CODE_SHIFTS[b] = IntVector.fromArray(I, sh, 0);
+            }
+            boolean[] up = new boolean[L];
+            for (int i = 8; i < L; i++) {
+                up[i] = true;
+            }
+            UPPER = jdk.incubator.vector.VectorMask.fromArray(I, up, 0);
+        } else {
+            UPPER = null;
+        }
+    }
+
+    /** True when part p of {@code lay} runs on the vector path (else the scalar reference does it). */
+    private static boolean vectorPart(CodeLayout lay, int p) {
+        return CODE_VECTOR && lay.bits[p] <= 4 && (1 << lay.bits[p]) <= 2 * L && lay.count[p] >= L;
+    }
+
+    /**
+     * How many of the n records from {@code off} may be read with whole-int code words: a group's
+     * word starts inside its record and reads at most 3 bytes past the record's end, so the record
+     * must be followed by 4 bytes of the segment. The records after those (the last of a page)
+     * are copied to a padded buffer first.
+     */
+    private static int safeRecords(long off, int rb, int n, long end) {
+        long room = end - 4 - off; // record t is safe when (t + 1)·rb <= room
+        return (int) Math.max(0, Math.min(n, room / rb));
+    }
+
+    private static final ThreadLocal<java.lang.foreign.MemorySegment> PAD = new ThreadLocal<>();
+
+    /** The record at {@code rec} copied to the start of a per-thread buffer with slack after it. */
+    private static java.lang.foreign.MemorySegment padded(CodeLayout lay, java.lang.foreign.MemorySegment seg, long rec) {
+        java.lang.foreign.MemorySegment pad = PAD.get();
+        if (pad == null || pad.byteSize() < lay.recordBytes + 8L) {
+            pad = java.lang.foreign.Arena.ofAuto().allocate(Math.max(512, lay.recordBytes + 8L), 64);
+            PAD.set(pad);
+        }
+        java.lang.foreign.MemorySegment.copy(seg, rec, pad, 0, lay.recordBytes);
+        return pad;
+    }
+
+    /** The L codes of {@code bits} bits starting at byte {@code pos}, one per int lane. */
+    private static IntVector codeLanes(java.lang.foreign.MemorySegment seg, long pos, int bits, IntVector shifts, IntVector mask) {
+        IntVector v = IntVector.broadcast(I, seg.get(INT_SEG, pos));
+        if (L == 16) {
+            v = v.blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + bits)), UPPER);
+        }
+        return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
+    }
+
+    /** Table look-up of int-lane codes: t0 holds entries [0, L), t1 entries [L, 2L) (null when unused). */
+    private static FloatVector lookup(IntVector codes, IntVector t0, IntVector t1, boolean two) {
+        IntVector r = codes.selectFrom(t0);
+        if (two) {
+            r = r.blend(codes.selectFrom(t1), codes.compare(VectorOperators.GE, L));
+        }
+        return r.reinterpretAsFloats();
+    }
+
+    private static IntVector tableVector(float[] table, int from) {
+        return FloatVector.fromArray(F, table, from).reinterpretAsInts();
+    }
+
+    @Override
+    public void codeScores(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs, int nq,
+                           float[] out, int oo, int os) {
+        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
+        scoresRange(lay, seg, off, safe, g, go, gs, nq, out, oo, os);
+        for (int t = safe; t < n; t++) {
+            scoresRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, g, go, gs, nq, out, oo + t, os);
+        }
+    }
+
+    /** Scores of n records whose word reads all stay inside {@code seg}. */
+    private static void scoresRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs,
+                                    int nq, float[] out, int oo, int os) {
+        int rb = lay.recordBytes;
+        for (int i = 0; i < nq; i++) {
+            java.util.Arrays.fill(out, oo + i * os, oo + i * os + n, 0f);
+        }
+        for (int p = 0; p < lay.parts(); p++) {
+            if (!vectorPart(lay, p)) {
+                scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, 0, lay.count[p]);
+                continue;
+            }
+            int bits = lay.bits[p];
+            IntVector shifts = CODE_SHIFTS[bits];
+            IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+            IntVector t0 = tableVector(lay.table[p], 0);
+            IntVector t1 = tableVector(lay.table[p], L);
+            boolean tt = (1 << bits) > L;
+            int groups = lay.count[p] / L;
+            int gb = L * bits / 8; // bytes per group
+            long co = lay.codeOff[p];
+            long so = lay.scaleOff[p];
+            int fo = go + lay.featOff[p];
+            int i = 0;
+            // eight queries per pass when the group has them: one expansion of the codes for all
+            for (; i + 8 <= nq; i += 8) {
+                scoresQ8(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+            }
+            for (; i + 4 <= nq; i += 4) {
+                scoresQ4(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+            }
+            if (i + 2 <= nq) {
+                scoresQ2(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                i += 2;
+            }
+            if (i < nq) {
+                scoresQ1(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+            }
+            if (groups * L < lay.count[p]) {
+                scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, groups * L, lay.count[p]);
+            }
+        }
+    }
+
+    /** Scores of 8 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ8(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            FloatVector a4 = FloatVector.zero(F);
+            FloatVector a5 = FloatVector.zero(F);
+            FloatVector a6 = FloatVector.zero(F);
+            FloatVector a7 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+                a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
+                a2 = c.fma(FloatVector.fromArray(F, g, j + 2 * gs), a2);
+                a3 = c.fma(FloatVector.fromArray(F, g, j + 3 * gs), a3);
+                a4 = c.fma(FloatVector.fromArray(F, g, j + 4 * gs), a4);
+                a5 = c.fma(FloatVector.fromArray(F, g, j + 5 * gs), a5);
+                a6 = c.fma(FloatVector.fromArray(F, g, j + 6 * gs), a6);
+                a7 = c.fma(FloatVector.fromArray(F, g, j + 7 * gs), a7);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+            out[oo + t + os] += sc * a1.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 2 * os] += sc * a2.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 3 * os] += sc * a3.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 4 * os] += sc * a4.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 5 * os] += sc * a5.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 6 * os] += sc * a6.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 7 * os] += sc * a7.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    /** Scores of 4 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ4(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            FloatVector a2 = FloatVector.zero(F);
+            FloatVector a3 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+                a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
+                a2 = c.fma(FloatVector.fromArray(F, g, j + 2 * gs), a2);
+                a3 = c.fma(FloatVector.fromArray(F, g, j + 3 * gs), a3);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+            out[oo + t + os] += sc * a1.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 2 * os] += sc * a2.reduceLanes(VectorOperators.ADD);
+            out[oo + t + 3 * os] += sc * a3.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    /** Scores of 2 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ2(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            FloatVector a1 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+                a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+            out[oo + t + os] += sc * a1.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    /** Scores of 1 query (rows g[fo + i·gs]), token by token, each with its own accumulator. */
+    private static void scoresQ1(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+                                  float[] g, int fo, int gs, float[] out, int oo, int os) {
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * rb;
+            FloatVector a0 = FloatVector.zero(F);
+            for (int k = 0; k < groups; k++) {
+                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                int j = fo + k * L;
+                a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
+            }
+            float sc = half(seg, rec + so);
+            out[oo + t] += sc * a0.reduceLanes(VectorOperators.ADD);
+        }
+    }
+
+    private static float half(java.lang.foreign.MemorySegment seg, long pos) {
+        return Float.float16ToFloat(seg.get(SHORT_SEG, pos));
+    }
+
+    /** Scalar scores of codes [j0, j1) of part p, added to out. */
+    private static void scalarPartScores(CodeLayout lay, int p, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go,
+                                         int gs, int nq, float[] out, int oo, int os, int j0, int j1) {
+        float[] tab = lay.table[p];
+        for (int t = 0; t < n; t++) {
+            long rec = off + (long) t * lay.recordBytes;
+            float sc = ScalarOps.scaleOf(lay, p, seg, rec);
+            for (int i = 0; i < nq; i++) {
+                int qb = go + i * gs + lay.featOff[p];
+                float s = 0f;
+                for (int j = j0; j < j1; j++) {
+                    s += tab[ScalarOps.code(lay, p, seg, rec, j)] * g[qb + j];
+                }
+                out[oo + i * os + t] += sc * s;
+            }
+        }
+    }
+
+    @Override
+    public void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
+                               float[] acc, int ao, int as, float[] scratch) {
+        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
+        accumulateRange(lay, seg, off, safe, w, wo, ws, nq, acc, ao, as, scratch);
+        for (int t = safe; t < n; t++) {
+            accumulateRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, w, wo + t, ws, nq, acc, ao, as, scratch);
+        }
+    }
+
+    /** Accumulation of n records whose word reads all stay inside {@code seg}. */
+    private static void accumulateRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws,
+                                        int nq, float[] acc, int ao, int as, float[] scratch) {
+        int rb = lay.recordBytes;
+        int lastScale = -1;
+        for (int p = 0; p < lay.parts(); p++) {
+            int bits = lay.bits[p];
+            if (lay.scaleOff[p] != lastScale) {
+                // weights with the record's scale folded in, query-major: scratch[i·n + t]
+                lastScale = lay.scaleOff[p];
+                int nb = nq * n;
+                for (int t = 0; t < n; t++) {
+                    scratch[nb + t] = half(seg, off + (long) t * rb + lastScale);
+                }
+                for (int i = 0; i < nq; i++) {
+                    ScalarOps.multiplyInto(w, wo + i * ws, scratch, nb, scratch, i * n, n);
+                }
+            }
+            int groups = vectorPart(lay, p) ? lay.count[p] / L : 0;
+            if (groups > 0) {
+                IntVector shifts = CODE_SHIFTS[bits];
+                IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+                IntVector t0 = tableVector(lay.table[p], 0);
+                IntVector t1 = tableVector(lay.table[p], L);
+                boolean tt = (1 << bits) > L;
+                int gb = L * bits / 8;
+                long co = off + lay.codeOff[p];
+                // token-major over a block of two output vectors: the accumulators of up to four
+                // queries stay in registers for the whole run of tokens
+                int base = ao + lay.featOff[p];
+                for (int k = 0; k + 1 < groups; k += 2) {
+                    int i = 0;
+                    for (; i + 4 <= nq; i += 4) {
+                        accumulateQ4(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                    }
+                    if (i + 2 <= nq) {
+                        accumulateQ2(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        i += 2;
+                    }
+                    if (i < nq) {
+                        accumulateQ1(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                    }
+                }
+                if (groups % 2 == 1) {
+                    for (int i = 0; i < nq; i++) {
+                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc,
+                                base + i * as + (groups - 1) * L);
+                    }
+                }
+            }
+            int j0 = groups * L;
+            if (j0 < lay.count[p]) {
+                float[] tab = lay.table[p];
+                for (int t = 0; t < n; t++) {
+                    long rec = off + (long) t * rb;
+                    for (int i = 0; i < nq; i++) {
+                        float wn = scratch[i * n + t];
+                        int a = ao + i * as + lay.featOff[p];
+                        for (int j = j0; j < lay.count[p]; j++) {
+                            acc[a + j] += wn * tab[ScalarOps.code(lay, p, seg, rec, j)];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * Token-major accumulation of 4 queries (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ4(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
+        FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
+        FloatVector a20 = FloatVector.fromArray(F, acc, ab + 2 * as);
+        FloatVector a21 = FloatVector.fromArray(F, acc, ab + 2 * as + L);
+        FloatVector a30 = FloatVector.fromArray(F, acc, ab + 3 * as);
+        FloatVector a31 = FloatVector.fromArray(F, acc, ab + 3 * as + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+            FloatVector w1 = FloatVector.broadcast(F, scratch[wb + n + t]);
+            a10 = c0.fma(w1, a10);
+            a11 = c1.fma(w1, a11);
+            FloatVector w2 = FloatVector.broadcast(F, scratch[wb + 2 * n + t]);
+            a20 = c0.fma(w2, a20);
+            a21 = c1.fma(w2, a21);
+            FloatVector w3 = FloatVector.broadcast(F, scratch[wb + 3 * n + t]);
+            a30 = c0.fma(w3, a30);
+            a31 = c1.fma(w3, a31);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+        a10.intoArray(acc, ab + as);
+        a11.intoArray(acc, ab + as + L);
+        a20.intoArray(acc, ab + 2 * as);
+        a21.intoArray(acc, ab + 2 * as + L);
+        a30.intoArray(acc, ab + 3 * as);
+        a31.intoArray(acc, ab + 3 * as + L);
+    }
+
+    /**
+     * Token-major accumulation of 2 queries (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ2(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
+        FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+            FloatVector w1 = FloatVector.broadcast(F, scratch[wb + n + t]);
+            a10 = c0.fma(w1, a10);
+            a11 = c1.fma(w1, a11);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+        a10.intoArray(acc, ab + as);
+        a11.intoArray(acc, ab + as + L);
+    }
+
+    /**
+     * Token-major accumulation of 1 query (weights scratch[wb + i·n + t]) into two output vectors from
+     * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
+     */
+    private static void accumulateQ1(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     float[] scratch, int wb, float[] acc, int ab, int as) {
+        FloatVector a00 = FloatVector.fromArray(F, acc, ab);
+        FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
+            a00 = c0.fma(w0, a00);
+            a01 = c1.fma(w0, a01);
+        }
+        a00.intoArray(acc, ab);
+        a01.intoArray(acc, ab + L);
+    }
+
+    /** As {@link #accumulateQ1} for a single output vector (the last group of an odd count), one query. */
+    private static void accumulateOne(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                      float[] scratch, int wb, float[] acc, int ab) {
+        FloatVector a = FloatVector.fromArray(F, acc, ab);
+        long pos = co + (long) k * gb;
+        for (int t = 0; t < nt; t++, pos += rb) {
+            a = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt).fma(FloatVector.broadcast(F, scratch[wb + t]), a);
+        }
+        a.intoArray(acc, ab);
+    }
+
+    @Override
+    public void codeDecode(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, float[] out, int oo) {
+        if (safeRecords(off, lay.recordBytes, 1, seg.byteSize()) == 0) {
+            seg = padded(lay, seg, off);
+            off = 0;
+        }
+        for (int p = 0; p < lay.parts(); p++) {
+            float sc = half(seg, off + lay.scaleOff[p]);
+            int groups = vectorPart(lay, p) ? lay.count[p] / L : 0;
+            int o = oo + lay.featOff[p];
+            if (groups > 0) {
+                int bits = lay.bits[p];
+                IntVector shifts = CODE_SHIFTS[bits];
+                IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+                IntVector t0 = tableVector(lay.table[p], 0);
+                IntVector t1 = tableVector(lay.table[p], L);
+                boolean tt = (1 << bits) > L;
+                int gb = L * bits / 8;
+                long co = off + lay.codeOff[p];
+                for (int k = 0; k < groups; k++) {
+                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, tt).mul(sc).intoArray(out, o + k * L);
+                }
+            }
+            float[] tab = lay.table[p];
+            for (int j = groups * L; j < lay.count[p]; j++) {
+                out[o + j] = sc * tab[ScalarOps.code(lay, p, seg, off, j)];
+            }
+        }
+    }
+
+    @Override
+    public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
+                             long off) {
+        int groups = CODE_VECTOR && bits <= 4 ? n / L : 0;
+        int gb = L * bits / 8; // bytes per group of L codes (a whole number: L is 8 or 16)
+        int nb = boundaries.length;
+        FloatVector one = FloatVector.broadcast(F, 1f);
+        FloatVector zero = FloatVector.zero(F);
+        IntVector shifts = CODE_SHIFTS[Math.min(bits, 8)];
+        for (int k = 0; k < groups; k++) {
+            FloatVector v = FloatVector.fromArray(F, y, yo + k * L).mul(scale);
+            // count of boundaries strictly below v (compare-and-count, no branches)
+            FloatVector cnt = FloatVector.zero(F);
+            for (int b = 0; b < nb; b++) {
+                cnt = cnt.add(zero.blend(one, v.compare(VectorOperators.GT, boundaries[b])));
+            }
+            IntVector c = ((IntVector) cnt.convert(VectorOperators.F2I, 0)).lanewise(VectorOperators.LSHL, shifts);
+            long pos = off + (long) k * gb;
+            if (L == 8) {
+                writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR), gb);
+            } else {
+                writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR, UPPER.not()), gb / 2);
+                writeBytes(dst, pos + gb / 2, c.reduceLanes(VectorOperators.OR, UPPER), gb / 2);
+            }
+        }
+        int done = groups * L;
+        if (done < n) {
+            // the rest starts on a byte boundary (done·bits is a multiple of 8)
+            ScalarOps.INSTANCE.quantizePack(y, yo + done, n - done, scale, boundaries, bits, dst, off + (long) done * bits / 8);
+        }
+    }
+
+    /** The low {@code bytes} bytes of {@code word}, little-endian, at {@code pos} (nothing beyond). */
+    private static void writeBytes(java.lang.foreign.MemorySegment dst, long pos, int word, int bytes) {
+        if (bytes == 4) {
+            dst.set(INT_SEG, pos, word);
+            return;
+        }
+        for (int i = 0; i < bytes; i++) {
+            dst.set(java.lang.foreign.ValueLayout.JAVA_BYTE, pos + i, (byte) (word >>> (8 * i)));
+        }
+    }
+
+    @Override
+    public float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes) {
+        long step = 4L * F.vectorByteSize();
+        long n = bytes / step * step;
+        java.nio.ByteOrder le = java.nio.ByteOrder.LITTLE_ENDIAN;
+        FloatVector a = FloatVector.zero(F);
+        FloatVector b = FloatVector.zero(F);
+        FloatVector c = FloatVector.zero(F);
+        FloatVector d = FloatVector.zero(F);
+        int vb = F.vectorByteSize();
+        for (long i = 0; i < n; i += step) {
+            a = a.add(FloatVector.fromMemorySegment(F, seg, off + i, le));
+            b = b.add(FloatVector.fromMemorySegment(F, seg, off + i + vb, le));
+            c = c.add(FloatVector.fromMemorySegment(F, seg, off + i + 2L * vb, le));
+            d = d.add(FloatVector.fromMemorySegment(F, seg, off + i + 3L * vb, le));
+        }
+        return a.add(b).add(c.add(d)).reduceLanes(VectorOperators.ADD);
     }
 
     @Override

@@ -44,6 +44,47 @@ public interface VectorOps {
     void decodeDot(byte[] buf, int bo, int bits, float[] table, int n, float scale, float[] q, int qo, int qs, int nq,
                    float[] out, int oo, int os);
 
+    /** max of x[o..o+n), n ≥ 1. */
+    float max(float[] x, int o, int n);
+
+    /** x[o+i] = exp(x[o+i] − m) for i in [0, n); returns the sum of the new values. */
+    float expSum(float[] x, int o, int n, float m);
+
+    /**
+     * Scores of {@code n} consecutive records read in place from {@code seg} (record t at byte
+     * off + t·recordBytes, all inside {@code seg}) against {@code nq} queries in feature form:
+     * out[oo + i·os + t] = Σ_p scale_p(t) · Σ_j table_p[code_{t,p,j}] · g[go + i·gs + featOff_p + j].
+     */
+    void codeScores(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs, int nq,
+                    float[] out, int oo, int os);
+
+    /**
+     * Weighted sums of {@code n} consecutive records in feature form, read in place:
+     * acc[ao + i·as + featOff_p + j] += Σ_t w[wo + i·ws + t] · scale_p(t) · table_p[code_{t,p,j}] for i &lt; nq.
+     * {@code scratch} must hold at least (nq + 1)·n floats.
+     */
+    void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
+                        float[] acc, int ao, int as, float[] scratch);
+
+    /** Features of one record: out[oo + featOff_p + j] = scale_p · table_p[code_j] (other entries untouched). */
+    void codeDecode(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, float[] out, int oo);
+
+    /**
+     * Quantizes and packs: code_j = the number of {@code boundaries} (sorted ascending, 2^bits − 1
+     * of them) strictly below y[yo+j]·scale, which is the nearest-centroid index that
+     * {@code Codebook.quantize} finds by binary search; the n codes are packed LSB first into
+     * exactly (n·bits + 7)/8 bytes of {@code dst} from {@code off}. The product y·scale is rounded
+     * to float before comparing, as in the reference encoder.
+     */
+    void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
+                      long off);
+
+    /**
+     * Reads {@code bytes} bytes of {@code seg} from {@code off} sequentially (as floats, 4 accumulators)
+     * and returns their sum: the memory-bandwidth probe the attention benchmark compares kernels with.
+     */
+    float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes);
+
     /** Name shown in logs and run metadata. */
     String name();
 }

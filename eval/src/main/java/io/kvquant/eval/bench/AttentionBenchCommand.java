@@ -25,7 +25,10 @@ import picocli.CommandLine.Option;
  */
 @Command(name = "attention", mixinStandardHelpOptions = true,
         description = {"Decode-attention time per token for one layer, and bytes per token, per KV cache.",
-                "Ratios are against dense fp16 at the same context, threads and head dim, in this run."},
+                "Ratios are against dense fp16 at the same context, threads and head dim, in this run.",
+                "read-probe rows: a plain sequential read of fp16's bytes (the memory-bandwidth bound);",
+                "GB/s and %probe: each cache's bytes read per step over its time, and that over a read of the same size.",
+                "cpu×fp16 (1 thread): the same ratio in thread CPU time, steadier on a shared machine."},
         footer = {"", "Example: ./kvq bench attention --contexts 1024,4096,16384,65536 --threads 1,2",
                 "Quick smoke run: ./kvq bench attention --quick"})
 public final class AttentionBenchCommand implements Callable<Integer> {
@@ -101,7 +104,12 @@ public final class AttentionBenchCommand implements Callable<Integer> {
             for (int d : headDims) {
                 for (KvQuantConfig cfg : cfgs) {
                     warm.update(warmed++, cfg + " d=" + d);
-                    for (int i = 0; i < 5; i++) {
+                    // at least 5 rounds and 3 s of this thread's CPU time per cache: on a loaded machine
+                    // wall time says little about how much the JIT has run, and a kernel timed before
+                    // C2 compiled it is 10-100x slow
+                    java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+                    long warmEnd = mx.getCurrentThreadCpuTime() + 3_000_000_000L;
+                    for (int i = 0; i < 5 || mx.getCurrentThreadCpuTime() < warmEnd; i++) {
                         measure(cfg, d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
                     }
                 }
@@ -115,19 +123,49 @@ public final class AttentionBenchCommand implements Callable<Integer> {
         io.kvquant.eval.Progress bar = new io.kvquant.eval.Progress(err, "attention", total);
         for (int d : headDims) {
             for (int ctx : contexts) {
+                long fp16Bytes = 0;
+                long maxBytes = 0;
                 for (KvQuantConfig cfg : cfgs) {
                     bar.update(done++, "d=" + d + " context=" + ctx + " " + cfg);
-                    rows.addAll(measure(cfg, d, ctx));
+                    List<Map<String, Object>> got = measure(cfg, d, ctx);
+                    rows.addAll(got);
+                    for (Map<String, Object> g : got) {
+                        long b = (Long) g.get("bytes_read");
+                        maxBytes = Math.max(maxBytes, b);
+                        if (g.get("cache").equals("fp16")) {
+                            fp16Bytes = b;
+                        }
+                    }
+                }
+                long probeBytes = fp16Bytes > 0 ? fp16Bytes : maxBytes;
+                // the bandwidth floor: a plain sequential read of fp16's bytes (or the largest cache's)
+                for (int th : threads) {
+                    double ns = probeNs(probeBytes, th);
+                    Map<String, Object> row = new LinkedHashMap<>();
+                    row.put("cache", "read-probe");
+                    row.put("head_dim", d);
+                    row.put("context", ctx);
+                    row.put("threads", th);
+                    row.put("ns_per_token", ns);
+                    row.put("bytes_per_token", (double) probeBytes / ctx);
+                    row.put("bytes_read", probeBytes);
+                    row.put("achieved_bytes_per_s", probeBytes / (ns / 1e9));
+                    row.put("probe_bytes_per_s", probeBytes / (ns / 1e9));
+                    row.put("fraction_of_probe", 1.0);
+                    rows.add(row);
                 }
             }
         }
         bar.done();
         for (Map<String, Object> r : rows) {
             for (Map<String, Object> base : rows) {
-                if (base.get("cache").equals("fp16") && base.get("context").equals(r.get("context"))
+                if (base.get("cache").equals("fp16") && !r.get("cache").equals("read-probe") && base.get("context").equals(r.get("context"))
                         && base.get("threads").equals(r.get("threads")) && base.get("head_dim").equals(r.get("head_dim"))) {
                     r.put("ratio_vs_fp16", (Double) r.get("ns_per_token") / (Double) base.get("ns_per_token"));
                     r.put("memory_ratio_vs_fp16", (Double) base.get("bytes_per_token") / (Double) r.get("bytes_per_token"));
+                    if (r.containsKey("cpu_ns_per_token") && base.containsKey("cpu_ns_per_token")) {
+                        r.put("cpu_ratio_vs_fp16", (Double) r.get("cpu_ns_per_token") / (Double) base.get("cpu_ns_per_token"));
+                    }
                 }
             }
         }
@@ -143,13 +181,15 @@ public final class AttentionBenchCommand implements Callable<Integer> {
         if (json) {
             System.out.println(js);
         } else {
-            System.out.printf(Locale.ROOT, "%-16s %4s %7s %3s %12s %9s %11s %9s%n", "cache", "d", "context", "thr",
-                    "us/token", "×fp16", "bytes/tok", "mem÷");
+            System.out.printf(Locale.ROOT, "%-16s %4s %7s %3s %12s %9s %11s %9s %8s %7s %9s%n", "cache", "d", "context", "thr",
+                    "us/token", "×fp16", "bytes/tok", "mem÷", "GB/s", "%probe", "cpu×fp16");
             for (Map<String, Object> r : rows) {
-                System.out.printf(Locale.ROOT, "%-16s %4d %7d %3d %12.1f %9.2f %11.1f %9.2f%n", r.get("cache"), (Integer) r.get("head_dim"),
-                        (Integer) r.get("context"), (Integer) r.get("threads"), (Double) r.get("ns_per_token") / 1000,
-                        (Double) r.getOrDefault("ratio_vs_fp16", Double.NaN), (Double) r.get("bytes_per_token"),
-                        (Double) r.getOrDefault("memory_ratio_vs_fp16", Double.NaN));
+                System.out.printf(Locale.ROOT, "%-16s %4d %7d %3d %12.1f %9.2f %11.1f %9.2f %8.2f %6.1f%% %9.2f%n", r.get("cache"),
+                        (Integer) r.get("head_dim"), (Integer) r.get("context"), (Integer) r.get("threads"),
+                        (Double) r.get("ns_per_token") / 1000, (Double) r.getOrDefault("ratio_vs_fp16", Double.NaN),
+                        (Double) r.get("bytes_per_token"), (Double) r.getOrDefault("memory_ratio_vs_fp16", Double.NaN),
+                        (Double) r.get("achieved_bytes_per_s") / 1e9, 100 * (Double) r.get("fraction_of_probe"),
+                        (Double) r.getOrDefault("cpu_ratio_vs_fp16", Double.NaN));
             }
         }
         if (out != null) {
@@ -188,25 +228,87 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                         att.attend(cache, 0, q, qHeads, scale, o);
                     }
                     double[] ns = new double[repeats];
+                    double[] cpu = new double[repeats];
+                    java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
                     for (int i = 0; i < repeats; i++) {
+                        long c0 = th == 1 ? mx.getCurrentThreadCpuTime() : 0;
                         long t0 = System.nanoTime();
                         att.attend(cache, 0, q, qHeads, scale, o);
                         ns[i] = System.nanoTime() - t0;
+                        cpu[i] = th == 1 ? mx.getCurrentThreadCpuTime() - c0 : Double.NaN;
                     }
                     Arrays.sort(ns);
+                    Arrays.sort(cpu);
                     Map<String, Object> row = new LinkedHashMap<>();
                     row.put("cache", cfg.toString());
                     row.put("head_dim", d);
                     row.put("context", ctx);
                     row.put("threads", th);
                     row.put("ns_per_token", ns[ns.length / 2]);
+                    if (th == 1) {
+                        // on one thread attention runs on this thread: its CPU time is robust to a shared machine
+                        row.put("cpu_ns_per_token", cpu[cpu.length / 2]);
+                    }
                     row.put("bytes_per_token", (double) cache.bytesUsed() / ctx);
                     row.put("bits_per_element", 8.0 * cache.bytesUsed() / ((double) ctx * kvHeads * d * 2));
+                    // one decode step reads every stored byte of the layer once
+                    long bytes = cache.bytesUsed();
+                    double probe = probeNs(bytes, th);
+                    row.put("bytes_read", bytes);
+                    row.put("achieved_bytes_per_s", bytes / (ns[ns.length / 2] / 1e9));
+                    row.put("probe_bytes_per_s", bytes / (probe / 1e9));
+                    row.put("fraction_of_probe", probe / ns[ns.length / 2]);
                     rows.add(row);
                 }
             }
         }
         return rows;
+    }
+
+    /**
+     * Median time of a plain sequential read of {@code bytes} off-heap bytes (the same amount a
+     * decode step reads), split evenly over {@code th} threads: the memory-bandwidth bound.
+     */
+    private double probeNs(long bytes, int th) {
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofShared()) {
+            java.lang.foreign.MemorySegment seg = arena.allocate(Math.max(bytes, 64), 64);
+            seg.fill((byte) 1);
+            io.kvquant.simd.VectorOps ops = io.kvquant.simd.Simd.ops();
+            long slice = (bytes / th + 63) / 64 * 64;
+            java.util.concurrent.ForkJoinPool pool = th > 1 ? new java.util.concurrent.ForkJoinPool(th) : null;
+            try {
+                double[] ns = new double[Math.max(repeats, 5)];
+                float[] sink = new float[th];
+                for (int i = -3; i < ns.length; i++) {
+                    long t0 = System.nanoTime();
+                    if (pool == null) {
+                        sink[0] += ops.readProbe(seg, 0, bytes);
+                    } else {
+                        pool.submit(() -> java.util.stream.IntStream.range(0, th).parallel().forEach(k -> {
+                            long from = Math.min(bytes, k * slice);
+                            sink[k] += ops.readProbe(seg, from, Math.min(bytes, from + slice) - from);
+                        })).get();
+                    }
+                    if (i >= 0) {
+                        ns[i] = System.nanoTime() - t0;
+                    }
+                }
+                Arrays.sort(ns);
+                if (Float.isNaN(sink[0])) {
+                    throw new IllegalStateException("probe read NaN");
+                }
+                return ns[ns.length / 2];
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("probe interrupted", e);
+            } catch (java.util.concurrent.ExecutionException e) {
+                throw new IllegalStateException(e.getCause());
+            } finally {
+                if (pool != null) {
+                    pool.shutdown();
+                }
+            }
+        }
     }
 
     private static double gauss(SplittableRandom r) {

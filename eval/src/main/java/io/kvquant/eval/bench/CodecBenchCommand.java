@@ -125,11 +125,17 @@ public final class CodecBenchCommand implements Callable<Integer> {
                     continue;
                 }
                 VectorCodec c = Codecs.turbo(dim, bits, variant.equals("prod"), rk, QjlKind.GAUSSIAN, 7, false);
-                MemorySegment recs = MemorySegment.ofArray(new byte[c.recordBytes() * vectors]);
+                // off-heap records, as the cache holds them (a heap segment would make the kernels' call sites polymorphic)
+                MemorySegment recs = java.lang.foreign.Arena.ofAuto().allocate((long) c.recordBytes() * vectors, 64);
                 float[] outv = new float[dim];
                 double[] enc = new double[repeats];
                 double[] dec = new double[repeats];
-                for (int w = 0; w < 3; w++) { // warm-up
+                // warm-up until the JIT has settled: at least 3 rounds and 2 s of this thread's CPU
+                // time (C2 compiles the vector kernels after ~10^4 calls; on a loaded machine wall
+                // time says little about how much the JIT has run)
+                java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+                long warmEnd = mx.getCurrentThreadCpuTime() + 2_000_000_000L;
+                for (int w = 0; w < 3 || mx.getCurrentThreadCpuTime() < warmEnd; w++) {
                     encodeAll(c, data, recs);
                     decodeAll(c, recs, outv);
                 }

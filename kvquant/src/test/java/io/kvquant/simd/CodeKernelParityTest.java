@@ -1,0 +1,131 @@
+package io.kvquant.simd;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The in-place code kernels of the Vector API backend against the scalar reference, on records
+ * packed at the very end of a segment (the vector path must not read past it), odd part sizes
+ * (vector groups plus a scalar tail) and 1 to 9 queries.
+ */
+class CodeKernelParityTest {
+
+    private static final long SEED = 20261130L;
+    private final VectorOps scalar = ScalarOps.INSTANCE;
+    private final VectorOps vector = Simd.vectorOpsOrNull();
+
+    /** A record: fp16 scale at 0, parts of the given bits/counts packed one after the other, a second scale. */
+    private static CodeLayout layout(int[] bits, int[] count, Random r) {
+        int n = bits.length;
+        int[] so = new int[n];
+        int[] co = new int[n];
+        int[] fo = new int[n];
+        float[][] tb = new float[n][];
+        int pos = 4;
+        int feat = 0;
+        for (int p = 0; p < n; p++) {
+            so[p] = p % 2 == 0 ? 0 : 2;
+            co[p] = pos;
+            fo[p] = feat;
+            pos += (count[p] * bits[p] + 7) / 8;
+            feat += count[p];
+            tb[p] = new float[1 << bits[p]];
+            for (int i = 0; i < tb[p].length; i++) {
+                tb[p][i] = (float) r.nextGaussian();
+            }
+        }
+        return new CodeLayout(pos, feat, so, co, bits, count, fo, tb);
+    }
+
+    @Test
+    void scoresAccumulateAndDecodeAgreeWithTheScalarReference() {
+        assertNotNull(vector, "surefire runs with --add-modules jdk.incubator.vector");
+        Random r = new Random(SEED);
+        int[][][] shapes = {
+                {{4, 3}, {64, 64}}, {{2, 1}, {64, 64}}, {{3}, {96}}, {{4}, {40}}, {{1}, {17}}, {{2, 3, 4}, {8, 24, 9}}, {{3}, {128}}};
+        try (Arena arena = Arena.ofConfined()) {
+            for (int[][] sh : shapes) {
+                CodeLayout lay = layout(sh[0], sh[1], r);
+                int rb = lay.recordBytes();
+                int tokens = 13;
+                MemorySegment seg = arena.allocate((long) rb * tokens); // last record ends at the segment's end
+                for (long b = 0; b < seg.byteSize(); b++) {
+                    seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
+                }
+                for (int t = 0; t < tokens; t++) {
+                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb, Float.floatToFloat16((float) r.nextDouble() + 0.5f));
+                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb + 2, Float.floatToFloat16((float) r.nextDouble()));
+                }
+                int fs = lay.featureSize();
+                for (int nq : new int[]{1, 2, 3, 4, 5, 9}) {
+                    for (int first : new int[]{0, 5}) {
+                        int n = tokens - first;
+                        long off = (long) first * rb;
+                        float[] g = new float[nq * (fs + 3) + 1];
+                        for (int i = 0; i < g.length; i++) {
+                            g[i] = (float) r.nextGaussian();
+                        }
+                        float[] s1 = new float[nq * 20 + 2];
+                        float[] s2 = new float[nq * 20 + 2];
+                        scalar.codeScores(lay, seg, off, n, g, 1, fs + 3, nq, s1, 2, 20);
+                        vector.codeScores(lay, seg, off, n, g, 1, fs + 3, nq, s2, 2, 20);
+                        for (int i = 0; i < s1.length; i++) {
+                            assertEquals(s1[i], s2[i], 1e-4f * (1 + Math.abs(s1[i])), "scores " + lay.parts() + " parts nq=" + nq + " i=" + i);
+                        }
+                        float[] w = new float[nq * 16];
+                        for (int i = 0; i < w.length; i++) {
+                            w[i] = (float) r.nextDouble();
+                        }
+                        int as = fs + 5;
+                        float[] a1 = new float[nq * as + 3];
+                        for (int i = 0; i < a1.length; i++) {
+                            a1[i] = (float) r.nextGaussian();
+                        }
+                        float[] a2 = a1.clone();
+                        scalar.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a1, 3, as, new float[(nq + 1) * n]);
+                        vector.codeAccumulate(lay, seg, off, n, w, 1, 16, nq, a2, 3, as, new float[(nq + 1) * n]);
+                        for (int i = 0; i < a1.length; i++) {
+                            assertEquals(a1[i], a2[i], 1e-4f * (1 + Math.abs(a1[i])), "accumulate nq=" + nq + " i=" + i);
+                        }
+                    }
+                }
+                for (int t = 0; t < tokens; t++) {
+                    float[] d1 = new float[fs + 1];
+                    float[] d2 = new float[fs + 1];
+                    scalar.codeDecode(lay, seg, (long) t * rb, d1, 1);
+                    vector.codeDecode(lay, seg, (long) t * rb, d2, 1);
+                    for (int i = 0; i <= fs; i++) {
+                        assertEquals(d1[i], d2[i], 0f, "decode token " + t + " i=" + i);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void maxAndExpSumAgree() {
+        Random r = new Random(SEED + 1);
+        for (int n : new int[]{1, 7, 8, 9, 33, 256}) {
+            float[] x = new float[n + 3];
+            for (int i = 0; i < x.length; i++) {
+                x[i] = (float) r.nextGaussian() * 5;
+            }
+            assertEquals(scalar.max(x, 2, n), vector.max(x, 2, n), 0f, "max n=" + n);
+            float m = scalar.max(x, 2, n);
+            float[] y1 = x.clone();
+            float[] y2 = x.clone();
+            float e1 = scalar.expSum(y1, 2, n, m);
+            float e2 = vector.expSum(y2, 2, n, m);
+            assertEquals(e1, e2, 1e-6f * n, "expSum n=" + n);
+            for (int i = 0; i < x.length; i++) {
+                assertEquals(y1[i], y2[i], 2e-7f, "exp n=" + n + " i=" + i);
+            }
+        }
+    }
+}
