@@ -133,6 +133,7 @@ def main():
     ap.add_argument("--kvq-mode", default="", help="kvq --mode (default: kvq's own default)")
     ap.add_argument("--heap", default="512m", help="kvq -Xmx")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
     a = ap.parse_args()
     bin_dir = os.path.join(a.llama, "build", "bin")
     for b in ("llama-bench", "llama-perplexity", "llama-simple"):
@@ -195,6 +196,10 @@ def main():
             res["check"]["perplexity_rel_diff"] = abs(f32["perplexity"] / kfull["perplexity"] - 1)
         save()
 
+    if a.skip_speed:
+        save()
+        print(os.path.join(a.out, "compare.md"))
+        return
     longdir = os.path.join(a.out, "kvq-long")
     subprocess.run([os.path.join(ROOT, "eval/scripts/long-context-model.sh"), longdir,
                     " ".join(str(c) for c in contexts)], check=True, capture_output=True)
