@@ -48,6 +48,11 @@ public final class CacheFile {
         return v != null ? v : "0.1.0-SNAPSHOT";
     }
 
+    /** Null if caches of {@code cfg} can be saved and loaded, else a one-line reason. */
+    public static String unsupported(io.kvquant.cache.KvQuantConfig cfg) {
+        return LayerLayout.unsupported(cfg);
+    }
+
     /** Null if {@code cache} can be saved, else a one-line reason. */
     public static String unsupported(LayeredKvCache cache) {
         try {
@@ -377,6 +382,18 @@ public final class CacheFile {
          * is left empty.
          */
         public void restore(LayeredKvCache cache) throws CacheRefusedException {
+            restore(cache, tokens.length);
+        }
+
+        /**
+         * Restores only the first {@code upTo} tokens (the keys and values of a prefix do not depend
+         * on what follows it). Tokens saved in a full-precision window come back exactly; records
+         * that a shorter cache keeps in its window are decoded into it (as with prefix blocks).
+         */
+        public void restore(LayeredKvCache cache, int upTo) throws CacheRefusedException {
+            if (upTo < 0 || upTo > tokens.length) {
+                throw new IllegalArgumentException("cannot restore " + upTo + " of " + tokens.length + " saved tokens");
+            }
             int heads = cache.kvHeads();
             int dim = cache.headDim();
             for (int l = 0; l < cache.layers(); l++) {
@@ -447,11 +464,30 @@ public final class CacheFile {
                     long k = payload[l];
                     long v = k + (long) heads * rec * s.recordBytes(true);
                     long wOff = v + (long) heads * rec * s.recordBytes(false);
-                    float[] wk = new float[heads * win * dim];
-                    float[] wv = new float[heads * win * dim];
-                    MemorySegment.copy(seg, Le.F32, wOff, wk, 0, wk.length);
-                    MemorySegment.copy(seg, Le.F32, wOff + 4L * wk.length, wv, 0, wv.length);
-                    s.importRecords(seg, k, seg, v, rec, wk, wv, win);
+                    int useRec = Math.min(rec, upTo);
+                    int useWin = upTo - useRec;
+                    float[] wk = new float[heads * useWin * dim];
+                    float[] wv = new float[heads * useWin * dim];
+                    for (int h = 0; h < heads; h++) {
+                        long src = wOff + 4L * h * win * dim;
+                        MemorySegment.copy(seg, Le.F32, src, wk, h * useWin * dim, useWin * dim);
+                        MemorySegment.copy(seg, Le.F32, src + 4L * heads * win * dim, wv, h * useWin * dim, useWin * dim);
+                    }
+                    if (useRec == rec) {
+                        s.importRecords(seg, k, seg, v, rec, wk, wv, useWin);
+                    } else {   // records are [head][rec][bytes]: gather the first useRec of each head
+                        try (Arena a = Arena.ofConfined()) {
+                            int krb = s.recordBytes(true);
+                            int vrb = s.recordBytes(false);
+                            MemorySegment kk = a.allocate(Math.max(1L, (long) heads * useRec * krb));
+                            MemorySegment vv = a.allocate(Math.max(1L, (long) heads * useRec * vrb));
+                            for (int h = 0; h < heads; h++) {
+                                MemorySegment.copy(seg, k + (long) h * rec * krb, kk, (long) h * useRec * krb, (long) useRec * krb);
+                                MemorySegment.copy(seg, v + (long) h * rec * vrb, vv, (long) h * useRec * vrb, (long) useRec * vrb);
+                            }
+                            s.importRecords(kk, 0, vv, 0, useRec, wk, wv, 0);
+                        }
+                    }
                     for (Object[] e : extras.get(l)) {
                         ((ExtraState) e[0]).restore(cache, l, (byte[]) e[1]);
                     }

@@ -124,6 +124,38 @@ class CacheFileTest {
         }
     }
 
+    /** A prefix of a saved cache is the cache of that prefix: each token reads back as in the saved cache. */
+    @ParameterizedTest
+    @ValueSource(strings = {"turbo3.5", "turbo3.5,window=12", "fp16"})
+    void aPrefixOfTheFileRestoresThoseTokens(String spec) throws IOException {
+        try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
+            fill(a, 50, 1);
+            Path f = tmp.resolve("p.kvq");
+            CacheFile.write(f, a, SHA, ids(50, 2), null);
+            for (int upTo : new int[] {1, 20, 37, 44, 49}) {
+                try (LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM);
+                     CacheFile.Loaded l = CacheFile.open(f, CacheIdentity.of(SHA, b))) {
+                    l.restore(b, upTo);
+                    for (int layer = 0; layer < LAYERS; layer++) {
+                        assertEquals(upTo, b.length(layer));
+                        float[] ka = new float[HEADS * 50 * DIM];
+                        float[] va = new float[HEADS * 50 * DIM];
+                        float[] kb = new float[HEADS * upTo * DIM];
+                        float[] vb = new float[HEADS * upTo * DIM];
+                        a.read(layer, 0, 50, ka, va);
+                        b.read(layer, 0, upTo, kb, vb);
+                        for (int h = 0; h < HEADS; h++) {
+                            assertArrayEquals(java.util.Arrays.copyOfRange(ka, h * 50 * DIM, (h * 50 + upTo) * DIM),
+                                    java.util.Arrays.copyOfRange(kb, h * upTo * DIM, (h + 1) * upTo * DIM), spec + " " + upTo);
+                            assertArrayEquals(java.util.Arrays.copyOfRange(va, h * 50 * DIM, (h * 50 + upTo) * DIM),
+                                    java.util.Arrays.copyOfRange(vb, h * upTo * DIM, (h + 1) * upTo * DIM), spec + " " + upTo);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void storedBytesPerTokenForTurbo35AreAQuarterOfFp16OrLess() throws IOException {
         int n = 2048;
