@@ -224,4 +224,25 @@ class PromptCacheTest {
         assertArrayEquals(run(split, "turbo3.5", prompt, PromptCache.Settings.file(null, null)).tokens(), second.tokens());
         assertFalse(second.log().contains("refused"), second.log());
     }
+
+    /** Two runs through a real Redis with a key file: the second reuses the first's blocks and generates the same tokens. */
+    @Test
+    void redisStoreWithAKeyReusesBlocksAcrossRuns() throws Exception {
+        Path key = Files.writeString(tmp.resolve("key"), "0123456789abcdef0123456789abcdef\n");
+        try (RedisServer srv = RedisServer.start(tmp.resolve("redis"))) {
+            PromptCache.Settings s = new PromptCache.Settings(null, false, null, srv.url(), 64, 0, key, 2000);
+            Run first = run(split, "turbo3.5", Arrays.copyOf(prompt, 200), s);
+            assertEquals(0, first.restored());
+            Run second = run(split, "turbo3.5", prompt, s);
+            assertEquals(192, second.restored(), second.log());
+            assertArrayEquals(run(split, "turbo3.5", prompt, PromptCache.Settings.file(null, null)).tokens(), second.tokens());
+            // another key: the stored blocks are refused, one line, normal prefill, same tokens
+            Path other = Files.writeString(tmp.resolve("other"), "another-key-another-key-another-key");
+            Run third = run(split, "turbo3.5", prompt, new PromptCache.Settings(null, false, null, srv.url(), 64, 0, other, 2000));
+            assertEquals(0, third.restored());
+            assertEquals(1, third.log().lines().count(), third.log());
+            assertTrue(third.log().contains("fails its authentication tag"), third.log());
+            assertArrayEquals(second.tokens(), third.tokens());
+        }
+    }
 }
