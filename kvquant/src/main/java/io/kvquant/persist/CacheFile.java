@@ -220,7 +220,7 @@ public final class CacheFile {
         if (!Files.isRegularFile(file)) {
             throw new CacheRefusedException("cache file not found: " + file);
         }
-        Arena arena = Arena.ofShared();
+        Arena arena = Arena.ofConfined();   // restore on the opening thread; closing a confined arena is cheap
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.READ)) {
             long size = ch.size();
             MemorySegment seg = size == 0 ? MemorySegment.NULL : ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
