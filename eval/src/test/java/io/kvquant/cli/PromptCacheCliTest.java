@@ -77,6 +77,21 @@ class PromptCacheCliTest {
         assertFalse(r.err().contains("Hunter2Secret"), r.err());
     }
 
+    /** The benchmark's smoke run: the restored cache equals the prefilled one, the record bytes are turbo3.5's. */
+    @Test
+    void cacheBenchRunsAndChecksTheRestoredCache(@TempDir Path tmp) throws IOException {
+        GenerateCliTest.Run r = kvq("bench", "cache", "--mode", "roundtrip", "--contexts", "96", "--repeats", "1",
+                "--block-tokens", "32", "--threads", "1", "--out", tmp.toString());
+        assertEquals(0, r.code(), r.err());
+        Map<?, ?> j = (Map<?, ?>) Json.parse(Files.readString(tmp.resolve("cache-bench.json")));
+        Map<?, ?> row = (Map<?, ?>) ((java.util.List<?>) j.get("results")).get(0);
+        assertEquals(Boolean.TRUE, row.get("file_restore_identical"), row.toString());
+        assertEquals(96, ((Number) row.get("dir_load_tokens")).intValue(), row.toString());
+        // bundled model: 4 layers x 2 kv heads x (K, V) x 30-byte records = 480 bytes per token; fp16 2048
+        assertEquals(480.0, ((Number) row.get("cache_bytes_per_token")).doubleValue(), 1e-9);
+        assertEquals(2048, ((Number) row.get("fp16_bytes_per_token")).intValue());
+    }
+
     static String[] concat(String[] a, String... b) {
         String[] r = java.util.Arrays.copyOf(a, a.length + b.length);
         System.arraycopy(b, 0, r, a.length, b.length);
