@@ -126,7 +126,7 @@ public final class CacheBenchCommand implements Callable<Integer> {
             config.put("model_sha256_seconds", shaSeconds);
             config.put("kv", cfg.toString());
             config.put("mode", m.cli);
-            config.put("contexts", contexts);
+            config.put("contexts", Arrays.stream(contexts).boxed().toList());
             config.put("repeats", repeats);
             config.put("block_tokens", blockTokens);
             config.put("prefill_chunk", prefillChunk);
