@@ -124,6 +124,7 @@ public final class CacheFile {
             for (int i = 0; i < extras.size(); i++) {
                 m.i32(ExtraState.tagInt(extras.get(i).tag())).i32(extraBytes.get(i).length).bytes(extraBytes.get(i));
             }
+            Readback.write(m, cache, l, Readback.probes(tokens.length));
             meta[l] = m.toBytes();
             body[l] = meta[l].length + lay[l].recordsBytes(heads, r) + 2L * heads * w * dim * 4;
         }
@@ -410,6 +411,7 @@ public final class CacheFile {
             int[] recs = new int[cache.layers()];
             long[] payload = new long[cache.layers()];
             List<List<Object[]>> extras = new ArrayList<>();
+            List<List<Readback>> probes = new ArrayList<>();
             for (int l = 0; l < cache.layers(); l++) {
                 long[] sec = layers.get(l);
                 Le.Reader r = new Le.Reader(seg, sec[1], sec[1] + sec[2], what);
@@ -447,6 +449,7 @@ public final class CacheFile {
                     ex.add(new Object[] {h, b});
                 }
                 extras.add(ex);
+                probes.add(Readback.read(r, heads, dim, n));
                 long need = found.recordsBytes(heads, rec) + 2L * heads * win * dim * 4;
                 r.need(need);
                 if (r.pos + need != sec[1] + sec[2]) {
@@ -495,6 +498,15 @@ public final class CacheFile {
             } catch (IllegalArgumentException e) {
                 cache.clear();
                 throw new CacheRefusedException(what + " does not fit this cache: " + e.getMessage());
+            }
+            for (int l = 0; l < cache.layers(); l++) {
+                for (Readback p : probes.get(l)) {
+                    String why = p.token() < upTo && (p.token() == 0 || upTo == n) ? p.check(cache, l) : null;
+                    if (why != null) {
+                        cache.clear();
+                        throw new CacheRefusedException(what + ": " + why);
+                    }
+                }
             }
         }
 

@@ -129,6 +129,9 @@ public final class PrefixBlocks {
         for (LayerLayout l : lay) {
             h.i32(l.kind()).i32(l.keyRecordBytes()).i32(l.valueRecordBytes()).i64(l.fingerprint());
         }
+        for (int l = 0; l < lay.length; l++) {   // block 0 carries how token 0 reads back (see Readback)
+            Readback.write(h, cache, l, index == 0 ? new int[] {0} : new int[0]);
+        }
         byte[] header = h.toBytes();
         long payload = 0;
         for (LayerLayout l : lay) {
@@ -184,6 +187,7 @@ public final class PrefixBlocks {
         List<String> keys = keys(ids, maxTokens);
         List<byte[]> blocks = new ArrayList<>();
         List<Integer> payloadAt = new ArrayList<>();
+        List<List<Readback>> probes = new ArrayList<>();
         String refused = null;
         long bytes = 0;
         for (int i = 0; i < keys.size(); i++) {
@@ -193,7 +197,7 @@ public final class PrefixBlocks {
             }
             bytes += b.length;
             try {
-                payloadAt.add(check(b, keys.get(i), i, ids, lay));
+                payloadAt.add(check(b, keys.get(i), i, ids, lay, i == 0 ? probes : new ArrayList<>()));
                 blocks.add(b);
             } catch (CacheRefusedException e) {
                 refused = e.getMessage();
@@ -236,11 +240,21 @@ public final class PrefixBlocks {
             cache.clear();
             throw new CacheRefusedException("stored blocks do not fit this cache: " + e.getMessage());
         }
+        for (int l = 0; l < probes.size(); l++) {
+            for (Readback p : probes.get(l)) {
+                String why = p.check(cache, l);
+                if (why != null) {
+                    cache.clear();
+                    return new Loaded(0, 0, bytes, "cache block 0 from " + store.describe() + ": " + why);
+                }
+            }
+        }
         return new Loaded(tokens, nb, bytes, refused);
     }
 
     /** Verifies one block; returns the offset of its payload. */
-    int check(byte[] b, String key, int index, long[] ids, LayerLayout[] lay) throws CacheRefusedException {
+    int check(byte[] b, String key, int index, long[] ids, LayerLayout[] lay, List<List<Readback>> probes)
+            throws CacheRefusedException {
         String what = "cache block " + index + " (" + key.substring(0, 12) + "...) from " + store.describe();
         MemorySegment seg = MemorySegment.ofArray(b);
         if (b.length < 20 + BlockAuth.TAG_BYTES + 4) {
@@ -301,6 +315,13 @@ public final class PrefixBlocks {
                 throw new CacheRefusedException(what + " does not fit: " + m);
             }
             payload += lay[l].recordsBytes(id.kvHeads(), blockTokens);
+        }
+        for (int l = 0; l < lay.length; l++) {
+            List<Readback> p = Readback.read(r, id.kvHeads(), id.headDim(), blockTokens);
+            if (index != 0 && !p.isEmpty()) {
+                throw new CacheRefusedException(what + " is corrupted (a readback in block " + index + ")");
+            }
+            probes.add(p);
         }
         if (r.pos != 20L + hl || 20L + hl + payload != tagAt) {
             throw new CacheRefusedException(what + " is corrupted (its payload is " + (tagAt - 20L - hl) + " bytes, expected "

@@ -270,6 +270,30 @@ class CacheFileTest {
         assertNull(CacheFile.unsupported(KvCaches.create("turbo3.5", 1, 1, 8)));
     }
 
+    /**
+     * A changed record with a recomputed checksum (or state the file does not hold) is caught by
+     * the readback check: the restored cache must read its first token back as saved.
+     */
+    @Test
+    void changedRecordsWithAConsistentChecksumAreCaughtByTheReadback() throws IOException {
+        Path f = saved("turbo3.5", 30);
+        byte[] b = Files.readAllBytes(f);
+        MemorySegment seg = MemorySegment.ofArray(b);
+        long pos = 12;
+        while (seg.get(Le.I32, pos) != CacheFile.LAYR) {
+            pos += 16 + seg.get(Le.I64, pos + 4);
+        }
+        long len = seg.get(Le.I64, pos + 4);
+        long bodyEnd = pos + 12 + len;
+        long payload = (long) HEADS * 30 * (30 + 30);   // window 0: the body ends with the records
+        int first = (int) (bodyEnd - payload);        // first key record of head 0: token 0
+        b[first + 3] ^= 0x21;
+        seg.set(Le.I32, bodyEnd, Le.crc(seg, pos + 12, len));
+        Files.write(f, b);
+        String m = refusal(f, "turbo3.5", SHA);
+        assertTrue(m.contains("layer 0 reads token 0 (kv head 0) back differently after loading"), m);
+    }
+
     @Test
     void writeIsAtomicAndLeavesNoTemporaryFiles() throws IOException {
         Path f = saved("turbo3.5", 30);

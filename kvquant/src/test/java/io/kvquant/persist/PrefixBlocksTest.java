@@ -163,6 +163,28 @@ class PrefixBlocksTest {
         }
     }
 
+    /** Without a key, a block 0 whose first record was changed and whose CRC was recomputed is caught by the readback. */
+    @Test
+    void changedFirstRecordIsCaughtByTheReadbackWithoutAKey() throws IOException {
+        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+             DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
+            fill(a, 32, 1);
+            long[] ids = ids(32, 2);
+            PrefixBlocks pb = blocks(s, a, null);
+            pb.save(a, ids);
+            String k0 = pb.keys(ids, 32).get(0);
+            byte[] blk = s.get(k0);
+            int payload = blk.length - 4 - BlockAuth.TAG_BYTES - LAYERS * HEADS * N * 60;
+            blk[payload + 5] ^= 0x44;     // layer 0, head 0, key record of token 0
+            s.put(k0, fixCrc(blk));
+            PrefixBlocks.Loaded ld = pb.load(b, ids, 32);
+            assertEquals(0, ld.tokens());
+            assertEquals(0, b.length(0), "the cache is left empty");
+            assertTrue(ld.refused().contains("reads token 0 (kv head 0) back differently"), ld.refused());
+        }
+    }
+
     /** A block moved under another key, truncated, or from a future format is refused with its reason. */
     @Test
     void misplacedTruncatedAndFutureBlocksAreRefused() throws IOException {
