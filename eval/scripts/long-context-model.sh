@@ -16,7 +16,7 @@ held="$root/models/data/heldout.txt"
 for n in $lengths; do
   # about 3.6 characters per token on this text with this tokenizer
   chars=$(( n * 36 / 10 ))
-  { while :; do cat "$held"; done; } | head -c "$chars" > "$out/prompt-$n.txt" || true
+  { while :; do cat "$held" || break; done; } | head -c "$chars" > "$out/prompt-$n.txt" || true
 done
 "$root/kvq" prepare --model "$out" >/dev/null
 echo "$out"
