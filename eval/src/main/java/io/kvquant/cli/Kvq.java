@@ -49,6 +49,7 @@ public final class Kvq implements Runnable {
             subcommands = {
                     io.kvquant.eval.bench.CodecBenchCommand.class,
                     io.kvquant.eval.bench.AttentionBenchCommand.class,
+                    io.kvquant.eval.bench.CacheBenchCommand.class,
             })
     static final class Bench implements Runnable {
         @CommandLine.Spec

@@ -181,4 +181,42 @@ final class DenseStore implements LayerStore {
     public void finish(float[] acc, int ao, float[] out, int oo) {
         System.arraycopy(acc, ao, out, oo, dim);
     }
+
+    // ---- raw records (io.kvquant.persist) ----
+
+    @Override
+    public boolean rawRecords() {
+        return true;
+    }
+
+    @Override
+    public int recordTokens() {
+        return length;
+    }
+
+    @Override
+    public int recordBytes(boolean key) {
+        return dim * (half ? 2 : 4);
+    }
+
+    @Override
+    public void exportRecords(boolean key, int head, int from, int to, MemorySegment dst, long off) {
+        if (from < 0 || to > length || from > to || head < 0 || head >= heads) {
+            throw new IllegalArgumentException("records [" + from + ", " + to + ") of head " + head + " are outside " + length);
+        }
+        (key ? keys : values)[head].copyOut(from, to, dst, off);
+    }
+
+    @Override
+    public void importRecords(MemorySegment k, long kOff, MemorySegment v, long vOff, int n, float[] wk, float[] wv, int w) {
+        int rb = recordBytes(true);
+        for (int h = 0; h < heads; h++) {
+            keys[h].copyIn(k, kOff + (long) h * n * rb, length, n);
+            values[h].copyIn(v, vOff + (long) h * n * rb, length, n);
+        }
+        length += n;
+        if (w > 0) {
+            append(wk, wv, w);
+        }
+    }
 }

@@ -53,4 +53,37 @@ public interface LayerStore extends AutoCloseable {
 
     /** Converts one accumulator acc[ao..) to the output vector out[oo..oo+headDim). */
     void finish(float[] acc, int ao, float[] out, int oo);
+
+    // ---- raw records, for saving and loading caches (io.kvquant.persist) ----
+
+    /** True if this store can hand out and take back its raw records (false: KIVI). */
+    default boolean rawRecords() {
+        return false;
+    }
+
+    /** Tokens [0, recordTokens()) are held as fixed-size raw records; the rest, in a full-precision window. */
+    default int recordTokens() {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
+    }
+
+    /** Bytes of one token's record for one KV head (keys or values). */
+    default int recordBytes(boolean key) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
+    }
+
+    /** Copies the raw records of tokens [from, to) of one head to {@code dst} at {@code off}, back to back. */
+    default void exportRecords(boolean key, int head, int from, int to, java.lang.foreign.MemorySegment dst, long off) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
+    }
+
+    /**
+     * Appends {@code n} tokens given as raw records ({@code [head][n][recordBytes]} at kOff in
+     * {@code k} and vOff in {@code v}, no re-encoding), then {@code w} tokens in full precision
+     * ({@code [head][w][dim]}). Records that must sit in the window are decoded into it. Needs a
+     * store holding no window tokens ({@code length() == recordTokens()}); atomic on failure.
+     */
+    default void importRecords(java.lang.foreign.MemorySegment k, long kOff, java.lang.foreign.MemorySegment v, long vOff,
+                               int n, float[] winK, float[] winV, int w) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
+    }
 }

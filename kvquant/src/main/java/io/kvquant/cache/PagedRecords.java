@@ -49,4 +49,23 @@ final class PagedRecords {
     long bytesAllocated() {
         return (long) pages.size() * pageTokens * recordBytes;
     }
+
+    /** Copies records [from, to) to {@code dst} at {@code off}, back to back (for saving a cache). */
+    void copyOut(int from, int to, MemorySegment dst, long off) {
+        for (int t = from; t < to; ) {
+            int n = Math.min(to, (t / pageTokens + 1) * pageTokens) - t;
+            MemorySegment.copy(page(t), offset(t), dst, off + (long) (t - from) * recordBytes, (long) n * recordBytes);
+            t += n;
+        }
+    }
+
+    /** Copies {@code n} records from {@code src} at {@code off} into records [at, at+n) (capacity ensured first). */
+    void copyIn(MemorySegment src, long off, int at, int n) {
+        ensureCapacity(at + n);
+        for (int t = at; t < at + n; ) {
+            int m = Math.min(at + n, (t / pageTokens + 1) * pageTokens) - t;
+            MemorySegment.copy(src, off + (long) (t - at) * recordBytes, page(t), offset(t), (long) m * recordBytes);
+            t += m;
+        }
+    }
 }

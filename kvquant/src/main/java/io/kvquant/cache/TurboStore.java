@@ -261,4 +261,57 @@ final class TurboStore implements LayerStore {
             out[oo + j] += acc[a + j];
         }
     }
+
+    // ---- raw records (io.kvquant.persist): what is saved is exactly what is held ----
+
+    @Override
+    public boolean rawRecords() {
+        return true;
+    }
+
+    @Override
+    public int recordTokens() {
+        return compressed();
+    }
+
+    @Override
+    public int recordBytes(boolean key) {
+        return (key ? kc : vc).recordBytes();
+    }
+
+    @Override
+    public void exportRecords(boolean key, int head, int from, int to, MemorySegment dst, long off) {
+        if (from < 0 || to > compressed() || from > to || head < 0 || head >= heads) {
+            throw new IllegalArgumentException("records [" + from + ", " + to + ") of head " + head + " are not all compressed");
+        }
+        (key ? keys : values)[head].copyOut(from, to, dst, off);
+    }
+
+    @Override
+    public void importRecords(MemorySegment k, long kOff, MemorySegment v, long vOff, int n, float[] wk, float[] wv, int w) {
+        if (length != compressed()) {
+            throw new IllegalArgumentException("raw records are imported into an empty store (this one holds " + length + " tokens)");
+        }
+        int newLen = length + n + w;
+        int newC = Math.max(0, newLen - window);
+        if (newC > length + n) {
+            throw new IllegalArgumentException(w + " full-precision tokens after " + n + " records do not fit a window of " + window);
+        }
+        int krb = kc.recordBytes();
+        int vrb = vc.recordBytes();
+        for (int h = 0; h < heads; h++) {
+            keys[h].copyIn(k, kOff + (long) h * n * krb, length, newC - length);
+            values[h].copyIn(v, vOff + (long) h * n * vrb, length, newC - length);
+            for (int t = newC; t < length + n; t++) {     // records that belong in the window are decoded into it
+                kc.decode(k, kOff + ((long) h * n + t - length) * krb, winK[h], (t % window) * dim);
+                vc.decode(v, vOff + ((long) h * n + t - length) * vrb, winV[h], (t % window) * dim);
+            }
+            for (int i = 0; i < w; i++) {
+                int t = length + n + i;
+                System.arraycopy(wk, (h * w + i) * dim, winK[h], (t % window) * dim, dim);
+                System.arraycopy(wv, (h * w + i) * dim, winV[h], (t % window) * dim, dim);
+            }
+        }
+        length = newLen;
+    }
 }

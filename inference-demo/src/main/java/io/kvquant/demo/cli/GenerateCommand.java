@@ -83,6 +83,9 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--stats-json", paramLabel = "FILE", description = "Also write the figures as JSON to FILE.")
     Path statsJson;
 
+    @CommandLine.Mixin
+    io.kvquant.demo.store.PromptCacheOptions promptCache = new io.kvquant.demo.store.PromptCacheOptions();
+
     @Override
     public Integer call() throws IOException {
         // Validate everything cheap before loading anything.
@@ -103,6 +106,7 @@ public final class GenerateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--threads must be >= 0, got " + threads);
         }
         Sampler sampler = new Sampler(temperature, topK, topP, seed);
+        io.kvquant.demo.store.PromptCache.Settings cacheSettings = promptCache.settings();
         if ((prompt == null) == (promptFile == null)) {
             throw new IllegalArgumentException("give exactly one of --prompt TEXT or --prompt-file FILE");
         }
@@ -141,20 +145,23 @@ public final class GenerateCommand implements Callable<Integer> {
                 throw new IllegalArgumentException("the prompt is " + ids.length + " tokens, longer than the model's context of "
                         + ctx + " tokens; shorten it");
             }
-            try (KvCache cache = KvCaches.create(kvCfg, dm.layers(), dm.kvHeads(), dm.headDim())) {
-                return generate(dm, tok, cache, ids, sampler, kvCfg, m, out, err);
+            try (KvCache cache = KvCaches.create(kvCfg, dm.layers(), dm.kvHeads(), dm.headDim());
+                 var pc = io.kvquant.demo.store.PromptCache.open(cacheSettings, dm.file(), cache, err)) {
+                return generate(dm, tok, cache, ids, sampler, kvCfg, m, out, err, pc);
             }
         }
     }
 
     private int generate(ModelRunner dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
-                         KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err) throws IOException {
-        Decoder dec = dm.newDecoder(cache, prefillChunk);
+                         KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err,
+                         io.kvquant.demo.store.PromptCache pc) throws IOException {
+        Decoder inner = dm.newDecoder(cache, prefillChunk);
+        Decoder dec = pc.track(inner);
         java.io.Console console = System.console();
         boolean tty = console != null && console.isTerminal();
         ProgressBar bar = tty ? new ProgressBar(err, "prefill", ids.length) : null;
         long t0 = System.nanoTime();
-        float[] logits = dec.prefill(ids, bar == null ? null : bar::update);
+        float[] logits = pc.prefill(dec, ids, bar == null ? null : bar::update);
         long t1 = System.nanoTime();
         if (bar != null) {
             bar.done();
@@ -184,6 +191,7 @@ public final class GenerateCommand implements Callable<Integer> {
             logits = dec.step(next);
         }
         long t3 = System.nanoTime();
+        pc.finish();
         out.println();
         out.flush();
         // Decode steps actually run: tokens fed after the prefill.
@@ -215,10 +223,11 @@ public final class GenerateCommand implements Callable<Integer> {
         int lastPast = dec.position() - 1;
         long denseStep = 2L * dm.layers() * dm.kvHeads() * dm.headDim() * lastPast
                 * (dm instanceof io.kvquant.demo.onnx.DecoderModel d && d.fp16() ? 2 : 4);
-        st.fields.put("past_bytes_per_decode_step", dec instanceof io.kvquant.demo.onnx.GraphDecoder gd ? gd.lastStepBytes()
+        st.fields.put("past_bytes_per_decode_step", inner instanceof io.kvquant.demo.onnx.GraphDecoder gd ? gd.lastStepBytes()
                 : m == Decoder.Mode.ROUNDTRIP ? denseStep : 0L);
         st.fields.put("kv", kvCfg.toString());
         st.fields.put("mode", m.cli);
+        st.fields.put("prompt_cache", pc.stats());
         Map<String, Object> cfg = new LinkedHashMap<>();
         cfg.put("model", dm.file().toString());
         cfg.put("model_shape", dm.describe());

@@ -13,6 +13,9 @@ import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.KvQuantConfig;
 import io.kvquant.demo.onnx.Decoder;
 import io.kvquant.demo.onnx.JavaAttentionModel;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.util.Arrays;
 
 /**
  * The DJL drop-in: a {@code Translator<NDList, CausalLMOutput>} for decoders exported in the
@@ -52,6 +55,10 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
     /** Tokens of the step in flight and the manager its outputs go to (the caller's). */
     private int stepTokens;
     private NDManager callerManager;
+    /** Prompt caching (null: none); the prompt of the sequence in flight until its prefill is saved. */
+    private io.kvquant.demo.store.PromptCache.Settings promptCacheSettings;
+    private io.kvquant.demo.store.PromptCache promptCache;
+    private long[] promptIds;
 
     private KvQuantTranslator(KvQuantConfig config, int prefillChunk) {
         if (prefillChunk < 1) {
@@ -73,6 +80,21 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
     /** Like {@link #of(String)}, feeding prompts {@code prefillChunk} tokens per engine call. */
     public static KvQuantTranslator of(String kv, int prefillChunk) {
         return new KvQuantTranslator(KvQuantConfig.parse(kv), prefillChunk);
+    }
+
+    /**
+     * Saves and reuses compressed prompt caches (a cache file and/or a block store, see
+     * docs/prompt-cache.md): a new sequence whose prompt starts with a saved one prefills only the
+     * rest. Returns this translator.
+     */
+    public KvQuantTranslator withPromptCache(io.kvquant.demo.store.PromptCache.Settings settings) {
+        this.promptCacheSettings = settings;
+        return this;
+    }
+
+    /** What the prompt cache restored and saved (empty without one). */
+    public java.util.Map<String, Object> promptCacheStats() {
+        return promptCache == null ? java.util.Map.of() : promptCache.stats();
     }
 
     public KvQuantConfig config() {
@@ -103,6 +125,14 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
         cache = KvCaches.create(config, m.layers(), m.kvHeads(), m.headDim());
         decoder = m.newDecoder(cache, prefillChunk);
         engine.attach(decoder);
+        if (promptCacheSettings != null) {
+            try {
+                promptCache = io.kvquant.demo.store.PromptCache.open(promptCacheSettings,
+                        ctx.getModel().getModelPath().resolve("model.onnx"), cache, new java.io.PrintWriter(System.err, true));
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
     }
 
     @Override
@@ -119,13 +149,18 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
                     + s + ". Beam search and contrastive search fork and reorder the KV cache, which the compressed "
                     + "cache does not support: use greedy search (SearchConfig beam 1, TextGenerator \"greedy\").");
         }
+        int skip = 0;
         if (input.size() == 3) {
             cache.clear(); // no past: a new sequence
+            if (promptCache != null) {   // restore a saved prefix (leaving at least one token to run)
+                promptIds = ids.toLongArray();
+                skip = promptCache.restore(promptIds, promptIds.length - 1).tokens();
+            }
         } else if (input.size() != 4 || !PAST_PLACEHOLDER.equals(input.get(3).getName())) {
             throw new IllegalArgumentException("the past passed in is not the one this translator returned; with kvquant the "
                     + "past stays in the compressed cache (do not build or reorder it outside the translator)");
         }
-        int n = (int) s.get(1);
+        int n = (int) s.get(1) - skip;
         int past = cache.length(0);
         long total = input.get(2).getShape().get(input.get(2).getShape().dimension() - 1);
         if (total != past + n) {
@@ -134,7 +169,7 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
         }
         stepTokens = n;
         callerManager = ids.getManager();
-        NDArray idArr = ctx.getNDManager().create(ids.toLongArray(), new Shape(1, n));
+        NDArray idArr = ctx.getNDManager().create(Arrays.copyOfRange(ids.toLongArray(), skip, skip + n), new Shape(1, n));
         idArr.setName("input_ids");
         return new NDList(idArr);
     }
@@ -150,7 +185,13 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
             throw new IllegalStateException("the engine's cache holds " + len + " tokens after a step of " + stepTokens);
         }
         // Hand DJL arrays of the caller's engine, so the generator's own array operations run there.
-        NDArray out = callerManager.create(logits.toFloatArray(), logits.getShape());
+        float[] lf = logits.toFloatArray();
+        NDArray out = callerManager.create(lf, logits.getShape());
+        if (promptIds != null) {   // the prompt is in the cache: save it where asked
+            int vocab = (int) logits.getShape().get(logits.getShape().dimension() - 1);
+            promptCache.afterPrefill(promptIds, Arrays.copyOfRange(lf, lf.length - vocab, lf.length));
+            promptIds = null;
+        }
         // Shaped like one head of a past tensor with no elements [1, 1, tokens, 0]: generators read
         // the past length from dimension 2, and nothing of the past's size is allocated.
         NDArray placeholder = callerManager.zeros(new Shape(1, 1, len, 0));
@@ -169,6 +210,9 @@ public final class KvQuantTranslator implements NoBatchifyTranslator<NDList, Cau
     /** Releases the cache's off-heap memory. */
     @Override
     public void close() {
+        if (promptCache != null) {
+            promptCache.close();
+        }
         if (cache != null) {
             cache.close();
             cache = null;
