@@ -105,7 +105,7 @@ class GenerateCliTest {
     void generatesAndWritesStats(@TempDir Path tmp) throws IOException {
         Path stats = tmp.resolve("stats.json");
         Run r = kvq("generate", "--model", modelDir().toString(), "--prompt", "And God said, Let there be light:",
-                "--kv", "turbo3.5", "--max-new-tokens", "6", "--no-stop", "--prefill-chunk", "4", "--threads", "1",
+                "--kv", "turbo3.5,window=0,center=off", "--max-new-tokens", "6", "--no-stop", "--prefill-chunk", "4", "--threads", "1",
                 "--stats-json", stats.toString());
         assertEquals(0, r.code(), r.err());
         assertFalse(r.out().isBlank(), "generated text on stdout");
@@ -116,7 +116,7 @@ class GenerateCliTest {
             assertTrue(j.containsKey(k), "stats field " + k + " in " + j.keySet());
         }
         assertEquals(6, ((Number) j.get("generated_tokens")).intValue());
-        assertEquals("turbo3.5", j.get("kv"));
+        assertEquals("turbo3.5,window=0,center=off", j.get("kv"));
         assertEquals("roundtrip", j.get("mode"));
         int prompt = ((Number) j.get("prompt_tokens")).intValue();
         assertTrue(prompt > 4, "prompt tokens " + prompt);

@@ -50,7 +50,7 @@ public final class DequantGraph {
         }
         if (cfg.window() > 0 || cfg.boundaryLayers() > 0 || cfg.center() || !cfg.layers().isEmpty()) {
             throw new IllegalArgumentException("--mode graph decodes the bare codec: no window=, boundary=, layers= or key "
-                    + "centering (the plain presets have a window and centering); use e.g. --kv turbo3.5,window=0,center=off");
+                    + "centering (the plain presets have a window and centering); use e.g. --mode graph --kv turbo3.5,window=0,center=off");
         }
     }
 
