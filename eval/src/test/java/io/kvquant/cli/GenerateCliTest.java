@@ -122,7 +122,7 @@ class GenerateCliTest {
     void generatesAndWritesStats(@TempDir Path tmp) throws IOException {
         Path stats = tmp.resolve("stats.json");
         Run r = kvq("generate", "--model", modelDir().toString(), "--prompt", "And God said, Let there be light:",
-                "--kv", "turbo3.5", "--max-new-tokens", "6", "--no-stop", "--prefill-chunk", "4", "--threads", "1",
+                "--kv", "turbo3.5,window=0,center=off", "--max-new-tokens", "6", "--no-stop", "--prefill-chunk", "4", "--threads", "1",
                 "--stats-json", stats.toString());
         assertEquals(0, r.code(), r.err());
         assertFalse(r.out().isBlank(), "generated text on stdout");
@@ -133,7 +133,7 @@ class GenerateCliTest {
             assertTrue(j.containsKey(k), "stats field " + k + " in " + j.keySet());
         }
         assertEquals(6, ((Number) j.get("generated_tokens")).intValue());
-        assertEquals("turbo3.5", j.get("kv"));
+        assertEquals("turbo3.5,window=0,center=off", j.get("kv"));
         assertEquals("engine", j.get("mode"), "the engine is the default");
         int prompt = ((Number) j.get("prompt_tokens")).intValue();
         assertTrue(prompt > 4, "prompt tokens " + prompt);

@@ -21,6 +21,9 @@ class QualityCliTest {
 
     static final int CTX = 96;
     static final int PREFIX = 48;
+    static final String T35 = "turbo3.5,window=0,center=off";
+    static final String T25 = "turbo2.5,window=0,center=off";
+    static final String AUTO = "auto:3.5,window=0,center=off";
 
     @SuppressWarnings("unchecked")
     static Map<String, Map<String, Object>> byKv(Map<String, Object> doc) {
@@ -40,7 +43,9 @@ class QualityCliTest {
     @SuppressWarnings("unchecked")
     void perplexityScoresTokenByTokenAndComparesWithFull(@TempDir Path tmp) throws IOException {
         Path text = GenerateCliTest.modelDir().getParent().resolve("data/heldout.txt");
-        GenerateCliTest.Run r = kvq("eval", "perplexity", "--kv", "fp16,turbo3.5,turbo2.5", "--context", "" + CTX,
+        // the bare codecs (no window, no centering): at 96 tokens a 64-token window would hide them
+        GenerateCliTest.Run r = kvq("eval", "perplexity", "--kv", "fp16;turbo3.5,window=0,center=off;turbo2.5,window=0,center=off;"
+                + "auto:3.5,window=0,center=off", "--context", "" + CTX,
                 "--prefix", "" + PREFIX, "--windows", "1", "--threads", "1", "--json", "--out", tmp.toString());
         assertEquals(0, r.code(), r.err());
         Map<String, Object> doc = (Map<String, Object>) Json.parse(r.out());
@@ -49,7 +54,8 @@ class QualityCliTest {
         assertTrue(((String) cfg.get("model_sha256")).matches("[0-9a-f]{64}"));
         assertTrue(doc.containsKey("git_commit") && doc.containsKey("simd_bits") && doc.containsKey("jvm"));
         Map<String, Map<String, Object>> res = byKv(doc);
-        assertEquals(List.of("full", "fp16", "turbo3.5", "turbo2.5"), List.copyOf(res.keySet()), "full is added first");
+        assertEquals(List.of("full", "fp16", T35, T25, AUTO), List.copyOf(res.keySet()),
+                "full is added first");
         Map<String, Object> full = res.get("full");
         assertEquals(CTX - PREFIX, num(full, "tokens"));
         assertEquals(0, num(full, "delta_pct"), 0);
@@ -73,19 +79,25 @@ class QualityCliTest {
 
         // fp16 storage is near-lossless; TurboQuant within its distortion, and 3.5 bits closer than 2.5.
         assertTrue(num(res.get("fp16"), "kl_mean") < 1e-4, "fp16 KL " + res.get("fp16"));
-        double kl35 = num(res.get("turbo3.5"), "kl_mean");
-        double kl25 = num(res.get("turbo2.5"), "kl_mean");
+        double kl35 = num(res.get(T35), "kl_mean");
+        double kl25 = num(res.get(T25), "kl_mean");
         assertTrue(kl35 > 0 && kl35 < 0.05, "turbo3.5 KL " + kl35);
         assertTrue(kl25 > kl35 && kl25 < 0.2, "turbo2.5 KL " + kl25 + " vs " + kl35);
-        assertTrue(num(res.get("turbo3.5"), "top1_agreement") > 0.8, res.get("turbo3.5").toString());
-        double bits = num(res.get("turbo3.5"), "bits_per_element");
+        assertTrue(num(res.get(T35), "top1_agreement") > 0.8, res.get(T35).toString());
+        double bits = num(res.get(T35), "bits_per_element");
         assertTrue(bits > 3.5 && bits < 4.0, "turbo3.5 bits/element with norms " + bits);
         assertEquals(0.5, num(full, "memory_ratio_vs_fp16"), 1e-9, "fp32 cache is twice fp16");
+        // auto:3.5 was calibrated on the window's prompt: its plan is saved, and it spends the bytes of turbo3.5
+        List<Object> plans = (List<Object>) res.get(AUTO).get("plans");
+        assertEquals(1, plans.size());
+        assertTrue(((String) plans.get(0)).startsWith("auto plan: L0 k"), plans.toString());
+        assertEquals(bits, num(res.get(AUTO), "bits_per_element"), 1e-9);
+        assertTrue(num(res.get(AUTO), "kl_mean") < 0.05, res.get(AUTO).toString());
 
         for (String f : List.of("perplexity.json", "perplexity.csv", "perplexity.md", "perplexity.png")) {
             assertTrue(Files.size(tmp.resolve(f)) > 0, f);
         }
-        assertEquals(5, Files.readAllLines(tmp.resolve("perplexity.csv")).size(), "header + 4 settings");
+        assertEquals(6, Files.readAllLines(tmp.resolve("perplexity.csv")).size(), "header + 5 settings");
     }
 
     @Test

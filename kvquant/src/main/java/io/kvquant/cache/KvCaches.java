@@ -19,19 +19,21 @@ public final class KvCaches {
             throw new IllegalArgumentException("cache shape must be >= 1 layer, >= 1 kv head, head dim >= 2; got "
                     + layers + " x " + kvHeads + " x " + headDim);
         }
+        if (cfg.needsCalibration()) {
+            throw new IllegalArgumentException("'" + cfg + "' chooses per-layer bits with a calibration probe: resolve it "
+                    + "first (BitAllocation.plan, or a command that runs the probe such as kvq eval)");
+        }
+        cfg.checkLayers(layers);
         Arena arena = Arena.ofShared();
         LayerStore[] stores = new LayerStore[layers];
         try {
             for (int l = 0; l < layers; l++) {
-                boolean boundary = cfg.isBoundary(l, layers);
-                stores[l] = switch (cfg.kind()) {
+                stores[l] = switch (cfg.layerKind(l, layers)) {
                     case FULL -> new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens());
                     case FP16 -> new DenseStore(arena, kvHeads, headDim, true, cfg.pageTokens());
-                    case TURBO -> boundary ? new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens())
-                            : new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
+                    case TURBO -> new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
                             cfg.window(), cfg.pageTokens());
-                    case KIVI -> boundary ? new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens())
-                            : new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
+                    case KIVI -> new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
                             cfg.pageTokens());
                 };
             }
@@ -42,15 +44,18 @@ public final class KvCaches {
         return new LayeredKvCache(cfg, layers, kvHeads, headDim, stores, arena);
     }
 
-    /** The key codec a TurboQuant cache of {@code cfg} uses for {@code layer} (same seed, same rotation). */
+    /**
+     * The key codec a TurboQuant cache of {@code cfg} uses for {@code layer} (same seed, same
+     * rotation; the layer's own bits where a {@code layers=} override gives them).
+     */
     public static VectorCodec keyCodec(KvQuantConfig cfg, int headDim, int layer) {
-        return Codecs.turbo(headDim, cfg.keyBits(), cfg.keyQjl(), cfg.rotation(), cfg.qjlKind(),
+        return Codecs.turbo(headDim, cfg.layerKeyBits(layer), cfg.keyQjl(), cfg.rotation(), cfg.qjlKind(),
                 cfg.seed() * 1_000_003L + layer * 2L, cfg.normCorrection());
     }
 
     /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer}. */
     public static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
-        return Codecs.turbo(headDim, cfg.valueBits(), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
+        return Codecs.turbo(headDim, cfg.layerValueBits(layer), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
                 cfg.seed() * 1_000_003L + layer * 2L + 1, cfg.normCorrection());
     }
 }

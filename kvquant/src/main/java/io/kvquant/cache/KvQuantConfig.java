@@ -15,21 +15,96 @@ import java.util.Locale;
  * baseline, 2 or 4 bits). Options follow after commas: {@code window=N} (most recent tokens kept
  * in fp32), {@code boundary=N} (first and last N layers kept in fp32), {@code qjl=none|k|v|kv},
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
- * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page).
+ * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
+ * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
+ * {@code layers=R:S} (repeatable per-layer override: R a layer or range {@code 0-1}, S
+ * {@code k<b>v<b>}, {@code turbo<b>}, {@code full} or {@code fp16}; later overrides win).
+ * {@code auto:<b>} is a TurboQuant setting whose per-layer, per-K/V bits are chosen by a
+ * calibration probe ({@link BitAllocation}) for an average of b bits; it must be resolved
+ * ({@link #withLayers}) before a cache is built.
+ *
+ * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
+ * keys centered ({@link #DEFAULT_CENTER}) and a {@link #DEFAULT_TURBO_WINDOW}-token
+ * full-precision window; {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
  */
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
-                            int boundaryLayers, int groupSize, int pageTokens, long seed) {
+                            int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
+                            List<LayerOverride> layers, double autoBits) {
+
+    /**
+     * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
+     * and value bits, FULL or FP16 dense).
+     */
+    public record LayerOverride(int first, int last, Kind kind, double keyBits, double valueBits) {
+        public LayerOverride {
+            if (first < 0 || last < first) {
+                throw new IllegalArgumentException("layer range " + first + "-" + last + " is empty or negative");
+            }
+            if (kind != Kind.TURBO && kind != Kind.FULL && kind != Kind.FP16) {
+                throw new IllegalArgumentException("a layer override is TurboQuant, full or fp16, not " + kind);
+            }
+        }
+
+        /** The text form after {@code layers=}: {@code 0-1:k8v4}. */
+        @Override
+        public String toString() {
+            String r = first == last ? Integer.toString(first) : first + "-" + last;
+            return r + ":" + switch (kind) {
+                case FULL -> "full";
+                case FP16 -> "fp16";
+                default -> "k" + fmt(keyBits) + "v" + fmt(valueBits);
+            };
+        }
+
+        boolean covers(int layer) {
+            return layer >= first && layer <= last;
+        }
+    }
 
     /** Cache implementations. */
     public enum Kind { FULL, FP16, TURBO, KIVI }
 
     public static final int DEFAULT_PAGE_TOKENS = 256;
     public static final long DEFAULT_SEED = 42L;
-    private static final List<String> OPTIONS = List.of("window", "boundary", "qjl", "sjl", "rot", "normfix", "seed", "group", "page");
+    /** Full-precision recent tokens of the plain TurboQuant presets (chosen by measurement, docs/quality.md). */
+    public static final int DEFAULT_TURBO_WINDOW = 64;
+    /** Whether the plain TurboQuant presets store keys centered (chosen by measurement, docs/quality.md). */
+    public static final boolean DEFAULT_CENTER = true;
+    private static final List<String> OPTIONS = List.of("window", "boundary", "center", "layers", "qjl", "sjl", "rot",
+            "normfix", "seed", "group", "page");
+
+    /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
+    public KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl, QjlKind qjlKind,
+                         RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
+                         int pageTokens, long seed) {
+        this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
+                groupSize, pageTokens, seed, false, List.of(), 0);
+    }
 
     public KvQuantConfig {
+        layers = layers == null ? List.of() : List.copyOf(layers);
+        if (!layers.isEmpty() && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("per-layer overrides (layers=) apply to TurboQuant settings, not " + kind);
+        }
+        for (LayerOverride o : layers) {
+            if (o.kind() == Kind.TURBO) {
+                checkBits(o.keyBits(), keyQjl, "layer " + o.first() + " key");
+                checkBits(o.valueBits(), valueQjl, "layer " + o.first() + " value");
+            }
+        }
+        if (autoBits != 0) {
+            if (kind != Kind.TURBO || !(autoBits >= 2 && autoBits <= 8)) {
+                throw new IllegalArgumentException("auto budget must be in [2, 8] bits, got " + fmt(autoBits));
+            }
+            if (!layers.isEmpty()) {
+                throw new IllegalArgumentException("auto: chooses the per-layer bits itself; drop layers=");
+            }
+            if (boundaryLayers != 0) {
+                throw new IllegalArgumentException("auto: chooses the per-layer bits itself; drop boundary=");
+            }
+        }
         if (window < 0) {
             throw new IllegalArgumentException("window must be >= 0, got " + window);
         }
@@ -69,15 +144,17 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** Parses the compact form; errors name the bad part. */
     public static KvQuantConfig parse(String text) {
         if (text == null || text.isBlank()) {
-            throw new IllegalArgumentException("empty KV cache setting (try full, fp16, turbo3.5, turbo2.5, k4v3, kivi2)");
+            throw new IllegalArgumentException("empty KV cache setting (try full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, auto:3.5)");
         }
         String[] parts = text.trim().split(",");
         String preset = parts[0].trim().toLowerCase(Locale.ROOT);
         Kind kind;
         double kb = 16;
         double vb = 16;
+        double auto = 0;
         int group = 32;
         int window = 0;
+        boolean center = false;
         switch (preset) {
             case "full", "fp32" -> kind = Kind.FULL;
             case "fp16" -> kind = Kind.FP16;
@@ -85,6 +162,15 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 if (preset.startsWith("turbo")) {
                     kind = Kind.TURBO;
                     kb = vb = number(preset.substring(5), preset, text);
+                } else if (preset.startsWith("auto:") || preset.startsWith("auto")) {
+                    kind = Kind.TURBO;
+                    String b = preset.substring(preset.startsWith("auto:") ? 5 : 4);
+                    auto = number(b, preset, text);
+                    if (!(auto >= 2 && auto <= 8)) {
+                        throw new IllegalArgumentException("the auto budget in '" + preset + "' of '" + text
+                                + "' must be in [2, 8] bits");
+                    }
+                    kb = vb = Math.rint(auto * 2) / 2; // the base codec until a plan replaces it
                 } else if (preset.startsWith("kivi")) {
                     kind = Kind.KIVI;
                     kb = vb = number(preset.substring(4), preset, text);
@@ -96,9 +182,14 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                     vb = number(preset.substring(v + 1), preset, text);
                 } else {
                     throw new IllegalArgumentException("unknown KV cache preset '" + parts[0].trim() + "' in '" + text
-                            + "' (known: full, fp16, turbo<bits> e.g. turbo3.5, k<bits>v<bits> e.g. k4v3, kivi2, kivi4)");
+                            + "' (known: full, fp16, turbo<bits> e.g. turbo3.5, k<bits>v<bits> e.g. k4v3, auto:<bits> "
+                            + "e.g. auto:3.5, kivi2, kivi4)");
                 }
             }
+        }
+        if (kind == Kind.TURBO) {
+            window = DEFAULT_TURBO_WINDOW;
+            center = DEFAULT_CENTER;
         }
         boolean kq = false;
         boolean vq = false;
@@ -108,6 +199,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         int boundary = 0;
         int page = DEFAULT_PAGE_TOKENS;
         long seed = DEFAULT_SEED;
+        List<LayerOverride> overrides = new ArrayList<>();
         for (int i = 1; i < parts.length; i++) {
             String p = parts[i].trim();
             int eq = p.indexOf('=');
@@ -116,7 +208,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
             String key = p.substring(0, eq).trim().toLowerCase(Locale.ROOT);
             String val = p.substring(eq + 1).trim().toLowerCase(Locale.ROOT);
-            if ((kind == Kind.FULL || kind == Kind.FP16) && !key.equals("page")) {
+            if ((kind == Kind.FULL || kind == Kind.FP16) && !key.equals("page") && !key.equals("center")) {
                 throw new IllegalArgumentException("option '" + key + "' does not apply to '" + preset + "' in '" + text + "'");
             }
             switch (key) {
@@ -125,6 +217,18 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "group" -> group = integer(val, p, text);
                 case "page" -> page = integer(val, p, text);
                 case "seed" -> seed = integer(val, p, text);
+                case "center" -> center = onOff(val, "center", text);
+                case "layers" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'layers' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    if (auto != 0) {
+                        throw new IllegalArgumentException("'" + preset + "' chooses the per-layer bits itself: drop '" + p
+                                + "' from '" + text + "'");
+                    }
+                    overrides.add(override(val, p, text));
+                }
                 case "qjl" -> {
                     switch (val) {
                         case "none", "off" -> {
@@ -158,11 +262,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                         throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
                     }
                 }
-                case "normfix" -> normfix = switch (val) {
-                    case "on", "true", "1" -> true;
-                    case "off", "false", "0" -> false;
-                    default -> throw new IllegalArgumentException("normfix must be on or off, not '" + val + "' in '" + text + "'");
-                };
+                case "normfix" -> normfix = onOff(val, "normfix", text);
                 default -> throw new IllegalArgumentException("unknown option '" + key + "' in '" + text + "' (known: "
                         + String.join(", ", OPTIONS) + ")");
             }
@@ -171,10 +271,67 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
         }
         try {
-            return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed);
+            return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
+                    overrides, auto);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
+    }
+
+    private static boolean onOff(String val, String key, String text) {
+        return switch (val) {
+            case "on", "true", "1" -> true;
+            case "off", "false", "0" -> false;
+            default -> throw new IllegalArgumentException(key + " must be on or off, not '" + val + "' in '" + text + "'");
+        };
+    }
+
+    /** {@code 0-1:k8v4}, {@code 3:turbo2.5}, {@code 2:4} (both), {@code 0:full}, {@code 0:fp16}. */
+    private static LayerOverride override(String val, String part, String text) {
+        int colon = val.indexOf(':');
+        if (colon <= 0 || colon == val.length() - 1) {
+            throw new IllegalArgumentException("option '" + part + "' in '" + text
+                    + "' must be layers=<layer or range>:<setting>, e.g. layers=0-1:k8v4");
+        }
+        String range = val.substring(0, colon);
+        String what = val.substring(colon + 1);
+        int first;
+        int last;
+        try {
+            int dash = range.indexOf('-');
+            first = Integer.parseInt(dash < 0 ? range : range.substring(0, dash));
+            last = dash < 0 ? first : Integer.parseInt(range.substring(dash + 1));
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("cannot read the layer range '" + range + "' of '" + part + "' in '" + text
+                    + "' (a layer like 2 or a range like 0-1)");
+        }
+        if (first < 0 || last < first) {
+            throw new IllegalArgumentException("the layer range '" + range + "' of '" + part + "' in '" + text + "' is empty");
+        }
+        Kind k = Kind.TURBO;
+        double kb;
+        double vb;
+        if (what.equals("full") || what.equals("fp32")) {
+            k = Kind.FULL;
+            kb = vb = 32;
+        } else if (what.equals("fp16")) {
+            k = Kind.FP16;
+            kb = vb = 16;
+        } else if (what.matches("k[0-9.]+v[0-9.]+")) {
+            int v = what.indexOf('v');
+            kb = number(what.substring(1, v), what, text);
+            vb = number(what.substring(v + 1), what, text);
+        } else if (what.startsWith("turbo")) {
+            kb = vb = number(what.substring(5), what, text);
+        } else {
+            try {
+                kb = vb = Double.parseDouble(what);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException("unknown layer setting '" + what + "' in '" + part + "' of '" + text
+                        + "' (known: k<bits>v<bits>, turbo<bits>, <bits>, full, fp16)");
+            }
+        }
+        return new LayerOverride(first, last, k, kb, vb);
     }
 
     private static double number(String s, String part, String text) {
@@ -205,15 +362,22 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             case FULL -> p.add("full");
             case FP16 -> p.add("fp16");
             case KIVI -> p.add("kivi" + fmt(keyBits));
-            case TURBO -> p.add(keyBits == valueBits ? "turbo" + fmt(keyBits) : "k" + fmt(keyBits) + "v" + fmt(valueBits));
+            case TURBO -> p.add(autoBits != 0 ? "auto:" + fmt(autoBits)
+                    : keyBits == valueBits ? "turbo" + fmt(keyBits) : "k" + fmt(keyBits) + "v" + fmt(valueBits));
         }
         if (kind == Kind.TURBO || kind == Kind.KIVI) {
-            if (window != (kind == Kind.KIVI ? 32 : 0)) {
+            if (window != (kind == Kind.KIVI ? 32 : DEFAULT_TURBO_WINDOW)) {
                 p.add("window=" + window);
             }
             if (boundaryLayers != 0) {
                 p.add("boundary=" + boundaryLayers);
             }
+        }
+        if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
+            p.add("center=" + (center ? "on" : "off"));
+        }
+        for (LayerOverride o : layers) {
+            p.add("layers=" + o);
         }
         if (kind == Kind.TURBO) {
             if (keyQjl || valueQjl) {
@@ -244,5 +408,77 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** True if layer {@code layer} of {@code layers} is kept in full precision as a boundary layer. */
     public boolean isBoundary(int layer, int layers) {
         return layer < boundaryLayers || layer >= layers - boundaryLayers;
+    }
+
+    /** The last override covering {@code layer}, or null. */
+    private LayerOverride overrideOf(int layer) {
+        LayerOverride found = null;
+        for (LayerOverride o : this.layers) {
+            if (o.covers(layer)) {
+                found = o;
+            }
+        }
+        return found;
+    }
+
+    /**
+     * How layer {@code layer} of {@code layerCount} is stored: the setting's kind, FULL for a
+     * boundary layer of a quantized setting, or what a {@code layers=} override says (overrides
+     * win over boundary layers).
+     */
+    public Kind layerKind(int layer, int layerCount) {
+        LayerOverride o = overrideOf(layer);
+        if (o != null) {
+            return o.kind();
+        }
+        if ((kind == Kind.TURBO || kind == Kind.KIVI) && isBoundary(layer, layerCount)) {
+            return Kind.FULL;
+        }
+        return kind;
+    }
+
+    /** Key bits of a TurboQuant layer (the override's, else the setting's). */
+    public double layerKeyBits(int layer) {
+        LayerOverride o = overrideOf(layer);
+        return o != null && o.kind() == Kind.TURBO ? o.keyBits() : keyBits;
+    }
+
+    /** Value bits of a TurboQuant layer (the override's, else the setting's). */
+    public double layerValueBits(int layer) {
+        LayerOverride o = overrideOf(layer);
+        return o != null && o.kind() == Kind.TURBO ? o.valueBits() : valueBits;
+    }
+
+    /** True for an {@code auto:<b>} setting not yet resolved by a calibration probe. */
+    public boolean needsCalibration() {
+        return autoBits != 0;
+    }
+
+    /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
+    public KvQuantConfig withLayers(List<LayerOverride> plan) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0);
+    }
+
+    /** This setting with centering on or off. */
+    public KvQuantConfig withCenter(boolean on) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits);
+    }
+
+    /** This setting with another full-precision window. */
+    public KvQuantConfig withWindow(int tokens) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits);
+    }
+
+    /** Throws when an override names a layer beyond {@code layerCount}. */
+    public void checkLayers(int layerCount) {
+        for (LayerOverride o : layers) {
+            if (o.last() >= layerCount) {
+                throw new IllegalArgumentException("layers=" + o + " in '" + this + "' names layer " + o.last()
+                        + ", beyond the model's " + layerCount + " layers (0-" + (layerCount - 1) + ")");
+            }
+        }
     }
 }

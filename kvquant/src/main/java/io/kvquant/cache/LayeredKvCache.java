@@ -6,6 +6,19 @@ import java.lang.foreign.Arena;
  * The {@link KvCache} implementation: one {@link LayerStore} per layer (dense, TurboQuant or
  * KIVI, boundary layers dense), all storage in one shared off-heap arena. Validates every call
  * before touching storage, so a rejected call leaves the cache exactly as it was.
+ *
+ * <p><b>Key centering</b> ({@code center=on}): for each layer and KV head the cache keeps a mean
+ * key μ, estimated from the first chunk appended to that layer (the mean of its tokens' keys,
+ * per channel, where that mean is stable across the chunk: see {@link #mean}) and frozen from then on; every key is stored as k − μ, whatever the store.
+ * Attention reads the stores directly, so a query q scores ⟨q, k_t − μ⟩ = ⟨q, k_t⟩ − ⟨q, μ⟩:
+ * every score of that query, over quantized tokens and full-precision window alike, moves by
+ * the same constant, and softmax is invariant to a constant shift, so attention is unchanged
+ * exactly. The condition is that every token of a layer and head is centered with the same μ —
+ * hence μ is frozen after the first append, and {@link #restoreKeyMean} refuses to change a mean
+ * that is set. What centering buys: the quantizers normalize each vector, so a large component
+ * shared by all keys (constant key biases, as in Qwen2's projections) would eat their range; the
+ * centered keys are small. {@link #read} adds μ back, so reconstructed keys estimate the
+ * originals. Values are not centered (their mean would have to be added to attention outputs).
  */
 public final class LayeredKvCache implements KvCache {
 
@@ -15,6 +28,8 @@ public final class LayeredKvCache implements KvCache {
     private final int headDim;
     private final LayerStore[] stores;
     private final Arena arena;
+    /** Per layer: the frozen key mean [kvHeads][headDim], or null before the layer's first append (centering only). */
+    private final float[][] keyMean;
     private boolean closed;
 
     LayeredKvCache(KvQuantConfig config, int layers, int kvHeads, int headDim, LayerStore[] stores, Arena arena) {
@@ -24,6 +39,50 @@ public final class LayeredKvCache implements KvCache {
         this.headDim = headDim;
         this.stores = stores;
         this.arena = arena;
+        this.keyMean = new float[layers][];
+    }
+
+    /** True when keys are stored centered on a per-layer, per-head mean ({@code center=on}). */
+    public boolean centered() {
+        return config.center();
+    }
+
+    /**
+     * The key mean of {@code layer} ([kvHeads][headDim], a copy), or null when the cache does
+     * not center keys or the layer has not been appended to yet. With {@link #restoreKeyMean},
+     * what a saved cache must keep besides its stores' pages.
+     */
+    public float[] keyMean(int layer) {
+        checkOpen();
+        checkLayer(layer);
+        return keyMean[layer] == null ? null : keyMean[layer].clone();
+    }
+
+    /**
+     * Sets the key mean of {@code layer} when restoring a saved cache (its stored keys were
+     * centered with it). Refused if the cache does not center keys, if the mean is already set
+     * (changing it would break the exactness condition), or if the shape is wrong.
+     */
+    public void restoreKeyMean(int layer, float[] mean) {
+        checkOpen();
+        checkLayer(layer);
+        if (!config.center()) {
+            throw new IllegalArgumentException("this cache (" + config + ") does not center keys: no key mean to restore");
+        }
+        if (mean == null || mean.length != kvHeads * headDim) {
+            throw new IllegalArgumentException("layer " + layer + ": a key mean has " + kvHeads * headDim + " floats ([" + kvHeads
+                    + " kv heads][" + headDim + "]), got " + (mean == null ? "null" : mean.length));
+        }
+        for (float v : mean) {
+            if (!Float.isFinite(v)) {
+                throw new IllegalArgumentException("layer " + layer + ": the key mean holds " + v);
+            }
+        }
+        if (keyMean[layer] != null) {
+            throw new IllegalArgumentException("layer " + layer + " already has a key mean; every key of a layer must be "
+                    + "centered with the same mean");
+        }
+        keyMean[layer] = mean.clone();
     }
 
     @Override
@@ -57,6 +116,10 @@ public final class LayeredKvCache implements KvCache {
         checkLayer(layer);
         if (!(stores[layer] instanceof TurboStore ts)) {
             throw new IllegalArgumentException("layer " + layer + " is not a TurboQuant layer (" + config + ")");
+        }
+        if (key && config.center()) {
+            throw new IllegalArgumentException("the stored key codes are centered (center=on in '" + config + "'); a consumer "
+                    + "that decodes them itself must use center=off");
         }
         ts.copyRecords(key, head, from, to, dst, dstOff);
     }
@@ -93,15 +156,90 @@ public final class LayeredKvCache implements KvCache {
         if ((long) stores[layer].length() + tokens > Integer.MAX_VALUE / 2) {
             throw new IllegalArgumentException("layer " + layer + ": cache would exceed " + Integer.MAX_VALUE / 2 + " tokens");
         }
-        float limit = config.kind() == KvQuantConfig.Kind.FP16 || (config.kind() == KvQuantConfig.Kind.KIVI
-                && !config.isBoundary(layer, layers)) ? 65504f : Float.MAX_VALUE;
+        KvQuantConfig.Kind kind = config.layerKind(layer, layers);
+        float limit = kind == KvQuantConfig.Kind.FP16 || kind == KvQuantConfig.Kind.KIVI ? 65504f : Float.MAX_VALUE;
         checkFinite(keys, "keys", layer, tokens, limit);
         checkFinite(values, "values", layer, tokens, limit);
-        if (config.kind() == KvQuantConfig.Kind.TURBO && !config.isBoundary(layer, layers)) {
-            checkNorms(keys, "keys", layer, tokens);
+        float[] mean = keyMean[layer];
+        float[] stored = keys;
+        if (config.center()) {
+            if (mean == null) {
+                mean = mean(keys, tokens);
+            }
+            stored = centered(keys, mean, tokens);
+            checkFinite(stored, "centered keys", layer, tokens, limit);
+        }
+        if (kind == KvQuantConfig.Kind.TURBO) {
+            checkNorms(stored, config.center() ? "centered keys" : "keys", layer, tokens);
             checkNorms(values, "values", layer, tokens);
         }
-        stores[layer].append(keys, values, tokens);
+        stores[layer].append(stored, values, tokens);
+        if (config.center() && keyMean[layer] == null) {
+            keyMean[layer] = mean; // frozen: every later key of this layer is centered with it
+        }
+    }
+
+    /** Fewest tokens in a layer's first chunk for its key mean to be estimated (else the mean is 0: no centering). */
+    static final int MIN_MEAN_TOKENS = 16;
+    /**
+     * A channel's mean is used only if the means of the chunk's two halves differ by at most this
+     * share of it. For a component turning at θ per position, the halves of a T-token chunk differ
+     * by about θT/2 of it, so 0.02 admits θ ≤ 0.04/T: over 25 chunk lengths of context the frozen
+     * mean stays within one radian of the component. With per-token noise σ, the halves' means
+     * differ by about 2σ/√T, so only components above roughly 6σ (for T = 256) pass: strong,
+     * constant components — outliers — are centered, ordinary channels are left alone (measured:
+     * with 0.25, ordinary channels were centered too and the bundled model's KL at window=0 rose 10–27%).
+     */
+    static final double STABLE_SHARE = 0.02;
+
+    /**
+     * Per-head key means of {@code [kvHeads][tokens][headDim]} keys, channel by channel, kept only
+     * where they are stable: the means of the chunk's first and second halves must agree within
+     * {@link #STABLE_SHARE} of the mean. Keys arrive after the rotary embedding, so a constant
+     * component of the projection turns with position at its pair's frequency: on the lowest
+     * frequencies it is nearly constant over the context and centering removes it; on a channel that
+     * turns noticeably within the first chunk, a frozen mean would be wrong at later positions (it
+     * could double the component), so that channel is not centered. Any fixed μ keeps attention
+     * exact; this rule only decides where centering pays.
+     */
+    private float[] mean(float[] keys, int tokens) {
+        float[] mu = new float[kvHeads * headDim];
+        if (tokens < MIN_MEAN_TOKENS) {
+            return mu;
+        }
+        int half = tokens / 2;
+        double[] s1 = new double[headDim];
+        double[] s2 = new double[headDim];
+        for (int h = 0; h < kvHeads; h++) {
+            java.util.Arrays.fill(s1, 0);
+            java.util.Arrays.fill(s2, 0);
+            for (int t = 0; t < tokens; t++) {
+                int o = (h * tokens + t) * headDim;
+                double[] s = t < half ? s1 : s2;
+                for (int j = 0; j < headDim; j++) {
+                    s[j] += keys[o + j];
+                }
+            }
+            for (int j = 0; j < headDim; j++) {
+                double m = (s1[j] + s2[j]) / tokens;
+                double d = s1[j] / half - s2[j] / (tokens - half);
+                mu[h * headDim + j] = Math.abs(d) <= STABLE_SHARE * Math.abs(m) ? (float) m : 0f;
+            }
+        }
+        return mu;
+    }
+
+    private float[] centered(float[] keys, float[] mu, int tokens) {
+        float[] c = new float[keys.length];
+        for (int h = 0; h < kvHeads; h++) {
+            for (int t = 0; t < tokens; t++) {
+                int o = (h * tokens + t) * headDim;
+                for (int j = 0; j < headDim; j++) {
+                    c[o + j] = keys[o + j] - mu[h * headDim + j];
+                }
+            }
+        }
+        return c;
     }
 
     private void checkFinite(float[] x, String what, int layer, int tokens, float limit) {
@@ -146,6 +284,18 @@ public final class LayeredKvCache implements KvCache {
             throw new IllegalArgumentException("output arrays need " + n + " floats, got " + keysOut.length + " and " + valuesOut.length);
         }
         stores[layer].read(from, to, keysOut, valuesOut);
+        float[] mu = keyMean[layer];
+        if (mu != null) {
+            int count = to - from;
+            for (int h = 0; h < kvHeads; h++) {
+                for (int t = 0; t < count; t++) {
+                    int o = (h * count + t) * headDim;
+                    for (int j = 0; j < headDim; j++) {
+                        keysOut[o + j] += mu[h * headDim + j];
+                    }
+                }
+            }
+        }
     }
 
     @Override
@@ -153,6 +303,9 @@ public final class LayeredKvCache implements KvCache {
         long b = 0;
         for (LayerStore s : stores) {
             b += s.bytesUsed();
+        }
+        for (float[] mu : keyMean) {
+            b += mu == null ? 0 : 4L * mu.length; // the key means (fp32) are part of what the cache holds
         }
         return b;
     }
@@ -190,6 +343,7 @@ public final class LayeredKvCache implements KvCache {
         for (LayerStore s : stores) {
             s.clear();
         }
+        java.util.Arrays.fill(keyMean, null); // a new sequence estimates its own means
     }
 
     @Override

@@ -170,7 +170,7 @@ public final class CacheFile {
                 if (w > 0) {
                     float[] wk = new float[heads * w * dim];
                     float[] wv = new float[heads * w * dim];
-                    cache.read(l, r, tokens.length, wk, wv);
+                    cache.store(l).read(r, tokens.length, wk, wv); // as stored (keys centered when center=on)
                     MemorySegment.copy(wk, 0, seg, Le.F32, o, wk.length);
                     o += 4L * wk.length;
                     MemorySegment.copy(wv, 0, seg, Le.F32, o, wv.length);

@@ -132,6 +132,14 @@ public final class PrefixBlocks {
         for (int l = 0; l < lay.length; l++) {   // block 0 carries how token 0 reads back (see Readback)
             Readback.write(h, cache, l, index == 0 ? new int[] {0} : new int[0]);
         }
+        for (int l = 0; l < lay.length; l++) {
+            // the key mean the records were centered with (center=on): blocks of one prefix must agree on it
+            byte[] mu = KeyMeanState.toBytes(cache.keyMean(l));
+            h.i32(mu == null ? -1 : mu.length);
+            if (mu != null) {
+                h.bytes(mu);
+            }
+        }
         byte[] header = h.toBytes();
         long payload = 0;
         for (LayerLayout l : lay) {
@@ -188,6 +196,7 @@ public final class PrefixBlocks {
         List<byte[]> blocks = new ArrayList<>();
         List<Integer> payloadAt = new ArrayList<>();
         List<List<Readback>> probes = new ArrayList<>();
+        List<byte[]> means = null;
         String refused = null;
         long bytes = 0;
         for (int i = 0; i < keys.size(); i++) {
@@ -197,7 +206,17 @@ public final class PrefixBlocks {
             }
             bytes += b.length;
             try {
-                payloadAt.add(check(b, keys.get(i), i, ids, lay, i == 0 ? probes : new ArrayList<>()));
+                List<byte[]> mu = new ArrayList<>();
+                int at = check(b, keys.get(i), i, ids, lay, i == 0 ? probes : new ArrayList<>(), mu);
+                if (means != null && !sameMeans(means, mu)) {
+                    // made by a run that centered its keys with another mean (another first chunk):
+                    // its records do not continue this prefix's
+                    refused = "cache block " + i + " from " + store.describe() + " was centered with another key mean; "
+                            + "using the first " + i + " blocks";
+                    break;
+                }
+                means = mu;
+                payloadAt.add(at);
                 blocks.add(b);
             } catch (CacheRefusedException e) {
                 refused = e.getMessage();
@@ -235,6 +254,9 @@ public final class PrefixBlocks {
                     offs[i] = o;
                 }
                 cache.store(l).importRecords(all, 0, all, kBytes, tokens, new float[0], new float[0], 0);
+                if (means.get(l) != null) {
+                    cache.restoreKeyMean(l, KeyMeanState.fromBytes(means.get(l)));
+                }
             }
         } catch (IllegalArgumentException e) {
             cache.clear();
@@ -252,9 +274,18 @@ public final class PrefixBlocks {
         return new Loaded(tokens, nb, bytes, refused);
     }
 
-    /** Verifies one block; returns the offset of its payload. */
-    int check(byte[] b, String key, int index, long[] ids, LayerLayout[] lay, List<List<Readback>> probes)
-            throws CacheRefusedException {
+    private static boolean sameMeans(List<byte[]> a, List<byte[]> b) {
+        for (int l = 0; l < a.size(); l++) {
+            if (!java.util.Arrays.equals(a.get(l), b.get(l))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /** Verifies one block; returns the offset of its payload (the key means it carries go to {@code means}). */
+    int check(byte[] b, String key, int index, long[] ids, LayerLayout[] lay, List<List<Readback>> probes,
+              List<byte[]> means) throws CacheRefusedException {
         String what = "cache block " + index + " (" + key.substring(0, 12) + "...) from " + store.describe();
         MemorySegment seg = MemorySegment.ofArray(b);
         if (b.length < 20 + BlockAuth.TAG_BYTES + 4) {
@@ -322,6 +353,13 @@ public final class PrefixBlocks {
                 throw new CacheRefusedException(what + " is corrupted (a readback in block " + index + ")");
             }
             probes.add(p);
+        }
+        for (int l = 0; l < lay.length; l++) {
+            int len = r.i32();
+            if (len < -1 || len > 4 * id.kvHeads() * id.headDim()) {
+                throw new CacheRefusedException(what + " is corrupted (a key mean of " + len + " bytes)");
+            }
+            means.add(len < 0 ? null : r.bytes(len));
         }
         if (r.pos != 20L + hl || 20L + hl + payload != tagAt) {
             throw new CacheRefusedException(what + " is corrupted (its payload is " + (tagAt - 20L - hl) + " bytes, expected "

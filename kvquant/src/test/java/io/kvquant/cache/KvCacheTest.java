@@ -177,11 +177,13 @@ class KvCacheTest {
         int d = 128;
         int heads = 8;
         try (LayeredKvCache fp16 = KvCaches.create("fp16", 1, heads, d);
-             LayeredKvCache t35 = KvCaches.create("turbo3.5", 1, heads, d);
-             LayeredKvCache t25 = KvCaches.create("turbo2.5", 1, heads, d);
+             LayeredKvCache t35 = KvCaches.create("turbo3.5,window=0,center=off", 1, heads, d);
+             LayeredKvCache t25 = KvCaches.create("turbo2.5,window=0,center=off", 1, heads, d);
+             LayeredKvCache preset = KvCaches.create("turbo3.5", 1, heads, d);
+             LayeredKvCache presetOff = KvCaches.create("turbo3.5,center=off", 1, heads, d);
              LayeredKvCache full = KvCaches.create("full", 1, heads, d)) {
             Random r = new Random(SEED);
-            for (LayeredKvCache c : new LayeredKvCache[]{fp16, t35, t25, full}) {
+            for (LayeredKvCache c : new LayeredKvCache[]{fp16, t35, t25, full, preset, presetOff}) {
                 fill(c, 0, r, new int[]{100});
             }
             assertEquals(100L * heads * d * 2 * 2, fp16.bytesUsed());
@@ -194,6 +196,9 @@ class KvCacheTest {
             double r25 = (double) fp16.bytesUsed() / t25.bytesUsed();
             assertTrue(r35 >= 4.4 && r25 >= 6.0, "ratios " + r35 + " " + r25);
             assertTrue(t35.bytesAllocated() >= t35.bytesUsed());
+            // the plain preset: a 64-token fp32 window (K and V) and, centered, one fp32 key mean per head
+            assertEquals(36L * heads * 2 * (2 + 56) + 64L * heads * 2 * d * 4, presetOff.bytesUsed());
+            assertEquals(presetOff.bytesUsed() + 4L * heads * d, preset.bytesUsed());
         }
     }
 

@@ -15,7 +15,8 @@ class KvQuantConfigTest {
     @ParameterizedTest
     @ValueSource(strings = {"full", "fp16", "turbo3.5", "turbo2.5", "turbo4", "k4v3", "kivi2", "kivi4",
             "turbo3.5,window=128,boundary=2,qjl=k", "k4v2.5,qjl=kv,sjl=orthogonal,rot=haar,normfix=on,seed=7,page=64",
-            "kivi2,window=64,group=64"})
+            "kivi2,window=64,group=64", "turbo3.5,window=0,center=off", "full,center=on", "auto:3.5", "auto:2.5,window=0",
+            "turbo3.5,layers=0-1:k8v4,layers=3:full", "k4v3,layers=2:fp16,layers=0:turbo2.5", "kivi2,center=on"})
     void compactFormRoundTrips(String s) {
         KvQuantConfig c = KvQuantConfig.parse(s);
         assertEquals(c, KvQuantConfig.parse(c.toString()), s + " -> " + c);
@@ -38,7 +39,65 @@ class KvQuantConfigTest {
     }
 
     @Test
+    void turboPresetsCarryTheMeasuredDefaults() {
+        KvQuantConfig c = KvQuantConfig.parse("turbo3.5");
+        assertEquals(KvQuantConfig.DEFAULT_TURBO_WINDOW, c.window());
+        assertEquals(KvQuantConfig.DEFAULT_CENTER, c.center());
+        assertEquals("turbo3.5", c.toString());
+        KvQuantConfig bare = KvQuantConfig.parse("turbo3.5,window=0,center=off");
+        assertEquals(0, bare.window());
+        assertFalse(bare.center());
+        assertFalse(KvQuantConfig.parse("full").center());
+        assertFalse(KvQuantConfig.parse("kivi2").center());
+        assertEquals(32, KvQuantConfig.parse("kivi2").window());
+    }
+
+    @Test
+    void perLayerOverridesApplyInOrderAndWinOverBoundaryLayers() {
+        KvQuantConfig c = KvQuantConfig.parse("turbo3.5,boundary=1,layers=0-2:k8v4,layers=2:turbo2.5,layers=5:fp16");
+        assertEquals(KvQuantConfig.Kind.TURBO, c.layerKind(0, 8));
+        assertEquals(8, c.layerKeyBits(0));
+        assertEquals(4, c.layerValueBits(1));
+        assertEquals(2.5, c.layerKeyBits(2));
+        assertEquals(2.5, c.layerValueBits(2));
+        assertEquals(3.5, c.layerKeyBits(3));
+        assertEquals(KvQuantConfig.Kind.FP16, c.layerKind(5, 8));
+        assertEquals(KvQuantConfig.Kind.FULL, c.layerKind(7, 8), "boundary layer without an override");
+        assertEquals("turbo3.5,boundary=1,layers=0-2:k8v4,layers=2:k2.5v2.5,layers=5:fp16", c.toString());
+        KvQuantConfig a = KvQuantConfig.parse("auto:3.5");
+        assertTrue(a.needsCalibration());
+        assertEquals(3.5, a.autoBits());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> KvCaches.create("turbo3.5,layers=3-4:k8v4", 4, 2, 64));
+        assertTrue(e.getMessage().contains("layers=3-4:k8v4") && e.getMessage().contains("4 layers"), e.getMessage());
+        try (LayeredKvCache cache = KvCaches.create("turbo3.5,layers=0:k8v4,layers=1:full,layers=2:fp16", 3, 2, 64)) {
+            float[] k = new float[2 * 10 * 64];
+            java.util.Arrays.fill(k, 0.5f);
+            for (int l = 0; l < 3; l++) {
+                cache.append(l, k, k, 10);
+            }
+            assertTrue(cache.store(0) instanceof TurboStore);
+            assertTrue(cache.store(1) instanceof DenseStore);
+            assertEquals(2L * 2 * 10 * 64 * 4, cache.store(1).bytesUsed(), "full layer: fp32 K and V");
+            assertEquals(2L * 2 * 10 * 64 * 2, cache.store(2).bytesUsed(), "fp16 layer");
+            assertEquals(12.0, KvCaches.keyCodec(cache.config(), 64, 0).bitsPerElement() + KvCaches.valueCodec(cache.config(), 64, 0)
+                    .bitsPerElement() - 0.5, 1e-9, "k8v4 codecs (one fp16 norm each: 0.25 bit at d = 64)");
+        }
+    }
+
+    @Test
     void errorsNameTheBadPart() {
+        assertMessage("turbo3.5,layers=0-1", "layers=<layer or range>:<setting>");
+        assertMessage("turbo3.5,layers=a-1:k8v4", "'a-1'");
+        assertMessage("turbo3.5,layers=2-1:k8v4", "'2-1'");
+        assertMessage("turbo3.5,layers=0:zip", "'zip'");
+        assertMessage("turbo3.5,layers=0:k9v4", "layer 0 key bits");
+        assertMessage("kivi2,layers=0:k8v4", "TurboQuant");
+        assertMessage("auto:3.5,layers=0:k8v4", "layers=0:k8v4");
+        assertMessage("auto:9", "auto budget");
+        assertMessage("auto:x", "auto:x");
+        assertMessage("auto:3.5,boundary=1", "boundary");
+        assertMessage("turbo3.5,center=maybe", "center");
         assertMessage("turbo3.5,windw=128", "windw");
         assertMessage("turbo9", "bits");
         assertMessage("turbo3.3", "3.3");

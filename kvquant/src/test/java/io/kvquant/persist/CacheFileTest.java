@@ -88,8 +88,46 @@ class CacheFileTest {
         }
     }
 
+    /** Keys with a strong constant component, in chunks large enough for centering to take a mean (center=on). */
+    static void fillBiased(LayeredKvCache c, int tokens, int chunk, long seed) {
+        Random r = new Random(seed);
+        for (int done = 0; done < tokens; ) {
+            int n = Math.min(chunk, tokens - done);
+            for (int l = 0; l < c.layers(); l++) {
+                float[] k = new float[HEADS * n * DIM];
+                float[] v = new float[HEADS * n * DIM];
+                for (int i = 0; i < k.length; i++) {
+                    k[i] = (float) r.nextGaussian() + (i % DIM == 0 ? 40f : 0f);
+                    v[i] = (float) r.nextGaussian();
+                }
+                c.append(l, k, v, n);
+            }
+            done += n;
+        }
+    }
+
     @ParameterizedTest
-    @ValueSource(strings = {"turbo3.5", "turbo2.5,window=16", "k4v3,qjl=k,boundary=1,page=16", "fp16", "full",
+    @ValueSource(strings = {"turbo3.5", "turbo3.5,window=0", "turbo2.5,window=16"})
+    void aCenteredCacheKeepsItsKeyMean(String spec) throws IOException {
+        try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
+            fillBiased(a, 96, 32, 5);
+            assertTrue(a.keyMean(0) != null && Math.abs(a.keyMean(0)[0]) > 30, "a strong mean was taken");
+            Path f = tmp.resolve("mu.kvq");
+            CacheFile.write(f, a, SHA, ids(96, 2), null);
+            try (CacheFile.Loaded l = CacheFile.open(f, CacheIdentity.of(SHA, b))) {
+                l.restore(b);
+            }
+            assertArrayEquals(a.keyMean(0), b.keyMean(0), "the key mean comes back");
+            assertSameCache(a, b);
+            fillBiased(a, 40, 32, 6);
+            fillBiased(b, 40, 32, 6);
+            assertSameCache(a, b);
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"turbo3.5", "turbo3.5,window=0", "turbo3.5,window=0,center=off", "turbo2.5,window=16", "k4v3,qjl=k,boundary=1,page=16", "fp16", "full",
             "turbo3.5,rot=haar,window=5,page=8"})
     void roundTripIsBitIdenticalAndContinuesIdentically(String spec) throws IOException {
         try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
@@ -126,7 +164,7 @@ class CacheFileTest {
 
     /** A prefix of a saved cache is the cache of that prefix: each token reads back as in the saved cache. */
     @ParameterizedTest
-    @ValueSource(strings = {"turbo3.5", "turbo3.5,window=12", "fp16"})
+    @ValueSource(strings = {"turbo3.5,window=0", "turbo3.5,window=12", "fp16"})
     void aPrefixOfTheFileRestoresThoseTokens(String spec) throws IOException {
         try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
             fill(a, 50, 1);
@@ -159,7 +197,7 @@ class CacheFileTest {
     @Test
     void storedBytesPerTokenForTurbo35AreAQuarterOfFp16OrLess() throws IOException {
         int n = 2048;
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM)) {
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM)) {
             fill(a, n, 5);
             long size = CacheFile.write(tmp.resolve("t.kvq"), a, SHA, ids(n, 6), new float[4096]);
             long fp16 = 2L * 2 * LAYERS * HEADS * DIM * n;
@@ -194,11 +232,11 @@ class CacheFileTest {
 
     @Test
     void truncatedFileIsRefused() throws IOException {
-        Path f = saved("turbo3.5", 50);
+        Path f = saved("turbo3.5,window=0", 50);
         byte[] b = Files.readAllBytes(f);
         for (int cut : new int[] {0, 5, 13, b.length / 2, b.length - 1}) {
             Files.write(f, java.util.Arrays.copyOf(b, cut));
-            String m = refusal(f, "turbo3.5", SHA);
+            String m = refusal(f, "turbo3.5,window=0", SHA);
             assertTrue(m.contains("truncated") || m.contains("corrupted"), m);
         }
     }
@@ -220,16 +258,16 @@ class CacheFileTest {
 
     @Test
     void otherModelOtherConfigAndFutureVersionAreRefused() throws IOException {
-        Path f = saved("turbo3.5", 20);
-        assertTrue(refusal(f, "turbo3.5", OTHER_SHA).contains("different model"));
-        assertTrue(refusal(f, "turbo2.5", SHA).contains("made with cache config 'turbo3.5', this run uses 'turbo2.5'"));
+        Path f = saved("turbo3.5,window=0", 20);
+        assertTrue(refusal(f, "turbo3.5,window=0", OTHER_SHA).contains("different model"));
+        assertTrue(refusal(f, "turbo2.5", SHA).contains("made with cache config 'turbo3.5,window=0', this run uses 'turbo2.5'"));
         assertTrue(refusal(f, "turbo3.5,seed=7", SHA).contains("cache config"));
         byte[] b = Files.readAllBytes(f);
         b[8] = 2;
         Files.write(f, b);
-        assertTrue(refusal(f, "turbo3.5", SHA).contains("format version 2, newer than this kvquant reads (1)"));
+        assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("format version 2, newer than this kvquant reads (1)"));
         Files.writeString(f, "not a cache at all, just text");
-        assertTrue(refusal(f, "turbo3.5", SHA).contains("not a kvquant cache file"));
+        assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("not a kvquant cache file"));
     }
 
     @Test
@@ -257,8 +295,8 @@ class CacheFileTest {
         ExtraState.REGISTERED.add(mu);
         Path f;
         try {
-            f = saved("turbo3.5", 10);
-            try (LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+            f = saved("turbo3.5,window=0", 10);
+            try (LayeredKvCache b = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
                  CacheFile.Loaded l = CacheFile.open(f, CacheIdentity.of(SHA, b))) {
                 l.restore(b);   // the handler is registered: restored (and checked by its assertion)
                 assertEquals(10, b.length(2));
@@ -266,8 +304,8 @@ class CacheFileTest {
         } finally {
             ExtraState.REGISTERED.remove(mu);
         }
-        assertTrue(refusal(f, "turbo3.5", SHA).contains("carries layer state 'TST1' that this kvquant does not know"));
-        assertNull(CacheFile.unsupported(KvCaches.create("turbo3.5", 1, 1, 8)));
+        assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("carries layer state 'TST1' that this kvquant does not know"));
+        assertNull(CacheFile.unsupported(KvCaches.create("turbo3.5,window=0", 1, 1, 8)));
     }
 
     /**
@@ -276,7 +314,7 @@ class CacheFileTest {
      */
     @Test
     void changedRecordsWithAConsistentChecksumAreCaughtByTheReadback() throws IOException {
-        Path f = saved("turbo3.5", 30);
+        Path f = saved("turbo3.5,window=0", 30);
         byte[] b = Files.readAllBytes(f);
         MemorySegment seg = MemorySegment.ofArray(b);
         long pos = 12;
@@ -290,15 +328,15 @@ class CacheFileTest {
         b[first + 3] ^= 0x21;
         seg.set(Le.I32, bodyEnd, Le.crc(seg, pos + 12, len));
         Files.write(f, b);
-        String m = refusal(f, "turbo3.5", SHA);
+        String m = refusal(f, "turbo3.5,window=0", SHA);
         assertTrue(m.contains("layer 0 reads token 0 (kv head 0) back differently after loading"), m);
     }
 
     @Test
     void writeIsAtomicAndLeavesNoTemporaryFiles() throws IOException {
-        Path f = saved("turbo3.5", 30);
+        Path f = saved("turbo3.5,window=0", 30);
         long before = Files.size(f);
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM)) {
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM)) {
             fill(a, 5, 1);
             // a call that fails part-way (ids do not match the cache) keeps the old file whole
             assertThrows(IllegalArgumentException.class, () -> CacheFile.write(f, a, SHA, ids(4, 2), null));

@@ -42,7 +42,7 @@ class PrefixBlocksTest {
     /** Keys are a function of everything up to the block's end: a shared prefix gives shared keys, a change later does not. */
     @Test
     void keysHashTheWholePrefix() throws IOException {
-        try (LayeredKvCache c = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+        try (LayeredKvCache c = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             PrefixBlocks pb = blocks(s, c, null);
             long[] a = ids(100, 1);
@@ -63,9 +63,9 @@ class PrefixBlocksTest {
     /** Blocks of a stored prompt restore records bit for bit; a longer prompt with the same start reuses them. */
     @Test
     void longestStoredPrefixIsRestoredBitIdentically() throws IOException {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5,boundary=1", LAYERS, HEADS, DIM);
-             LayeredKvCache b = KvCaches.create("turbo3.5,boundary=1", LAYERS, HEADS, DIM);
-             LayeredKvCache ref = KvCaches.create("turbo3.5,boundary=1", LAYERS, HEADS, DIM);
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,boundary=1,window=0", LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create("turbo3.5,boundary=1,window=0", LAYERS, HEADS, DIM);
+             LayeredKvCache ref = KvCaches.create("turbo3.5,boundary=1,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 70, 1);
             long[] ids = ids(70, 2);
@@ -127,8 +127,8 @@ class PrefixBlocksTest {
 
     @Test
     void tamperedBlockWithItsTagKeptIsRefusedWhenAKeyIsSet() throws IOException {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
-             LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 48, 1);
             long[] ids = ids(48, 2);
@@ -166,8 +166,8 @@ class PrefixBlocksTest {
     /** Without a key, a block 0 whose first record was changed and whose CRC was recomputed is caught by the readback. */
     @Test
     void changedFirstRecordIsCaughtByTheReadbackWithoutAKey() throws IOException {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
-             LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 32, 1);
             long[] ids = ids(32, 2);
@@ -188,8 +188,8 @@ class PrefixBlocksTest {
     /** A block moved under another key, truncated, or from a future format is refused with its reason. */
     @Test
     void misplacedTruncatedAndFutureBlocksAreRefused() throws IOException {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
-             LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 32, 1);
             long[] ids = ids(32, 2);
@@ -213,7 +213,7 @@ class PrefixBlocksTest {
     /** Writers of the same content-addressed block race; every read sees one whole, valid block. */
     @Test
     void concurrentWritersOfTheSameBlockLeaveOneValidBlock() throws Exception {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM);
+        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 64, 1);
             long[] ids = ids(64, 2);
@@ -249,7 +249,7 @@ class PrefixBlocksTest {
             } finally {
                 ex.shutdown();
             }
-            try (LayeredKvCache b = KvCaches.create("turbo3.5", LAYERS, HEADS, DIM)) {
+            try (LayeredKvCache b = KvCaches.create("turbo3.5,window=0", LAYERS, HEADS, DIM)) {
                 PrefixBlocks.Loaded ld = pb.load(b, ids, 64);
                 assertEquals(64, ld.tokens());
                 CacheFileTest.assertSameCache(a, b);

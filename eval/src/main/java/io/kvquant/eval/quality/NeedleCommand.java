@@ -90,7 +90,7 @@ public final class NeedleCommand implements Callable<Integer> {
     Path out;
 
     /** One grid cell of one setting. */
-    record Cell(String kv, int length, double depth, int correct, int trials, List<String> answers) {
+    record Cell(String kv, int length, double depth, int correct, int trials, List<String> answers, List<String> plans) {
     }
 
     @Override
@@ -159,7 +159,9 @@ public final class NeedleCommand implements Callable<Integer> {
                 for (int di = 0; di < deps.length; di++) {
                     int[] correct = new int[settings.size()];
                     List<List<String>> answers = new ArrayList<>();
+                    List<List<String>> plans = new ArrayList<>();
                     settings.forEach(s -> answers.add(new ArrayList<>()));
+                    settings.forEach(s -> plans.add(new ArrayList<>()));
                     for (int t = 0; t < trials; t++) {
                         // the same haystack and code for every setting
                         SplittableRandom rng = new SplittableRandom(seed * 1_000_003L + lens[li] * 7919L + di * 131L + t);
@@ -167,7 +169,7 @@ public final class NeedleCommand implements Callable<Integer> {
                         // the answer must fit in the context too: the prompt leaves room for it
                         long[] prompt = prompt(qm, filler, qIds, needle, lens[li] - answerTokens, deps[di], code, rng);
                         for (int i = 0; i < settings.size(); i++) {
-                            String answer = answer(qm, settings.get(i), prompt, answerTokens);
+                            String answer = answer(qm, settings.get(i), prompt, answerTokens, plans.get(i));
                             answers.get(i).add(answer);
                             if (answer.contains(code)) {
                                 correct[i]++;
@@ -176,7 +178,8 @@ public final class NeedleCommand implements Callable<Integer> {
                         }
                     }
                     for (int i = 0; i < settings.size(); i++) {
-                        cells.add(new Cell(settings.get(i).toString(), lens[li], deps[di], correct[i], trials, answers.get(i)));
+                        cells.add(new Cell(settings.get(i).toString(), lens[li], deps[di], correct[i], trials, answers.get(i),
+                                plans.get(i)));
                     }
                     if (out != null) {
                         write(out, runMeta, settings, lens, deps, cells, false);
@@ -226,8 +229,16 @@ public final class NeedleCommand implements Callable<Integer> {
         return p;
     }
 
-    /** Greedy continuation of {@code prompt} with one cache setting, {@code n} tokens, decoded to text. */
-    static String answer(QualityModel qm, KvQuantConfig cfg, long[] prompt, int n) {
+    /**
+     * Greedy continuation of {@code prompt} with one cache setting, {@code n} tokens, decoded to
+     * text; an auto: setting is first calibrated on the prompt and its plan added to {@code plans}.
+     */
+    static String answer(QualityModel qm, KvQuantConfig cfg, long[] prompt, int n, List<String> plans) {
+        if (cfg.needsCalibration()) {
+            io.kvquant.cache.BitAllocation.Plan plan = AutoCalibration.plan(qm, cfg, prompt);
+            plans.add(plan.describe());
+            cfg = plan.setting();
+        }
         try (QualityModel.Run run = qm.start(cfg)) {
             float[] logits = run.decoder().prefill(prompt, null);
             int ctx = qm.model.maxContext();
@@ -296,6 +307,9 @@ public final class NeedleCommand implements Callable<Integer> {
                     x.put("correct", c.correct());
                     x.put("trials", c.trials());
                     x.put("answers", c.answers());
+                    if (!c.plans().isEmpty()) {
+                        x.put("plans", c.plans());
+                    }
                     cs.add(x);
                 }
             }

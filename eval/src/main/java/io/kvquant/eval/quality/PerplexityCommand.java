@@ -137,7 +137,14 @@ public final class PerplexityCommand implements Callable<Integer> {
                     float[][] logits = new float[settings.size()][];
                     long[] prompt = java.util.Arrays.copyOfRange(ids, s0, s0 + pre);
                     for (int i = 0; i < settings.size(); i++) {
-                        runs.add(qm.start(settings.get(i)));
+                        KvQuantConfig cfg = settings.get(i);
+                        if (cfg.needsCalibration()) {
+                            io.kvquant.cache.BitAllocation.Plan plan = AutoCalibration.plan(qm, cfg, prompt);
+                            scores[i].plans.add(plan.describe());
+                            err.println("window " + (w + 1) + ", " + cfg + ": " + plan.describe());
+                            cfg = plan.setting();
+                        }
+                        runs.add(qm.start(cfg));
                         logits[i] = runs.get(i).decoder().prefill(prompt, null);
                     }
                     vocab = logits[0].length;
@@ -197,6 +204,8 @@ public final class PerplexityCommand implements Callable<Integer> {
         long agree;
         double bits = Double.NaN;
         double ratio = Double.NaN;
+        /** The calibration plan of each window (auto: settings only). */
+        final List<String> plans = new ArrayList<>();
 
         Score(KvQuantConfig cfg) {
             this.cfg = cfg;
@@ -265,6 +274,9 @@ public final class PerplexityCommand implements Callable<Integer> {
             r.put("top1_agreement", (double) s.agree / s.tokens);
             r.put("bits_per_element", s.bits);
             r.put("memory_ratio_vs_fp16", s.ratio);
+            if (!s.plans.isEmpty()) {
+                r.put("plans", List.copyOf(s.plans));
+            }
             rows.add(r);
         }
         return rows;

@@ -48,9 +48,9 @@ public final class DequantGraph {
         if (cfg.keyQjl() || cfg.valueQjl()) {
             throw new IllegalArgumentException("--mode graph does not implement the QJL correction; use qjl=none");
         }
-        if (cfg.window() > 0 || cfg.boundaryLayers() > 0) {
-            throw new IllegalArgumentException("--mode graph does not support window= or boundary= (full-precision "
-                    + "tokens or layers); drop them");
+        if (cfg.window() > 0 || cfg.boundaryLayers() > 0 || cfg.center() || !cfg.layers().isEmpty()) {
+            throw new IllegalArgumentException("--mode graph decodes the bare codec: no window=, boundary=, layers= or key "
+                    + "centering (the plain presets have a window and centering); use e.g. --mode graph --kv turbo3.5,window=0,center=off");
         }
     }
 

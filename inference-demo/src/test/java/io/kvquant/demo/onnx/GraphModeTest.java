@@ -72,7 +72,7 @@ class GraphModeTest {
 
     @Test
     void graphModeEqualsRoundTripWithTheSameCache() throws IOException {
-        for (String kv : new String[] {"turbo3.5", "turbo2.5", "k4v3,rot=haar"}) {
+        for (String kv : new String[] {"turbo3.5,window=0,center=off", "turbo2.5,window=0,center=off", "k4v3,rot=haar,window=0,center=off"}) {
             double worst = compare(kv, null);
             System.out.printf("graph vs round-trip, %s: worst max |logit diff| %.2e%n", kv, worst);
             // same codes, same reconstruction; only float summation order differs (dense rotation
@@ -84,7 +84,7 @@ class GraphModeTest {
     @Test
     void eightBitsIsCloseToTheDenseModel() throws IOException {
         float[][] diffs = new float[17][];
-        compare("turbo8", diffs);
+        compare("turbo8,window=0,center=off", diffs);
         double worst = Arrays.stream(diffs).mapToDouble(d -> d[0]).max().orElseThrow();
         System.out.printf("graph turbo8 vs full: worst max |logit diff| %.3f%n", worst);
         assertTrue(worst < 0.25, "turbo8 in graph mode vs the dense model: " + worst);
@@ -92,20 +92,20 @@ class GraphModeTest {
 
     @Test
     void unsupportedSettingsAndStalePreparationsAreRefused() throws IOException {
-        for (String kv : new String[] {"turbo3.5,qjl=k", "kivi2", "turbo3.5,window=16", "full"}) {
+        for (String kv : new String[] {"turbo3.5,qjl=k", "kivi2", "turbo3.5,window=16", "full", "turbo3.5"}) {
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                     () -> GraphModel.prepare(dir, KvQuantConfig.parse(kv)), kv);
             assertTrue(e.getMessage().contains("--mode graph"), e.getMessage());
         }
         DecoderModel.Options o = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> GraphModel.open(dir, KvQuantConfig.parse("turbo4"), o));
+                () -> GraphModel.open(dir, KvQuantConfig.parse("turbo4,window=0,center=off"), o));
         assertTrue(e.getMessage().contains("kvq prepare"), e.getMessage());
-        GraphModel.prepare(dir, KvQuantConfig.parse("turbo4"));
-        try (GraphModel g = GraphModel.open(dir, KvQuantConfig.parse("turbo4"), o);
+        GraphModel.prepare(dir, KvQuantConfig.parse("turbo4,window=0,center=off"));
+        try (GraphModel g = GraphModel.open(dir, KvQuantConfig.parse("turbo4,window=0,center=off"), o);
              KvCache other = KvCaches.create("turbo3.5", g.layers(), g.kvHeads(), g.headDim())) {
             e = assertThrows(IllegalArgumentException.class, () -> g.newDecoder(other, 16));
-            assertTrue(e.getMessage().contains("prepared for --kv turbo4"), e.getMessage());
+            assertTrue(e.getMessage().contains("prepared for --kv turbo4,window=0,center=off"), e.getMessage());
         }
     }
 }

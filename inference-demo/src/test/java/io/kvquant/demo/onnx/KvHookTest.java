@@ -184,7 +184,7 @@ class KvHookTest {
         int agree = 0;
         int prefixAgree = -1;
         double worstRel = 0;
-        try (KvCache cache = KvCaches.create("turbo3.5", model.layers(), model.kvHeads(), model.headDim())) {
+        try (KvCache cache = KvCaches.create("turbo3.5,window=0,center=off", model.layers(), model.kvHeads(), model.headDim())) {
             KvHookDecoder dec = new KvHookDecoder(model, cache, 256);
             float[] l = dec.prefill(prompt, null);
             for (int i = 0; i < steps; i++) {

@@ -43,7 +43,7 @@ class RedisBlockStoreTest {
     Path tmp;
 
     static LayeredKvCache filled(int tokens, long seed) {
-        LayeredKvCache c = KvCaches.create("turbo3.5", 2, 2, 64);
+        LayeredKvCache c = KvCaches.create("turbo3.5,window=0", 2, 2, 64);
         Random r = new Random(seed);
         for (int l = 0; l < 2; l++) {
             float[] k = new float[2 * tokens * 64];
@@ -86,7 +86,7 @@ class RedisBlockStoreTest {
         try (RedisServer srv = RedisServer.start(tmp.resolve("r"));
              RedisBlockStore s = RedisBlockStore.connect(srv.url(), 2000);
              LayeredKvCache a = filled(96, 1);
-             LayeredKvCache b = KvCaches.create("turbo3.5", 2, 2, 64)) {
+             LayeredKvCache b = KvCaches.create("turbo3.5,window=0", 2, 2, 64)) {
             long[] ids = ids(96);
             PrefixBlocks pb = new PrefixBlocks(s, CacheIdentity.of(SHA, a), 32, KEY);
             assertEquals(3, pb.save(a, ids).written());
@@ -188,7 +188,7 @@ class RedisBlockStoreTest {
             }
             try (RedisBlockStore s = RedisBlockStore.connect(srv.url(), 2000);
                  LayeredKvCache ref = filled(128, 1);
-                 LayeredKvCache b = KvCaches.create("turbo3.5", 2, 2, 64)) {
+                 LayeredKvCache b = KvCaches.create("turbo3.5,window=0", 2, 2, 64)) {
                 PrefixBlocks.Loaded ld = new PrefixBlocks(s, CacheIdentity.of(SHA, ref), 32, KEY).load(b, ids, 128);
                 assertEquals(128, ld.tokens(), String.valueOf(ld.refused()));
                 float[] k1 = new float[2 * 128 * 64];
@@ -224,7 +224,7 @@ class RedisBlockStoreTest {
                 // stats of a prompt cache using the store carry no password either
                 Path model = Files.writeString(tmp.resolve("model.onnx"), "x");
                 StringWriter log = new StringWriter();
-                try (LayeredKvCache c = KvCaches.create("turbo3.5", 2, 2, 64);
+                try (LayeredKvCache c = KvCaches.create("turbo3.5,window=0", 2, 2, 64);
                      PromptCache pc = PromptCache.open(PromptCache.Settings.store("redis://default:" + pass + "@127.0.0.1:"
                              + srv.port), model, c, new PrintWriter(log, true))) {
                     pc.restore(ids(10), 9);
@@ -245,7 +245,7 @@ class RedisBlockStoreTest {
         Path model = Files.writeString(tmp.resolve("model.onnx"), "x");
         int closed = RedisServer.freePort();
         StringWriter log = new StringWriter();
-        try (LayeredKvCache c = KvCaches.create("turbo3.5", 2, 2, 64);
+        try (LayeredKvCache c = KvCaches.create("turbo3.5,window=0", 2, 2, 64);
              PromptCache pc = PromptCache.open(PromptCache.Settings.store("redis://127.0.0.1:" + closed), model, c,
                      new PrintWriter(log, true))) {
             assertEquals(0, pc.restore(ids(600), 599).tokens());
@@ -273,7 +273,7 @@ class RedisBlockStoreTest {
         StringWriter log2 = new StringWriter();
         RedisServer srv = RedisServer.start(tmp.resolve("r"));
         try (LayeredKvCache c = filled(64, 1);
-             LayeredKvCache d = KvCaches.create("turbo3.5", 2, 2, 64);
+             LayeredKvCache d = KvCaches.create("turbo3.5,window=0", 2, 2, 64);
              PromptCache pc = PromptCache.open(new PromptCache.Settings(null, false, null, srv.url(), 16, 0, null, 1000), model, d,
                      new PrintWriter(log2, true))) {
             srv.close();   // the server goes away after the connection was made

@@ -1,0 +1,188 @@
+package io.kvquant.cache;
+
+import io.kvquant.codec.Codecs;
+import io.kvquant.codec.VectorCodec;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+
+/**
+ * Per-layer, per-K/V bit allocation for an {@code auto:<b>} setting: spend a fixed average
+ * budget where the model is sensitive.
+ *
+ * <p>How: the caller supplies a {@link Probe} that runs the model on a short text (the prompt's
+ * first chunk) with a given cache setting and returns the mean KL divergence of its next-token
+ * distributions against full precision. For each layer and each of K and V, the probe runs once
+ * with only that component quantized at {@link #PROBE_BITS} bits (the rest full precision or 8
+ * bits). For small errors KL is proportional to the quantizer's mean squared error, so the KL of
+ * component c at b bits is predicted as {@code s_c · D(b)}, with {@code s_c = KL_c / D(PROBE_BITS)}
+ * and D(b) the codec's relative MSE (measured here on random vectors, since the rotation makes it
+ * the same for every input). The plan minimises the predicted Σ s_c · D(b_c) subject to
+ * Σ b_c = 2 · layers · budget, exactly, by dynamic programming over half-bit steps in
+ * [{@link #MIN_BITS}, {@link #MAX_BITS}]. K and V of a layer hold the same number of elements,
+ * so the average nominal bits, and the bytes, equal those of the uniform setting of the budget.
+ */
+public final class BitAllocation {
+
+    /** Rate at which each component is probed. */
+    public static final double PROBE_BITS = 2.0;
+    /** Lowest rate a component may get. */
+    public static final double MIN_BITS = 2.0;
+    /** Highest rate a component may get. */
+    public static final double MAX_BITS = 8.0;
+    /** KL floor per component, so that a component whose probe shows nothing still ranks below the rest. */
+    static final double KL_FLOOR = 1e-9;
+
+    private BitAllocation() {
+    }
+
+    /** Runs the model with a cache setting on the probe text; returns the mean KL (nats) against full precision. */
+    @FunctionalInterface
+    public interface Probe {
+        double kl(KvQuantConfig setting);
+    }
+
+    /**
+     * The chosen plan: the resolved setting, the probe's KL per layer for K and V at
+     * {@link #PROBE_BITS}, the bits per layer, and the predicted KL of the whole plan.
+     */
+    public record Plan(KvQuantConfig setting, double[] keyKl, double[] valueKl, double[] keyBits, double[] valueBits,
+                       double predictedKl) {
+        /** One line: the bits per layer and the resolved setting. */
+        public String describe() {
+            StringBuilder b = new StringBuilder("auto plan:");
+            for (int l = 0; l < keyBits.length; l++) {
+                b.append(" L").append(l).append(" k").append(fmt(keyBits[l])).append('v').append(fmt(valueBits[l]));
+            }
+            return b.append(" (predicted KL ").append(String.format(java.util.Locale.ROOT, "%.5f", predictedKl))
+                    .append(") = ").append(setting).toString();
+        }
+    }
+
+    /** The probe setting with only one component of one layer quantized at {@code bits}. */
+    public static KvQuantConfig probeSetting(KvQuantConfig auto, int layers, int layer, boolean key, double bits) {
+        List<KvQuantConfig.LayerOverride> o = new ArrayList<>();
+        o.add(new KvQuantConfig.LayerOverride(0, layers - 1, KvQuantConfig.Kind.FULL, 32, 32));
+        o.add(new KvQuantConfig.LayerOverride(layer, layer, KvQuantConfig.Kind.TURBO, key ? bits : MAX_BITS,
+                key ? MAX_BITS : bits));
+        return auto.withLayers(List.of()).withWindow(0).withLayers(o);
+    }
+
+    /** Probes every component of {@code auto} and allocates its budget. */
+    public static Plan plan(KvQuantConfig auto, int layers, int headDim, Probe probe) {
+        if (!auto.needsCalibration()) {
+            throw new IllegalArgumentException("'" + auto + "' is not an auto: setting");
+        }
+        double[] kk = new double[layers];
+        double[] vk = new double[layers];
+        for (int l = 0; l < layers; l++) {
+            kk[l] = probe.kl(probeSetting(auto, layers, l, true, PROBE_BITS));
+            vk[l] = probe.kl(probeSetting(auto, layers, l, false, PROBE_BITS));
+        }
+        return allocate(auto, kk, vk, distortions(auto, headDim));
+    }
+
+    /** Relative MSE of the setting's codec at each half-bit rate in [MIN_BITS, MAX_BITS] (index 2·(b − MIN_BITS)). */
+    public static double[] distortions(KvQuantConfig cfg, int headDim) {
+        int n = (int) Math.round(2 * (MAX_BITS - MIN_BITS)) + 1;
+        double[] d = new double[n];
+        int vectors = 512;
+        Random rnd = new Random(20_251_130L);
+        float[][] xs = new float[vectors][headDim];
+        for (float[] x : xs) {
+            for (int j = 0; j < headDim; j++) {
+                x[j] = (float) rnd.nextGaussian();
+            }
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            for (int i = 0; i < n; i++) {
+                double b = MIN_BITS + i / 2.0;
+                VectorCodec c = Codecs.turbo(headDim, b, false, cfg.rotation(), cfg.qjlKind(), cfg.seed() * 7919L + i,
+                        cfg.normCorrection());
+                MemorySegment rec = arena.allocate(c.recordBytes());
+                float[] y = new float[headDim];
+                double err = 0;
+                double norm = 0;
+                for (float[] x : xs) {
+                    c.encode(x, 0, rec, 0);
+                    c.decode(rec, 0, y, 0);
+                    for (int j = 0; j < headDim; j++) {
+                        double e = x[j] - y[j];
+                        err += e * e;
+                        norm += (double) x[j] * x[j];
+                    }
+                }
+                d[i] = err / norm;
+            }
+        }
+        return d;
+    }
+
+    /**
+     * The allocation itself: minimises Σ_l s_kl·D(bk_l) + s_vl·D(bv_l) with Σ (bk_l + bv_l) equal to
+     * 2·layers·budget (rounded to half bits), each b in [MIN_BITS, MAX_BITS] by half bits.
+     *
+     * @param keyKl   probe KL per layer with only its keys at {@link #PROBE_BITS}
+     * @param valueKl probe KL per layer with only its values at {@link #PROBE_BITS}
+     * @param d       relative MSE per half-bit rate, as {@link #distortions} gives it
+     */
+    public static Plan allocate(KvQuantConfig auto, double[] keyKl, double[] valueKl, double[] d) {
+        int layers = keyKl.length;
+        int comps = 2 * layers;
+        int rates = d.length;
+        double dProbe = d[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))];
+        double[] sens = new double[comps];
+        for (int l = 0; l < layers; l++) {
+            sens[2 * l] = Math.max(KL_FLOOR, keyKl[l]) / dProbe;
+            sens[2 * l + 1] = Math.max(KL_FLOOR, valueKl[l]) / dProbe;
+        }
+        // budget in half-bit steps above MIN_BITS, over all components
+        int total = (int) Math.round(2 * comps * (auto.autoBits() - MIN_BITS));
+        int maxStep = rates - 1;
+        total = Math.max(0, Math.min(total, comps * maxStep));
+        double[][] cost = new double[comps + 1][total + 1];
+        int[][] choice = new int[comps + 1][total + 1];
+        for (double[] row : cost) {
+            java.util.Arrays.fill(row, Double.POSITIVE_INFINITY);
+        }
+        cost[0][0] = 0;
+        for (int c = 0; c < comps; c++) {
+            for (int used = 0; used <= total; used++) {
+                if (cost[c][used] == Double.POSITIVE_INFINITY) {
+                    continue;
+                }
+                for (int r = 0; r <= maxStep && used + r <= total; r++) {
+                    double v = cost[c][used] + sens[c] * d[r];
+                    if (v < cost[c + 1][used + r]) {
+                        cost[c + 1][used + r] = v;
+                        choice[c + 1][used + r] = r;
+                    }
+                }
+            }
+        }
+        double[] kb = new double[layers];
+        double[] vb = new double[layers];
+        int used = total;
+        for (int c = comps; c > 0; c--) {
+            int r = choice[c][used];
+            double b = MIN_BITS + r / 2.0;
+            if ((c - 1) % 2 == 0) {
+                kb[(c - 1) / 2] = b;
+            } else {
+                vb[(c - 1) / 2] = b;
+            }
+            used -= r;
+        }
+        List<KvQuantConfig.LayerOverride> plan = new ArrayList<>();
+        for (int l = 0; l < layers; l++) {
+            plan.add(new KvQuantConfig.LayerOverride(l, l, KvQuantConfig.Kind.TURBO, kb[l], vb[l]));
+        }
+        return new Plan(auto.withLayers(plan), keyKl.clone(), valueKl.clone(), kb, vb, cost[comps][total]);
+    }
+
+    private static String fmt(double b) {
+        return b == Math.rint(b) ? Integer.toString((int) b) : Double.toString(b);
+    }
+}
