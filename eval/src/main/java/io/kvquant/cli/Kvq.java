@@ -49,6 +49,8 @@ public final class Kvq implements Runnable {
             subcommands = {
                     io.kvquant.eval.bench.CodecBenchCommand.class,
                     io.kvquant.eval.bench.AttentionBenchCommand.class,
+                    io.kvquant.eval.bench.GenerateBenchCommand.class,
+                    io.kvquant.eval.bench.BenchModelCommand.class,
             })
     static final class Bench implements Runnable {
         @CommandLine.Spec
