@@ -51,22 +51,32 @@ final class BenchPlots {
         x.setAutoRangeIncludesZero(true);
         CombinedDomainXYPlot plot = new CombinedDomainXYPlot(x);
         plot.setGap(12);
-        plot.add(subplot("peak RSS (MiB)", rss), 1);
-        plot.add(subplot("decode tokens/s", tps), 1);
+        List<String> names = List.copyOf(rss.keySet());
+        plot.add(subplot("peak RSS (MiB)", rss, names, true), 1);
+        plot.add(subplot("decode tokens/s", tps, names, false), 1);
         JFreeChart chart = new JFreeChart("kvq bench generate: memory and decode speed vs context",
                 new Font("SansSerif", Font.BOLD, 15), plot, true);
         chart.setBackgroundPaint(Color.WHITE);
         ChartUtils.saveChartAsPNG(png.toFile(), chart, 900, 800);
     }
 
-    private static XYPlot subplot(String label, Map<String, XYSeries> series) {
+    private static final java.awt.Shape[] SHAPES = {
+        new java.awt.geom.Rectangle2D.Double(-4, -4, 8, 8), new java.awt.geom.Ellipse2D.Double(-4, -4, 8, 8),
+        new java.awt.Polygon(new int[] {0, 5, -5}, new int[] {-5, 4, 4}, 3),
+        new java.awt.Polygon(new int[] {0, 5, 0, -5}, new int[] {-5, 0, 5, 0}, 4),
+        new java.awt.Polygon(new int[] {0, 5, -5}, new int[] {5, -4, -4}, 3)};
+
+    private static XYPlot subplot(String label, Map<String, XYSeries> series, List<String> names, boolean legend) {
         XYSeriesCollection data = new XYSeriesCollection();
         XYLineAndShapeRenderer r = new XYLineAndShapeRenderer(true, true);
         int i = 0;
         for (XYSeries s : series.values()) {
             data.addSeries(s);
-            r.setSeriesPaint(i, PALETTE[i % PALETTE.length]);
+            int k = Math.max(0, names.indexOf(s.getKey().toString()));
+            r.setSeriesPaint(i, PALETTE[k % PALETTE.length]);
             r.setSeriesStroke(i, new BasicStroke(s.getKey().toString().startsWith("ort") ? 3f : 2f));
+            r.setSeriesShape(i, SHAPES[k % SHAPES.length]);
+            r.setSeriesVisibleInLegend(i, legend);
             i++;
         }
         NumberAxis y = new NumberAxis(label);

@@ -94,6 +94,10 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             description = "Write generate-bench.json, .csv, .md and .png here (after every row).")
     Path out;
 
+    @Option(names = "--no-prepare", description = "Do not run kvq prepare before the kvquant rows (the model is prepared "
+            + "for --mode already, e.g. by another bench run working on it at the same time).")
+    boolean noPrepare;
+
     @Option(names = "--dry-run", description = "Print the rows and the time estimate, run nothing.")
     boolean dryRun;
 
@@ -167,7 +171,7 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         try {
             Map<Integer, Path> prompts = writePrompts(dir, text, work, err);
             boolean anyKvq = rows.stream().anyMatch(r -> !r.ort());
-            if (anyKvq && needsPrepare(mode)) {
+            if (anyKvq && needsPrepare(mode) && !noPrepare) {
                 prepare(dir, work, err);
             }
             Map<String, Object> config = new LinkedHashMap<>();
