@@ -101,6 +101,11 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     @Option(names = "--dry-run", description = "Print the rows and the time estimate, run nothing.")
     boolean dryRun;
 
+    @Option(names = "--merge", split = ",", paramLabel = "DIR",
+            description = "Run nothing: combine the generate-bench.json of earlier runs (e.g. contexts run at different times) "
+                    + "into one set of outputs in --out, rows sorted by context; each run's metadata is kept.")
+    List<Path> merge;
+
     private volatile Process running;
 
     /** One row to run. */
@@ -113,6 +118,9 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         PrintWriter err = spec.commandLine().getErr();
+        if (merge != null && !merge.isEmpty()) {
+            return merge(err);
+        }
         List<Row> rows = plan();
         if (!heap.matches("\\d+[kKmMgG]?")) {
             throw new IllegalArgumentException("--heap must look like 1g or 768m, got '" + heap + "'");
@@ -245,6 +253,49 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             Runtime.getRuntime().removeShutdownHook(hook);
             deleteTree(work);
         }
+    }
+
+    /** --merge: the rows of several runs in one table, sorted by context (stable: each run's kv order kept). */
+    @SuppressWarnings("unchecked")
+    private int merge(PrintWriter err) throws IOException {
+        if (out == null) {
+            throw new IllegalArgumentException("--merge needs --out DIR for the combined outputs");
+        }
+        List<Map<String, Object>> results = new ArrayList<>();
+        List<Object> runs = new ArrayList<>();
+        for (Path d : merge) {
+            Path f = Files.isDirectory(d) ? d.resolve("generate-bench.json") : d;
+            if (!Files.isRegularFile(f)) {
+                throw new IllegalArgumentException("--merge: no generate-bench.json in " + d);
+            }
+            Object o = io.kvquant.demo.onnx.Json.parse(Files.readString(f));
+            if (!(o instanceof Map<?, ?> m) || !(m.get("results") instanceof List<?> rs) || !(m.get("run") instanceof Map<?, ?>)) {
+                throw new IllegalArgumentException("--merge: " + f + " is not a kvq bench generate result");
+            }
+            for (Object r : rs) {
+                Map<String, Object> row = new LinkedHashMap<>((Map<String, Object>) r);
+                row.put("context", ((Number) row.get("context")).intValue());
+                results.add(row);
+            }
+            Map<String, Object> run = new LinkedHashMap<>((Map<String, Object>) m.get("run"));
+            run.put("source", f.toString());
+            runs.add(run);
+        }
+        results.sort(java.util.Comparator.comparingInt(r -> (Integer) r.get("context")));
+        Map<String, Object> run = new LinkedHashMap<>((Map<String, Object>) runs.get(0));
+        Map<String, Object> cfg = new LinkedHashMap<>((Map<String, Object>) run.get("config"));
+        cfg.put("command", "kvq " + String.join(" ", spec.commandLine().getParseResult().originalArgs()));
+        run.put("config", cfg);
+        run.put("merged_runs", runs);
+        Files.createDirectories(out);
+        writeOutputs(out, run, results, true);
+        err.println("merged " + results.size() + " rows from " + merge.size() + " runs into " + out);
+        if (json) {
+            System.out.println(Json.write(document(run, results)));
+        } else {
+            System.out.print(markdown(run, results));
+        }
+        return 0;
     }
 
     List<Row> plan() {
@@ -556,6 +607,16 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         b.append(String.format(Locale.ROOT, "commit %s, %s, %s, %s threads, -Xmx%s, %s decode tokens, prefill chunk %s, %s\n\n",
                 run.get("git_commit"), run.get("jvm"), run.get("simd"), run.get("threads"), cfg.get("heap"), cfg.get("decode_tokens"),
                 cfg.get("prefill_chunk"), run.get("timestamp")));
+        if (run.get("merged_runs") instanceof List<?> merged) {
+            b.append("Merged from ").append(merged.size()).append(" runs:\n\n");
+            for (Object o : merged) {
+                Map<String, Object> m = (Map<String, Object>) o;
+                Map<String, Object> c = (Map<String, Object>) m.get("config");
+                b.append(String.format(Locale.ROOT, "- `%s` (commit %s, %s)\n", c == null ? m.get("source") : c.get("command"),
+                        m.get("git_commit"), m.get("timestamp")));
+            }
+            b.append('\n');
+        }
         b.append("| context | kv | mode | peak RSS MiB | × ort | KV MiB | decode tok/s | × ort | prefill tok/s | × ort |\n");
         b.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for (Map<String, Object> r : results) {

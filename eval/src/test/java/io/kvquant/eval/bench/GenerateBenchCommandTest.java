@@ -203,6 +203,22 @@ class GenerateBenchCommandTest {
         assertEquals("ok", rows2.get(1).get("status"));
         assertNull(rows2.get(1).get("error"));
         assertTrue(bad.stderr().contains("1 of 2 rows failed"), bad.stderr());
+
+        // --merge: both runs in one table, sorted by context, nothing run
+        Path out3 = tmp.resolve("merged");
+        Run merged = kvq("bench", "generate", "--merge", out + "," + out2, "--out", out3.toString(), "--json");
+        assertEquals(0, merged.exit(), merged.stderr());
+        Map<String, Object> doc3 = (Map<String, Object>) io.kvquant.demo.onnx.Json.parse(merged.stdout());
+        List<Map<String, Object>> rows3 = (List<Map<String, Object>>) doc3.get("results");
+        assertEquals(6, rows3.size());
+        int prev = 0;
+        for (Map<String, Object> row : rows3) {
+            int c = ((Number) row.get("context")).intValue();
+            assertTrue(c >= prev, "sorted by context");
+            prev = c;
+        }
+        assertEquals(2, ((List<?>) ((Map<String, Object>) doc3.get("run")).get("merged_runs")).size());
+        assertTrue(Files.readString(out3.resolve("generate-bench.md")).contains("Merged from 2 runs"));
     }
 
     @Test
