@@ -276,6 +276,7 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             for (Object r : rs) {
                 Map<String, Object> row = new LinkedHashMap<>((Map<String, Object>) r);
                 row.put("context", ((Number) row.get("context")).intValue());
+                row.put("run_index", runs.size()); // ratios compare rows of one run only (same machine load)
                 results.add(row);
             }
             Map<String, Object> run = new LinkedHashMap<>((Map<String, Object>) m.get("run"));
@@ -515,17 +516,24 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     }
 
     static Map<String, Object> find(List<Map<String, Object>> results, String kv, int context) {
+        return find(results, kv, context, null);
+    }
+
+    /** The ok row of this kv and context, of run {@code run} when given (merged results), else the first. */
+    static Map<String, Object> find(List<Map<String, Object>> results, String kv, int context, Object run) {
         for (Map<String, Object> r : results) {
-            if (kv.equals(r.get("kv")) && Integer.valueOf(context).equals(r.get("context")) && "ok".equals(r.get("status"))) {
+            if (kv.equals(r.get("kv")) && Integer.valueOf(context).equals(r.get("context")) && "ok".equals(r.get("status"))
+                    && (run == null || run.equals(r.get("run_index")))) {
                 return r;
             }
         }
         return null;
     }
 
-    private static Map<String, Object> findAny(List<Map<String, Object>> results, String kv, int context) {
+    private static Map<String, Object> findAny(List<Map<String, Object>> results, String kv, int context, Object run) {
         for (Map<String, Object> r : results) {
-            if (kv.equals(r.get("kv")) && Integer.valueOf(context).equals(r.get("context"))) {
+            if (kv.equals(r.get("kv")) && Integer.valueOf(context).equals(r.get("context"))
+                    && (run == null || run.equals(r.get("run_index")))) {
                 return r;
             }
         }
@@ -535,13 +543,13 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     /** Issue #14's targets, from the rows present (a target whose rows are missing is "not measured"). */
     static List<Map<String, Object>> targets(List<Map<String, Object>> results) {
         List<Map<String, Object>> t = new ArrayList<>();
-        Map<String, Object> o16 = find(results, "ort", 16384);
         Map<String, Object> q16 = find(results, "turbo3.5", 16384);
+        Map<String, Object> o16 = q16 == null ? null : find(results, "ort", 16384, q16.get("run_index"));
         t.add(target("turbo3.5 at 16K: peak RSS <= 0.35x ort's", ratio(q16, o16, "peak_rss_bytes"), 0.35, true));
         t.add(target("turbo3.5 at 16K: decode tokens/s >= 2x ort's", ratio(q16, o16, "decode_tokens_per_s"), 2.0, false));
         t.add(target("turbo3.5 at 16K: prefill tokens/s >= 0.7x ort's", ratio(q16, o16, "prefill_tokens_per_s"), 0.7, false));
         Map<String, Object> q32 = find(results, "turbo3.5", 32768);
-        Map<String, Object> o32any = findAny(results, "ort", 32768);
+        Map<String, Object> o32any = q32 == null ? null : findAny(results, "ort", 32768, q32.get("run_index"));
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("target", "turbo3.5 at 32K runs where ort needs > 3x its memory");
         if (q32 == null || o32any == null) {
@@ -606,8 +614,12 @@ public final class GenerateBenchCommand implements Callable<Integer> {
                 String.valueOf(cfg.get("model_sha256")).substring(0, Math.min(12, String.valueOf(cfg.get("model_sha256")).length())),
                 cfg.get("model_config")));
         b.append(String.format(Locale.ROOT, "commit %s, %s, %s, %s threads, -Xmx%s, %s decode tokens, prefill chunk %s, %s\n\n",
-                run.get("git_commit"), run.get("jvm"), run.get("simd"), run.get("threads"), cfg.get("heap"), cfg.get("decode_tokens"),
-                cfg.get("prefill_chunk"), run.get("timestamp")));
+                run.get("git_commit"), run.get("jvm"), run.get("simd"), str(run.get("threads")), cfg.get("heap"),
+                str(cfg.get("decode_tokens")), str(cfg.get("prefill_chunk")), run.get("timestamp")));
+        if (run.get("merged_runs") != null) {
+            b.append("Ratios (× ort) compare rows of the same run only: runs made at different times saw different machine "
+                    + "load.\n\n");
+        }
         if (run.get("merged_runs") instanceof List<?> merged) {
             b.append("Merged from ").append(merged.size()).append(" runs:\n\n");
             for (Object o : merged) {
@@ -627,7 +639,7 @@ public final class GenerateBenchCommand implements Callable<Integer> {
                         String.valueOf(r.get("error")).replace("|", "/")));
                 continue;
             }
-            Map<String, Object> o = find(results, "ort", ctx);
+            Map<String, Object> o = find(results, "ort", ctx, r.get("run_index"));
             b.append(String.format(Locale.ROOT, "| %,d | %s | %s | %,.0f | %s | %,.1f | %.2f | %s | %.1f | %s |\n", ctx, r.get("kv"),
                     r.get("mode"), num(r.get("peak_rss_bytes")) / 1048576, x(ratio(r, o, "peak_rss_bytes")),
                     num(r.get("kv_bytes")) / 1048576, num(r.get("decode_tokens_per_s")), x(ratio(r, o, "decode_tokens_per_s")),
@@ -645,6 +657,11 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             b.append('\n');
         }
         return b.toString();
+    }
+
+    /** A number as JSON gave it, without a trailing .0 for whole values. */
+    private static String str(Object o) {
+        return o instanceof Double d && d == Math.rint(d) ? String.valueOf(d.longValue()) : String.valueOf(o);
     }
 
     private static String x(double v) {

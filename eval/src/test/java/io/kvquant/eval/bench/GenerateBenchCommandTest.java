@@ -121,6 +121,12 @@ class GenerateBenchCommandTest {
         t32 = GenerateBenchCommand.targets(rows).get(3);
         assertEquals("not met", t32.get("status"), "ort needed only 2.5x");
         assertEquals(2.5, (Double) t32.get("value"), 1e-12);
+
+        // merged results: a baseline from another run is not used
+        for (Map<String, Object> r : rows) {
+            r.put("run_index", r.get("kv").equals("ort") ? 0 : 1);
+        }
+        assertEquals("not measured", GenerateBenchCommand.targets(rows).get(0).get("status"));
     }
 
     @Test
@@ -219,6 +225,10 @@ class GenerateBenchCommandTest {
         }
         assertEquals(2, ((List<?>) ((Map<String, Object>) doc3.get("run")).get("merged_runs")).size());
         assertTrue(Files.readString(out3.resolve("generate-bench.md")).contains("Merged from 2 runs"));
+        // ratios only within a run: the second run's ort row is not the first run's turbo3.5 baseline
+        for (Map<String, Object> row : rows3) {
+            assertNotNull(row.get("run_index"));
+        }
     }
 
     @Test
