@@ -50,6 +50,8 @@ public final class Kvq implements Runnable {
                     io.kvquant.eval.bench.CodecBenchCommand.class,
                     io.kvquant.eval.bench.AttentionBenchCommand.class,
                     io.kvquant.eval.bench.CacheBenchCommand.class,
+                    io.kvquant.eval.bench.GenerateBenchCommand.class,
+                    io.kvquant.eval.bench.BenchModelCommand.class,
             })
     static final class Bench implements Runnable {
         @CommandLine.Spec

@@ -88,6 +88,9 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        if (PlainOrtGenerate.selected(kv)) { // --kv ort: plain ONNX Runtime, no kvquant (the bench baseline)
+            return PlainOrtGenerate.run(this);
+        }
         // Validate everything cheap before loading anything.
         KvQuantConfig kvCfg = KvQuantConfig.parse(kv);
         Decoder.Mode m = Decoder.Mode.parse(mode);

@@ -1,0 +1,175 @@
+package io.kvquant.demo.cli;
+
+import io.kvquant.demo.onnx.DecoderModel;
+import io.kvquant.demo.onnx.PlainOrtDecoder;
+import io.kvquant.demo.sampling.Sampler;
+import io.kvquant.demo.text.TextTokenizer;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+
+/**
+ * {@code kvq generate --kv ort}: the same generation loop and figures as the kvquant modes, run
+ * by plain ONNX Runtime ({@link PlainOrtDecoder}: present fed back as past, no kvquant cache).
+ * It is the baseline row of {@code kvq bench generate}. Reads the options of the
+ * {@link GenerateCommand} it is called from.
+ */
+final class PlainOrtGenerate {
+
+    /** The {@code --kv} value that selects this path. */
+    static final String KV = "ort";
+
+    private PlainOrtGenerate() {
+    }
+
+    static boolean selected(String kv) {
+        return kv != null && kv.trim().equalsIgnoreCase(KV);
+    }
+
+    static int run(GenerateCommand c) throws IOException {
+        if (c.spec.commandLine().getParseResult() != null && c.spec.commandLine().getParseResult().hasMatchedOption("--mode")) {
+            throw new IllegalArgumentException("--kv ort is plain ONNX Runtime decoding (no kvquant cache); --mode does not "
+                    + "apply, drop it");
+        }
+        DecoderModel.Ep provider = switch (c.ep.trim().toLowerCase(Locale.ROOT)) {
+            case "cpu" -> DecoderModel.Ep.CPU;
+            case "cuda" -> DecoderModel.Ep.CUDA;
+            default -> throw new IllegalArgumentException("unknown --ep '" + c.ep + "' (cpu or cuda)");
+        };
+        if (c.maxNewTokens < 0) {
+            throw new IllegalArgumentException("--max-new-tokens must be >= 0, got " + c.maxNewTokens);
+        }
+        if (c.prefillChunk < 1) {
+            throw new IllegalArgumentException("--prefill-chunk must be >= 1, got " + c.prefillChunk);
+        }
+        if (c.threads < 0) {
+            throw new IllegalArgumentException("--threads must be >= 0, got " + c.threads);
+        }
+        Sampler sampler = new Sampler(c.temperature, c.topK, c.topP, c.seed);
+        if ((c.prompt == null) == (c.promptFile == null)) {
+            throw new IllegalArgumentException("give exactly one of --prompt TEXT or --prompt-file FILE");
+        }
+        if (c.statsJson != null) {
+            Path dir = c.statsJson.toAbsolutePath().getParent();
+            if (dir == null || !Files.isDirectory(dir)) {
+                throw new IllegalArgumentException("--stats-json: folder does not exist: " + dir);
+            }
+        }
+        String text;
+        if (c.promptFile != null) {
+            if (!Files.isRegularFile(c.promptFile)) {
+                throw new IllegalArgumentException("prompt file not found: " + c.promptFile);
+            }
+            text = Files.readString(c.promptFile);
+        } else {
+            text = c.prompt;
+        }
+        Path dir = c.model != null ? c.model : ModelPaths.bundledModel();
+        ModelPaths.check(dir);
+        PrintWriter err = c.spec.commandLine().getErr();
+        PrintWriter out = c.spec.commandLine().getOut();
+        try (TextTokenizer tok = TextTokenizer.open(dir);
+             DecoderModel dm = DecoderModel.open(dir, new DecoderModel.Options(c.threads, provider))) {
+            long[] ids = tok.encode(text);
+            if (ids.length == 0) {
+                throw new IllegalArgumentException("the prompt encodes to no tokens");
+            }
+            int ctx = dm.maxContext();
+            if (ctx > 0 && ids.length > ctx) {
+                throw new IllegalArgumentException("the prompt is " + ids.length + " tokens, longer than the model's context of "
+                        + ctx + " tokens; shorten it");
+            }
+            try (PlainOrtDecoder dec = new PlainOrtDecoder(dm, c.prefillChunk)) {
+                return generate(c, dm, dec, tok, ids, sampler, out, err);
+            }
+        }
+    }
+
+    private static int generate(GenerateCommand c, DecoderModel dm, PlainOrtDecoder dec, TextTokenizer tok, long[] ids,
+                                Sampler sampler, PrintWriter out, PrintWriter err) throws IOException {
+        java.io.Console console = System.console();
+        boolean tty = console != null && console.isTerminal();
+        GenerateCommand.ProgressBar bar = tty ? new GenerateCommand.ProgressBar(err, "prefill", ids.length) : null;
+        long t0 = System.nanoTime();
+        float[] logits = dec.prefill(ids, bar == null ? null : bar::update);
+        long t1 = System.nanoTime();
+        if (bar != null) {
+            bar.done();
+        }
+        int ctx = dm.maxContext();
+        int eos = dm.eosTokenId();
+        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
+        int generated = 0;
+        String stop = "max-new-tokens";
+        long t2 = System.nanoTime();
+        while (generated < c.maxNewTokens) {
+            int next = sampler.sample(logits);
+            generated++;
+            if (next == eos && !c.noStop) {
+                stop = "eos";
+                break;
+            }
+            out.print(streamer.accept(next));
+            out.flush();
+            if (generated == c.maxNewTokens) {
+                break;
+            }
+            if (ctx > 0 && dec.position() >= ctx) {
+                stop = "context full (" + ctx + " tokens)";
+                break;
+            }
+            logits = dec.step(next);
+        }
+        long t3 = System.nanoTime();
+        out.println();
+        out.flush();
+        int decodeSteps = dec.position() - ids.length;
+        double prefillTps = ids.length / ((t1 - t0) / 1e9);
+        double decodeTps = decodeSteps > 0 ? decodeSteps / ((t3 - t2) / 1e9) : Double.NaN;
+        long peak = RunStats.peakRssBytes();
+        RunStats st = new RunStats();
+        st.fields.put("prompt_tokens", ids.length);
+        st.fields.put("generated_tokens", generated);
+        st.fields.put("decode_steps", decodeSteps);
+        st.fields.put("stop", stop);
+        st.fields.put("prefill_seconds", (t1 - t0) / 1e9);
+        st.fields.put("prefill_tokens_per_s", prefillTps);
+        st.fields.put("decode_tokens_per_s", decodeTps);
+        st.fields.put("kv_tokens", dec.position());
+        // the dense past held between steps (ONNX Runtime's present tensors); during a step
+        // ONNX Runtime holds it twice (past in, present out), which peak RSS shows
+        st.fields.put("kv_bytes", dec.pastBytes());
+        st.fields.put("kv_bytes_fp16_equivalent", dec.pastBytesFp16());
+        st.fields.put("peak_rss_bytes", peak);
+        st.fields.put("past_bytes_per_decode_step", dec.pastBytes() - dec.pastBytes() / Math.max(1, dec.position()));
+        st.fields.put("kv", KV);
+        st.fields.put("mode", KV);
+        Map<String, Object> cfg = new LinkedHashMap<>();
+        cfg.put("model", dm.file().toString());
+        cfg.put("model_shape", dm.describe());
+        cfg.put("kv", KV);
+        cfg.put("mode", KV);
+        cfg.put("ep", c.ep);
+        cfg.put("prefill_chunk", c.prefillChunk);
+        cfg.put("max_new_tokens", c.maxNewTokens);
+        cfg.put("temperature", c.temperature);
+        cfg.put("top_k", c.topK);
+        cfg.put("top_p", c.topP);
+        cfg.put("seed", c.seed);
+        st.fields.put("run", RunStats.metadata(c.threads));
+        st.fields.put("config", cfg);
+        err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%n",
+                ids.length, prefillTps, generated, stop, decodeTps);
+        err.printf(Locale.ROOT, "kv ort (plain ONNX Runtime, present fed back as past): dense past %.2f MiB; peak RSS %s%n",
+                dec.pastBytes() / (1024.0 * 1024.0), peak < 0 ? "n/a" : String.format(Locale.ROOT, "%.2f MiB", peak / (1024.0 * 1024.0)));
+        err.flush();
+        if (c.statsJson != null) {
+            st.writeAtomically(c.statsJson);
+        }
+        return 0;
+    }
+}
