@@ -110,6 +110,13 @@ public final class GenerateCommand implements Callable<Integer> {
         }
         Sampler sampler = new Sampler(temperature, topK, topP, seed);
         io.kvquant.demo.store.PromptCache.Settings cacheSettings = promptCache.settings();
+        if (cacheSettings.any()) {
+            // refused before the model is opened (and perhaps prepared), not after
+            String why = io.kvquant.persist.CacheFile.unsupported(kvCfg);
+            if (why != null) {
+                throw new IllegalArgumentException("--save-cache/--load-cache/--cache-store: " + why);
+            }
+        }
         if ((prompt == null) == (promptFile == null)) {
             throw new IllegalArgumentException("give exactly one of --prompt TEXT or --prompt-file FILE");
         }
