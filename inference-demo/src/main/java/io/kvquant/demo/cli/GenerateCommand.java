@@ -176,30 +176,11 @@ public final class GenerateCommand implements Callable<Integer> {
         if (bar != null) {
             bar.done();
         }
-        int ctx = dm.maxContext();
-        int eos = dm.eosTokenId();
-        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
-        int generated = 0;
-        String stop = "max-new-tokens";
         long t2 = System.nanoTime();
-        while (generated < maxNewTokens) {
-            int next = sampler.sample(logits);
-            generated++;
-            if (next == eos && !noStop) {
-                stop = "eos";
-                break;
-            }
-            out.print(streamer.accept(next));
-            out.flush();
-            if (generated == maxNewTokens) {
-                break;
-            }
-            if (ctx > 0 && dec.position() >= ctx) {
-                stop = "context full (" + ctx + " tokens)";
-                break;
-            }
-            logits = dec.step(next);
-        }
+        Decoded run = decode(logits, dec::step, dec::position, sampler, tok, maxNewTokens, noStop, dm.maxContext(),
+                dm.eosTokenId(), out);
+        int generated = run.generated();
+        String stop = run.stop();
         long t3 = System.nanoTime();
         pc.finish();
         out.println();
@@ -264,6 +245,39 @@ public final class GenerateCommand implements Callable<Integer> {
             st.writeAtomically(statsJson);
         }
         return 0;
+    }
+
+    /** What the decode loop did: tokens sampled and why it stopped. */
+    record Decoded(int generated, String stop) {
+    }
+
+    /**
+     * The decode loop shared by every mode and the plain-ORT baseline: sample, stream the text,
+     * stop at end-of-sequence (unless {@code noStop}), {@code maxNewTokens} or a full context,
+     * else feed the token and go on.
+     */
+    static Decoded decode(float[] logits, java.util.function.LongFunction<float[]> step, java.util.function.IntSupplier position,
+                          Sampler sampler, TextTokenizer tok, int maxNewTokens, boolean noStop, int ctx, int eos,
+                          PrintWriter out) {
+        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
+        int generated = 0;
+        while (generated < maxNewTokens) {
+            int next = sampler.sample(logits);
+            generated++;
+            if (next == eos && !noStop) {
+                return new Decoded(generated, "eos");
+            }
+            out.print(streamer.accept(next));
+            out.flush();
+            if (generated == maxNewTokens) {
+                break;
+            }
+            if (ctx > 0 && position.getAsInt() >= ctx) {
+                return new Decoded(generated, "context full (" + ctx + " tokens)");
+            }
+            logits = step.apply(next);
+        }
+        return new Decoded(generated, "max-new-tokens");
     }
 
     private static String mib(long bytes) {

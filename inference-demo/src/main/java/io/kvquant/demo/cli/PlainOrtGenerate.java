@@ -100,30 +100,11 @@ final class PlainOrtGenerate {
         if (bar != null) {
             bar.done();
         }
-        int ctx = dm.maxContext();
-        int eos = dm.eosTokenId();
-        TextTokenizer.Streamer streamer = new TextTokenizer.Streamer(tok);
-        int generated = 0;
-        String stop = "max-new-tokens";
         long t2 = System.nanoTime();
-        while (generated < c.maxNewTokens) {
-            int next = sampler.sample(logits);
-            generated++;
-            if (next == eos && !c.noStop) {
-                stop = "eos";
-                break;
-            }
-            out.print(streamer.accept(next));
-            out.flush();
-            if (generated == c.maxNewTokens) {
-                break;
-            }
-            if (ctx > 0 && dec.position() >= ctx) {
-                stop = "context full (" + ctx + " tokens)";
-                break;
-            }
-            logits = dec.step(next);
-        }
+        GenerateCommand.Decoded run = GenerateCommand.decode(logits, dec::step, dec::position, sampler, tok, c.maxNewTokens,
+                c.noStop, dm.maxContext(), dm.eosTokenId(), out);
+        int generated = run.generated();
+        String stop = run.stop();
         long t3 = System.nanoTime();
         out.println();
         out.flush();
