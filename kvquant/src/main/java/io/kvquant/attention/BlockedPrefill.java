@@ -84,6 +84,7 @@ final class BlockedPrefill {
                 s.offsets[j] = ((g * group + h) * n + b0 + i) * d;
                 s.visible[j] = len - n + b0 + i + 1;
                 store.prepareQuery(q, s.offsets[j], s.state, j * ss);
+                ops.scale(s.state, j * ss, ss, scale); // scores come out scaled: one pass less per tile
             }
         }
         Arrays.fill(s.acc, 0, nq * as, 0f);
@@ -118,7 +119,6 @@ final class BlockedPrefill {
                     int b = r * TILE;
                     int v = Math.max(0, Math.min(cnt, s.visible[j] - t0));
                     if (v > 0) {
-                        ops.scale(sc, b, v, scale);
                         float mx = ops.max(sc, b, v);
                         float old = s.max[j];
                         if (mx > old) {
@@ -143,15 +143,31 @@ final class BlockedPrefill {
         }
     }
 
-    /** kt[k·TILE + t] = rows[t·w + k] for t &lt; cnt; columns [cnt, padTo) zeroed. */
+    /**
+     * kt[k·TILE + t] = rows[t·w + k] for t &lt; cnt; columns [cnt, padTo) zeroed. Eight rows at a
+     * time: eight sequential read streams (4 KB for w = 128, in L1) and runs of eight contiguous
+     * writes, instead of one pass over every row per column.
+     */
     private static void transpose(float[] rows, int cnt, int w, float[] kt, int padTo) {
-        for (int k = 0; k < w; k++) {
-            int o = k * TILE;
-            for (int t = 0; t < cnt; t++) {
-                kt[o + t] = rows[t * w + k];
+        int t = 0;
+        for (; t + 8 <= cnt; t += 8) {
+            int r0 = t * w;
+            for (int k = 0; k < w; k++) {
+                int o = k * TILE + t;
+                int r = r0 + k;
+                kt[o] = rows[r];
+                kt[o + 1] = rows[r + w];
+                kt[o + 2] = rows[r + 2 * w];
+                kt[o + 3] = rows[r + 3 * w];
+                kt[o + 4] = rows[r + 4 * w];
+                kt[o + 5] = rows[r + 5 * w];
+                kt[o + 6] = rows[r + 6 * w];
+                kt[o + 7] = rows[r + 7 * w];
             }
-            for (int t = cnt; t < padTo; t++) {
-                kt[o + t] = 0f;
+        }
+        for (; t < padTo; t++) {
+            for (int k = 0; k < w; k++) {
+                kt[k * TILE + t] = t < cnt ? rows[t * w + k] : 0f;
             }
         }
     }
