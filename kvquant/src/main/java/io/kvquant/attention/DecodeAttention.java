@@ -34,6 +34,9 @@ public final class DecodeAttention implements AutoCloseable {
     private final ForkJoinPool pool;
     private final ThreadLocal<Scratch> scratch = ThreadLocal.withInitial(Scratch::new);
     private final ThreadLocal<Merge> merges = ThreadLocal.withInitial(Merge::new);
+    private final BlockedPrefill prefill = new BlockedPrefill();
+    /** False: prefill takes the per-query tile path even where the store expands tiles (tests, measurements). */
+    private boolean blocked = true;
 
     /** Per-worker state of one task: prepared queries, a tile of scores, the running softmax. */
     private static final class Scratch {
@@ -104,6 +107,12 @@ public final class DecodeAttention implements AutoCloseable {
         this.threads = threads;
         this.forcedSplits = splits;
         this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
+    }
+
+    /** Chooses the blocked prefill kernel (default) or the per-query tile path; for tests and measurements. */
+    DecodeAttention blockedPrefill(boolean on) {
+        this.blocked = on;
+        return this;
     }
 
     public int threads() {
@@ -202,6 +211,19 @@ public final class DecodeAttention implements AutoCloseable {
         check(store, q, qHeads, n, out, len);
         int d = store.headDim();
         int group = qHeads / store.kvHeads();
+        if (blocked && store.expands()) {
+            // tasks over KV heads and blocks of query positions, enough for every thread; each
+            // expands every tile of the context once for all its queries (BlockedPrefill)
+            int kvh = store.kvHeads();
+            int want = threads == 1 ? 1 : (2 * threads + kvh - 1) / kvh;
+            int pb = Math.max(1, Math.min(n, Math.max((n + want - 1) / want, (MIN_PREFILL_QUERIES + group - 1) / group)));
+            int nblocks = (n + pb - 1) / pb;
+            run(kvh * nblocks, task -> {
+                int b0 = (task % nblocks) * pb;
+                prefill.task(store, task / nblocks, group, q, n, len, b0, Math.min(pb, n - b0), scale, out);
+            });
+            return;
+        }
         int ss = store.queryStateSize();
         int as = store.accumulatorSize();
         // Tasks over KV heads and blocks of PREFILL_BLOCK query positions: each task runs the tiled
@@ -232,8 +254,10 @@ public final class DecodeAttention implements AutoCloseable {
         });
     }
 
-    /** Queries per prefill block (per GQA group). */
+    /** Queries per prefill block (per GQA group) of the per-query tile path (stores that do not expand tiles). */
     static final int PREFILL_BLOCK = 16;
+    /** Fewest queries (positions × group heads) per task of the blocked prefill path. */
+    static final int MIN_PREFILL_QUERIES = 64;
 
     /** Prepares the {@code nq} queries at q[qo + i·qStride] (all seeing {@code len} tokens) in this thread's scratch. */
     private Scratch prepare(LayerStore store, float[] q, int qo, int qStride, int nq, int len) {

@@ -182,6 +182,47 @@ final class DenseStore implements LayerStore {
         System.arraycopy(acc, ao, out, oo, dim);
     }
 
+    // ---- tile expansion (blocked prefill): one form, the vectors themselves ----
+
+    @Override
+    public boolean expands() {
+        return true;
+    }
+
+    @Override
+    public int keyWidth(int t) {
+        return dim;
+    }
+
+    @Override
+    public int keyStateOffset(int t) {
+        return 0;
+    }
+
+    @Override
+    public int valueWidth(int t) {
+        return dim;
+    }
+
+    @Override
+    public int valueAccOffset(int t) {
+        return 0;
+    }
+
+    @Override
+    public void expandKeys(int head, int from, int to, float[] dst, int ld) {
+        for (int t = from; t < to; t++) {
+            load(keys[head], t, dst, (t - from) * ld);
+        }
+    }
+
+    @Override
+    public void expandValues(int head, int from, int to, float[] dst, int ld) {
+        for (int t = from; t < to; t++) {
+            load(values[head], t, dst, (t - from) * ld);
+        }
+    }
+
     // ---- raw records (io.kvquant.persist) ----
 
     @Override

@@ -54,6 +54,56 @@ public interface LayerStore extends AutoCloseable {
     /** Converts one accumulator acc[ao..) to the output vector out[oo..oo+headDim). */
     void finish(float[] acc, int ao, float[] out, int oo);
 
+    // ---- tile expansion, for the blocked prefill kernel (io.kvquant.attention) ----
+    // A token's key (value) is stored in one of a store's forms (e.g. codes, or a full-precision
+    // window); in each form the score is a dot product of a slice of the prepared query state
+    // with a row of floats (and the value sum an axpy into a slice of the accumulator). Prefill
+    // expands a tile of rows once and multiplies it with a whole block of queries.
+
+    /** True if this store implements the expansion methods below. */
+    default boolean expands() {
+        return false;
+    }
+
+    /** End (exclusive, at most {@code to}) of the run of tokens from {@code from} stored in one form. */
+    default int formEnd(int from, int to) {
+        return to;
+    }
+
+    /** Width of the key rows of token {@code t}'s form. */
+    default int keyWidth(int t) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
+    /** Where, in a prepared query state, the slice that meets {@link #keyWidth} rows of token t's form starts. */
+    default int keyStateOffset(int t) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
+    /** Width of the value rows of token {@code t}'s form. */
+    default int valueWidth(int t) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
+    /** Where, in an accumulator, the slice that sums {@link #valueWidth} rows of token t's form starts. */
+    default int valueAccOffset(int t) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
+    /**
+     * Rows of the keys of tokens [from, to) (one form) of KV head {@code head}: row t − from at
+     * dst[(t − from)·ld ..), {@link #keyWidth} floats, such that the score of a prepared query is
+     * the dot product of its state slice at {@link #keyStateOffset} with the row.
+     */
+    default void expandKeys(int head, int from, int to, float[] dst, int ld) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
+    /** Rows of the values of tokens [from, to) (one form), as {@link #expandKeys}; accumulate into the slice at {@link #valueAccOffset}. */
+    default void expandValues(int head, int from, int to, float[] dst, int ld) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not expand tiles");
+    }
+
     // ---- raw records, for saving and loading caches (io.kvquant.persist) ----
 
     /** True if this store can hand out and take back its raw records (false: KIVI). */

@@ -262,6 +262,63 @@ final class TurboStore implements LayerStore {
         }
     }
 
+    // ---- tile expansion (blocked prefill): codes -> feature rows, window -> raw rows ----
+
+    @Override
+    public boolean expands() {
+        return true;
+    }
+
+    @Override
+    public int formEnd(int from, int to) {
+        int c = compressed();
+        return from < c ? Math.min(to, c) : to;
+    }
+
+    @Override
+    public int keyWidth(int t) {
+        return t < compressed() ? kc.featureSize() : dim;
+    }
+
+    @Override
+    public int keyStateOffset(int t) {
+        return t < compressed() ? 0 : kc.featureSize();
+    }
+
+    @Override
+    public int valueWidth(int t) {
+        return t < compressed() ? vc.featureSize() : dim;
+    }
+
+    @Override
+    public int valueAccOffset(int t) {
+        return t < compressed() ? 0 : vc.featureSize();
+    }
+
+    @Override
+    public void expandKeys(int head, int from, int to, float[] dst, int ld) {
+        expand(keys[head], kLayout, winK[head], from, to, dst, ld);
+    }
+
+    @Override
+    public void expandValues(int head, int from, int to, float[] dst, int ld) {
+        expand(values[head], vLayout, winV[head], from, to, dst, ld);
+    }
+
+    private void expand(PagedRecords pr, io.kvquant.simd.CodeLayout lay, float[] win, int from, int to, float[] dst, int ld) {
+        int c = compressed();
+        if (from < c) {
+            VectorOps ops = Simd.ops();
+            for (int t = from; t < to; t++) {
+                ops.codeDecode(lay, pr.page(t), pr.offset(t), dst, (t - from) * ld);
+            }
+        } else {
+            for (int t = from; t < to; t++) {
+                System.arraycopy(win, (t % window) * dim, dst, (t - from) * ld, dim);
+            }
+        }
+    }
+
     // ---- raw records (io.kvquant.persist): what is saved is exactly what is held ----
 
     @Override
