@@ -1,5 +1,6 @@
 package io.kvquant.demo.graph;
 
+import io.kvquant.attention.ScoreMods;
 import io.kvquant.demo.graph.OnnxModel.Node;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -47,7 +48,7 @@ public final class AttentionSplit {
 
     /** GroupQueryAttention attributes kvquant implements, and the value of each that it can run. */
     private static final Set<String> GQA_ATTRIBUTES = Set.of("num_heads", "kv_num_heads", "scale", "do_rotary",
-            "rotary_interleaved");
+            "rotary_interleaved", "softcap", "local_window_size", "smooth_softmax");
 
     /** One piece of the cut graph: the serialized model and its input and output names. */
     public record Piece(int stage, byte[] model, List<String> inputs, List<String> outputs) {
@@ -63,6 +64,13 @@ public final class AttentionSplit {
     private final List<List<MaskProbe.Op>> masks = new ArrayList<>();
     private int probeLength;
     private final List<String[]> sequenceInputs = new ArrayList<>();
+    /** Score modifiers (sliding window, softcap, sinks) per layer index; absent: plain causal. */
+    private final Map<Integer, ScoreMods> scoreMods = new HashMap<>();
+
+    /** What layer {@code index}'s attention does to its scores besides scale and the causal mask. */
+    public ScoreMods mods(int index) {
+        return scoreMods.getOrDefault(index, ScoreMods.NONE);
+    }
 
     private AttentionSplit(OnnxModel model) {
         this.model = model;
@@ -217,9 +225,11 @@ public final class AttentionSplit {
             Pb a = f.message();
             String name = a.string(1, "");
             boolean neutral = switch (name) {
-                case "softcap" -> a.one(2) == null || Float.intBitsToFloat((int) a.one(2).bits()) == 0f;
-                case "local_window_size" -> a.varint(3, -1) == -1;
-                case "smooth_softmax", "qk_output", "kv_cache_bit_width" -> a.varint(3, 0) == 0;
+                // implemented by ScoreMods; values it cannot take are refused below
+                case "softcap" -> a.one(2) == null || Float.intBitsToFloat((int) a.one(2).bits()) >= 0f;
+                case "local_window_size" -> a.varint(3, -1) == -1 || a.varint(3, -1) > 0;
+                case "smooth_softmax" -> a.varint(3, 0) == 0 || a.varint(3, 0) == 1;
+                case "qk_output", "kv_cache_bit_width" -> a.varint(3, 0) == 0;
                 case "k_quant_type", "v_quant_type" -> {
                     Pb.Field sv = a.one(4);
                     yield sv == null || sv.string().equals("NONE");
@@ -228,9 +238,9 @@ public final class AttentionSplit {
             };
             if (!neutral) {
                 String why = switch (name) {
-                    case "softcap" -> "logit softcapping needs kvquant's attention kernel to cap the scores; not supported";
-                    case "local_window_size" -> "sliding-window attention is not supported by kvquant's attention";
-                    case "smooth_softmax" -> "smooth softmax (an extra zero logit) is not supported";
+                    case "softcap" -> "a negative logit softcap is not understood";
+                    case "local_window_size" -> "a sliding window must be -1 (none) or at least 1 key";
+                    case "smooth_softmax" -> "smooth_softmax must be 0 or 1";
                     case "k_quant_type", "v_quant_type", "kv_cache_bit_width" -> "ONNX Runtime's own quantized KV cache "
                             + "cannot be combined with kvquant's cache; export without it";
                     default -> "kvquant does not implement it";
@@ -242,7 +252,7 @@ public final class AttentionSplit {
         String[] unsupported = {null, null, null, null, null, null, null, null, null, "position_ids", "attention_bias",
             "head_sink"};
         for (int k = 9; k < in.size(); k++) {
-            if (!in.get(k).isEmpty()) {
+            if (!in.get(k).isEmpty() && k != 11) { // 11, head_sink: taken below
                 throw new IllegalArgumentException(node + ": input " + (k < unsupported.length ? unsupported[k] : "#" + k)
                         + " (" + in.get(k) + ") is not supported; kvquant computes positions as past + i with a causal mask");
             }
@@ -312,10 +322,48 @@ public final class AttentionSplit {
         } else if (in.size() > 7 && (!in.get(7).isEmpty() || in.size() > 8 && !in.get(8).isEmpty())) {
             throw new IllegalArgumentException(node + ": cos_cache/sin_cache given but do_rotary = 0; not supported");
         }
+        scoreMods.put(i, fusedMods(n, node, qHeads, in.size() > 11 ? in.get(11) : ""));
         sequenceInputs.add(new String[] {in.get(5), in.get(6), node});
         String out = n.outputs().get(0);
         return new Layer(i, in.get(0), packed ? in.get(0) : in.get(1), packed ? in.get(0) : in.get(2), out, scale, null, null,
                 null, null, new Fused(qHeads, kvHeads, packed, interleaved, rotaryDim, cos, sin));
+    }
+
+    /**
+     * GroupQueryAttention's score modifiers as ONNX Runtime 1.29's CPU operator computes them:
+     * scores scaled, then {@code softcap · tanh(s / softcap)} when softcap > 0; query p sees keys
+     * (p − local_window_size, p] when local_window_size ≥ 0 (its last local_window_size keys,
+     * itself included); {@code head_sink} (a constant [num_heads]) or, with smooth_softmax = 1 and
+     * no head_sink, 0 is an extra logit in each head's softmax denominator.
+     */
+    private ScoreMods fusedMods(Node n, String node, int qHeads, String headSink) {
+        Pb.Field sc = n.attribute("softcap");
+        float softcap = sc == null || sc.message().one(2) == null ? 0f : Float.intBitsToFloat((int) sc.message().one(2).bits());
+        int window = (int) Math.max(0, intAttr(n, "local_window_size", -1));
+        float[] sinks = null;
+        if (!headSink.isEmpty()) {
+            if (!model.initializers.containsKey(headSink)) {
+                throw new IllegalArgumentException(node + ": input head_sink (" + headSink + ") must be a constant "
+                        + "initializer for kvquant to read the attention sinks");
+            }
+            long[] dims = model.dims(headSink);
+            if (dims.length != 1 || dims[0] != qHeads) {
+                throw new IllegalArgumentException(node + ": input head_sink (" + headSink + ") has shape "
+                        + java.util.Arrays.toString(dims) + "; expected [num_heads] = [" + qHeads + "]");
+            }
+            try {
+                sinks = model.floats(headSink);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        } else if (intAttr(n, "smooth_softmax", 0) == 1) {
+            sinks = new float[qHeads]; // smooth softmax: an extra logit 0 per head
+        }
+        try {
+            return ScoreMods.of(window, softcap, null, sinks);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(node + ": " + e.getMessage());
+        }
     }
 
     private static long intAttr(Node n, String name, long dflt) {
