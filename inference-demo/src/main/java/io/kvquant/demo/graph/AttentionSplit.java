@@ -413,7 +413,12 @@ public final class AttentionSplit {
                 stops.put(kind.equals("key") ? l.newKey() : l.newValue(), fresh);
             }
         }
-        MaskProbe.check(model, masks, stops, axis, probeLength);
+        int[] windows = MaskProbe.check(model, masks, stops, axis, probeLength);
+        for (int l = 0; l < windows.length; l++) {
+            if (windows[l] > 0) { // a sliding window proved by the probe: kvquant's attention applies it
+                scoreMods.put(layers.get(l).index(), ScoreMods.of(windows[l], 0f, null, null));
+            }
+        }
     }
 
     private static String newPart(Node concat, int i, String kind) {

@@ -27,11 +27,13 @@ import java.util.Set;
  * exactly that part of the graph in ONNX Runtime, fed as the decoder feeds it (attention mask all
  * ones, positions past..past+n-1), at several (past, new tokens) settings including a long one, and
  * checks every element against the causal pattern: query i (absolute position past+i) sees key j
- * iff j ≤ past+i. An {@code Add} must add exactly 0 where the key is visible and either 0 or at most
- * {@value #MASKED} elsewhere; a {@code Where} must keep the score where the key is visible and fill
- * at most {@value #MASKED} where it masks; together they must mask exactly the future positions.
- * ALiBi slopes and relative-position biases (non-zero on visible keys) and sliding windows (masking
- * visible keys) fail that check and are refused with the node's name.
+ * iff j ≤ past+i. An {@code Add} must add exactly 0 where the key is not masked and at most
+ * {@value #MASKED} where it is; a {@code Where} must keep the score or fill at most
+ * {@value #MASKED}; together they must mask every future key and, of the visible keys, either
+ * none or exactly those more than W − 1 positions behind the query, for one window W the same for
+ * every query, head and probe: a sliding window of W keys, which kvquant's attention implements
+ * ({@link io.kvquant.attention.ScoreMods}). ALiBi slopes and relative-position biases (non-zero on
+ * unmasked keys) and any other masking of visible keys are refused with the node's name.
  */
 final class MaskProbe {
 
@@ -53,8 +55,8 @@ final class MaskProbe {
      * shape instead of being computed (the present keys/values, the new keys/values), so the probe
      * runs the shape logic, not the model.
      */
-    static void check(OnnxModel model, List<List<Op>> perLayer, Map<String, long[]> stopShapes, int pastAxisLen,
-                      int longProbe) {
+    static int[] check(OnnxModel model, List<List<Op>> perLayer, Map<String, long[]> stopShapes, int pastAxisLen,
+                       int longProbe) {
         Set<String> wanted = new LinkedHashSet<>();
         for (List<Op> ops : perLayer) {
             for (Op op : ops) {
@@ -72,6 +74,11 @@ final class MaskProbe {
             }
         }
         int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}, {longProbe - 4, 4}};
+        // per layer, per probed query position p: how many of its visible keys are masked (a prefix)
+        List<Map<Integer, Integer>> maskedPrefix = new ArrayList<>();
+        for (int l = 0; l < perLayer.size(); l++) {
+            maskedPrefix.add(new java.util.TreeMap<>());
+        }
         run(model, wanted, stopShapes, pastAxisLen, settings, (st, r) -> {
             int past = st[0];
             int n = st[1];
@@ -79,10 +86,56 @@ final class MaskProbe {
             for (String o : wanted) {
                 values.put(o, Grid.of(r.get(o), n, past + n, o));
             }
-            for (List<Op> ops : perLayer) {
-                checkLayer(model, ops, values, past, n);
+            for (int l = 0; l < perLayer.size(); l++) {
+                int[] m = checkLayer(model, perLayer.get(l), values, past, n);
+                for (int i = 0; i < n; i++) {
+                    maskedPrefix.get(l).put(past + i, m[i]);
+                }
             }
         });
+        int[] windows = new int[perLayer.size()];
+        for (int l = 0; l < perLayer.size(); l++) {
+            windows[l] = window(perLayer.get(l), maskedPrefix.get(l), longProbe);
+        }
+        return windows;
+    }
+
+    /**
+     * The sliding window W a layer's masks prove (0: none): query p sees keys (p − W, p], so its
+     * first max(0, p + 1 − W) keys are masked, at every probed p; anything else is refused.
+     */
+    private static int window(List<Op> ops, Map<Integer, Integer> maskedPrefix, int longProbe) {
+        int w = 0;
+        int at = -1;
+        for (Map.Entry<Integer, Integer> e : maskedPrefix.entrySet()) {
+            if (e.getValue() > 0) {
+                at = e.getKey();
+                w = at + 1 - e.getValue();
+                break;
+            }
+        }
+        if (w == 0) {
+            return 0;
+        }
+        for (Map.Entry<Integer, Integer> e : maskedPrefix.entrySet()) {
+            int p = e.getKey();
+            int want = Math.max(0, p + 1 - w);
+            if (e.getValue() != want) {
+                throw new IllegalArgumentException(names(ops) + " of layer " + ops.get(0).layer() + " mask the first "
+                        + e.getValue() + " keys of query " + p + ", where a sliding window of " + w + " keys (as at query "
+                        + at + ") masks " + want + ": not one sliding window (probed to " + longProbe + " tokens); not "
+                        + "supported");
+            }
+        }
+        return w;
+    }
+
+    private static String names(List<Op> ops) {
+        StringBuilder b = new StringBuilder("the mask operations (");
+        for (Op op : ops) {
+            b.append(b.charAt(b.length() - 1) == '(' ? "" : ", ").append('\'').append(op.node().name()).append('\'');
+        }
+        return b.append(')').toString();
     }
 
     /**
@@ -183,36 +236,45 @@ final class MaskProbe {
         }
     }
 
-    private static void checkLayer(OnnxModel model, List<Op> ops, Map<String, Grid> values, int past, int n) {
+    /**
+     * Checks one layer's mask operations at one probe; returns, per query i, how many of its
+     * visible keys are masked — always a prefix (keys 0..m-1), the same in every head.
+     */
+    private static int[] checkLayer(OnnxModel model, List<Op> ops, Map<String, Grid> values, int past, int n) {
         int total = past + n;
-        boolean[][] masked = new boolean[n][total];
-        for (Op op : ops) {
-            String name = "node '" + op.node().name() + "' (" + op.node().op() + ") between the attention scores and Softmax "
-                    + "of layer " + op.layer() + " is not a causal mask kvquant recognizes: ";
-            String tail = " (probed at past " + past + ", " + n + " new tokens); ALiBi, relative-position biases and "
-                    + "sliding windows are not supported in this graph form";
+        int heads = 1;
+        Grid[][] grids = new Grid[ops.size()][];
+        for (int o = 0; o < ops.size(); o++) {
+            Op op = ops.get(o);
             Grid bias = op.bias() == null ? null : grid(model, values, op.bias(), n, total);
             Grid cond = op.condition() == null ? null : grid(model, values, op.condition(), n, total);
             Grid fill = op.fill() == null ? null : grid(model, values, op.fill(), n, total);
-            int heads = bias != null ? bias.heads : Math.max(cond.heads, fill.heads);
-            for (int h = 0; h < heads; h++) {
+            grids[o] = new Grid[] {bias, cond, fill};
+            heads = Math.max(heads, bias != null ? bias.heads : Math.max(cond.heads, fill.heads));
+        }
+        int[] prefix = new int[n];
+        // the op that first masks each query's visible keys, to name in a refusal
+        Op[] masker = new Op[n];
+        for (int h = 0; h < heads; h++) {
+            boolean[][] masked = new boolean[n][total];
+            for (int o = 0; o < ops.size(); o++) {
+                Op op = ops.get(o);
+                String name = "node '" + op.node().name() + "' (" + op.node().op() + ") between the attention scores and "
+                        + "Softmax of layer " + op.layer() + " is not a causal mask kvquant recognizes: ";
+                String tail = " (probed at past " + past + ", " + n + " new tokens); ALiBi and relative-position biases are "
+                        + "not supported in this graph form";
+                Grid bias = grids[o][0];
+                Grid cond = grids[o][1];
+                Grid fill = grids[o][2];
                 for (int i = 0; i < n; i++) {
                     for (int j = 0; j < total; j++) {
-                        boolean visible = j <= past + i;
                         boolean m;
                         if (bias != null) {
                             double v = bias.get(h, i, j);
-                            if (visible && v <= MASKED) {
-                                throw new IllegalArgumentException(name + "it masks visible key " + j + " for query "
-                                        + (past + i) + " (a sliding window of " + (past + i - j) + " tokens or less?)" + tail);
-                            }
-                            if (visible && v != 0) {
-                                throw new IllegalArgumentException(name + "it adds " + v + " to the score of visible key "
-                                        + j + " for query " + (past + i) + tail);
-                            }
                             if (!(v == 0 || v <= MASKED)) {
-                                throw new IllegalArgumentException(name + "it adds " + v + ", neither 0 nor a mask (<= "
-                                        + MASKED + "), to key " + j + " for query " + (past + i) + tail);
+                                throw new IllegalArgumentException(name + "it adds " + v + (j <= past + i
+                                        ? " to the score of visible key " : ", neither 0 nor a mask (<= " + MASKED
+                                        + "), to key ") + j + " for query " + (past + i) + tail);
                             }
                             m = v <= MASKED;
                         } else {
@@ -224,28 +286,45 @@ final class MaskProbe {
                             }
                             m = !keep;
                         }
-                        if (m && visible) {
-                            throw new IllegalArgumentException(name + "it masks visible key " + j + " for query "
-                                    + (past + i) + " (a sliding window of " + (past + i - j) + " tokens or less?)" + tail);
+                        if (m && j <= past + i && !masked[i][j] && masker[i] == null) {
+                            masker[i] = op;
                         }
                         masked[i][j] |= m;
                     }
                 }
             }
-        }
-        for (int i = 0; i < n; i++) {
-            for (int j = past + i + 1; j < total; j++) {
-                if (!masked[i][j]) {
-                    StringBuilder names = new StringBuilder();
-                    for (Op op : ops) {
-                        names.append(names.isEmpty() ? "" : ", ").append('\'').append(op.node().name()).append('\'');
+            for (int i = 0; i < n; i++) {
+                int p = past + i;
+                for (int j = p + 1; j < total; j++) {
+                    if (!masked[i][j]) {
+                        throw new IllegalArgumentException("layer " + ops.get(0).layer() + ": the mask between the attention "
+                                + "scores and Softmax (" + names(ops).substring("the mask operations (".length()) + " leaves "
+                                + "future key " + j + " visible to query " + p + "; kvquant's attention is causal, so a "
+                                + "non-causal graph is not supported");
                     }
-                    throw new IllegalArgumentException("layer " + ops.get(0).layer() + ": the mask between the attention "
-                            + "scores and Softmax (" + names + ") leaves future key " + j + " visible to query " + (past + i)
-                            + "; kvquant's attention is causal, so a non-causal graph is not supported");
                 }
+                int m = 0;
+                while (m <= p && masked[i][m]) {
+                    m++;
+                }
+                String name = masker[i] == null ? "" : "node '" + masker[i].node().name() + "' (" + masker[i].node().op()
+                        + ") between the attention scores and Softmax of layer " + masker[i].layer() + " is not a causal "
+                        + "mask or sliding window kvquant recognizes: ";
+                for (int j = m; j <= p; j++) {
+                    if (masked[i][j]) {
+                        throw new IllegalArgumentException(name + "it masks visible key " + j + " for query " + p
+                                + " but not key " + m + " (probed at past " + past + ", " + n + " new tokens); not "
+                                + "supported in this graph form");
+                    }
+                }
+                if (h > 0 && m != prefix[i]) {
+                    throw new IllegalArgumentException(name + "it masks the first " + prefix[i] + " keys of query " + p
+                            + " in head 0 but " + m + " in head " + h + "; per-head windows are not supported");
+                }
+                prefix[i] = m;
             }
         }
+        return prefix;
     }
 
     private static Grid grid(OnnxModel model, Map<String, Grid> values, String t, int n, int total) {

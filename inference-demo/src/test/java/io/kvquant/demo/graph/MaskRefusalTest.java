@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvquant.attention.ScoreMods;
 import io.kvquant.demo.graph.OnnxModel.Node;
 import java.io.IOException;
 import java.io.InputStream;
@@ -161,28 +162,124 @@ class MaskRefusalTest {
         return nodes;
     }
 
-    @Test
-    void slidingWindowAsAnAddedMaskIsRefused(@TempDir Path tmp) throws IOException {
+    /** Layer 0 masked to a window of {@code window} keys by an added -1e9 bias; layer 1 plain causal. */
+    static OnnxModel windowAsAdd(Path tmp, float distance) throws IOException {
         List<Pb> nodes = new ArrayList<>(outsideWindow());
         nodes.add(node("window_bias", "Where", List.of("far", "neg", "zero"), "wbias"));
         nodes.add(node("window_add", "Add", List.of("SCORES", "wbias"), "windowed"));
         List<Pb> inits = new ArrayList<>(commonInits());
-        inits.addAll(List.of(floatTensor("window", 3f), floatTensor("neg", -1e9f), floatTensor("zero", 0f)));
-        String msg = refusal(splice(fixture(), nodes, inits, "windowed", tmp));
-        assertTrue(msg.startsWith("node 'window_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it masks "
-                + "visible key "), msg);
-        assertTrue(msg.contains("sliding window"), msg);
+        inits.addAll(List.of(floatTensor("window", distance), floatTensor("neg", -1e9f), floatTensor("zero", 0f)));
+        return splice(fixture(), nodes, inits, "windowed", tmp);
     }
 
     @Test
-    void slidingWindowAsAWhereIsRefused(@TempDir Path tmp) throws IOException {
+    void slidingWindowAsAnAddedMaskIsProvedAndKept(@TempDir Path tmp) throws IOException {
+        // keys more than 3 positions behind are masked: query p sees (p - 4, p], a window of 4
+        AttentionSplit s = AttentionSplit.of(windowAsAdd(tmp, 3f), 256);
+        assertEquals(ScoreMods.of(4, 0f, null, null), s.mods(0));
+        assertEquals(ScoreMods.NONE, s.mods(1));
+    }
+
+    /**
+     * The engine on the windowed graph (window 4 on layer 0) with a full cache equals ONNX Runtime
+     * running the whole graph (round-trip mode with a full cache: the exact past every step) over
+     * a 40-token prompt, prefilled in chunks of 16, and 16 steps: the window really cuts.
+     */
+    @Test
+    void slidingWindowInAPlainGraphRunsInTheEngine(@TempDir Path tmp) throws Exception {
+        Path dir = tmp.resolve("model");
+        Files.createDirectories(dir);
+        windowAsAdd(tmp, 3f);
+        // the splice references the fixture's weights by absolute path: inline them
+        Files.write(dir.resolve("model.onnx"), OnnxModel.inlined(Files.readAllBytes(tmp.resolve("spliced.onnx")), 1L << 30));
+        try (InputStream in = MaskRefusalTest.class.getResourceAsStream("/tiny-gpt2/config.json")) {
+            Files.write(dir.resolve("config.json"), in.readAllBytes());
+        }
+        io.kvquant.demo.onnx.JavaAttentionModel.prepare(dir);
+        io.kvquant.demo.onnx.DecoderModel.Options o = new io.kvquant.demo.onnx.DecoderModel.Options(1,
+                io.kvquant.demo.onnx.DecoderModel.Ep.CPU);
+        java.util.SplittableRandom rnd = new java.util.SplittableRandom(5);
+        long[] prompt = new long[40];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = rnd.nextInt(256);
+        }
+        try (io.kvquant.demo.onnx.DecoderModel plain = io.kvquant.demo.onnx.DecoderModel.open(dir, o);
+             io.kvquant.demo.onnx.JavaAttentionModel split = io.kvquant.demo.onnx.JavaAttentionModel.open(dir, o);
+             io.kvquant.cache.KvCache a = io.kvquant.cache.KvCaches.create("full", plain.layers(), plain.kvHeads(),
+                     plain.headDim());
+             io.kvquant.cache.KvCache b = io.kvquant.cache.KvCaches.create("full", split.layers(), split.kvHeads(),
+                     split.headDim())) {
+            io.kvquant.demo.onnx.Decoder x = plain.newDecoder(a, 16);
+            io.kvquant.demo.onnx.Decoder y = split.newDecoder(b, 16);
+            float[] lx = x.prefill(prompt, null);
+            float[] ly = y.prefill(prompt, null);
+            double worst = 0;
+            for (int step = 0; step <= 16; step++) {
+                double diff = 0;
+                double max = 0;
+                for (int k = 0; k < lx.length; k++) {
+                    diff = Math.max(diff, Math.abs(lx[k] - ly[k]));
+                    max = Math.max(max, Math.abs(lx[k]));
+                }
+                worst = Math.max(worst, diff / max);
+                if (step < 16) {
+                    long t = rnd.nextInt(256);
+                    lx = x.step(t);
+                    ly = y.step(t);
+                }
+            }
+            System.out.printf("plain graph with a window of 4 on layer 0: engine vs ONNX Runtime, worst max|diff|/max|logit| "
+                    + "%.2e%n", worst);
+            assertTrue(worst < 1e-4, "max|diff|/max|logit| " + worst);
+        }
+        // control: the same weights without the window give other logits after this prompt
+        Path unwindowed = tmp.resolve("unwindowed");
+        Files.createDirectories(unwindowed);
+        for (String f : new String[] {"model.onnx", "config.json"}) {
+            try (InputStream in = MaskRefusalTest.class.getResourceAsStream("/tiny-gpt2/" + f)) {
+                Files.write(unwindowed.resolve(f), in.readAllBytes());
+            }
+        }
+        try (io.kvquant.demo.onnx.DecoderModel plain = io.kvquant.demo.onnx.DecoderModel.open(dir, o);
+             io.kvquant.demo.onnx.DecoderModel base = io.kvquant.demo.onnx.DecoderModel.open(unwindowed, o);
+             io.kvquant.cache.KvCache a = io.kvquant.cache.KvCaches.create("full", plain.layers(), plain.kvHeads(),
+                     plain.headDim());
+             io.kvquant.cache.KvCache b = io.kvquant.cache.KvCaches.create("full", base.layers(), base.kvHeads(),
+                     base.headDim())) {
+            float[] lx = plain.newDecoder(a, 16).prefill(prompt, null);
+            float[] lb = base.newDecoder(b, 16).prefill(prompt, null);
+            double diff = 0;
+            double max = 0;
+            for (int k = 0; k < lx.length; k++) {
+                diff = Math.max(diff, Math.abs(lx[k] - lb[k]));
+                max = Math.max(max, Math.abs(lx[k]));
+            }
+            assertTrue(diff / max > 1e-2, "the window changes the logits by only " + diff / max);
+        }
+    }
+
+    @Test
+    void slidingWindowAsAWhereIsProvedAndKept(@TempDir Path tmp) throws IOException {
         List<Pb> nodes = new ArrayList<>(outsideWindow());
         nodes.add(node("window_where", "Where", List.of("far", "neg", "SCORES"), "windowed"));
         List<Pb> inits = new ArrayList<>(commonInits());
-        inits.addAll(List.of(floatTensor("window", 3f), floatTensor("neg", -1e4f)));
-        String msg = refusal(splice(fixture(), nodes, inits, "windowed", tmp));
-        assertTrue(msg.startsWith("node 'window_where' (Where)" + LAYER0 + " is not a causal mask kvquant recognizes: it "
-                + "masks visible key "), msg);
+        inits.addAll(List.of(floatTensor("window", 100f), floatTensor("neg", -1e4f)));
+        AttentionSplit s = AttentionSplit.of(splice(fixture(), nodes, inits, "windowed", tmp), 256);
+        assertEquals(ScoreMods.of(101, 0f, null, null), s.mods(0));
+        assertEquals(ScoreMods.NONE, s.mods(1));
+    }
+
+    @Test
+    void maskingAVisibleKeyThatIsNotAWindowIsRefused(@TempDir Path tmp) throws IOException {
+        // key 1 masked for every query (keys 0 and 2.. visible): no sliding window does that
+        List<Pb> nodes = new ArrayList<>(keyPositions());
+        nodes.add(node("is_key1", "Equal", List.of("kpos4", "one"), "k1"));
+        nodes.add(node("key1_where", "Where", List.of("k1", "neg", "SCORES"), "holed"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.add(floatTensor("neg", -1e4f));
+        String msg = refusal(splice(fixture(), nodes, inits, "holed", tmp));
+        assertTrue(msg.startsWith("node 'key1_where' (Where)" + LAYER0 + " is not a causal mask or sliding window kvquant "
+                + "recognizes: it masks visible key 1 for query 1 but not key 0"), msg);
     }
 
     @Test
