@@ -160,7 +160,7 @@ public final class AttentionSplit {
                     if (reaches(scores.outputs().get(0), bias)) {
                         throw new IllegalArgumentException(between + " adds a tensor computed from the scores; not supported");
                     }
-                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true));
+                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true, scale[0]));
                 }
                 case "Where" -> {
                     int at = c.inputs().indexOf(prev);
@@ -172,7 +172,7 @@ public final class AttentionSplit {
                         throw new IllegalArgumentException(between + " selects with tensors computed from the scores; "
                                 + "not supported");
                     }
-                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1));
+                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1, scale[0]));
                 }
                 case "Cast", "Identity" -> {
                 }
@@ -413,10 +413,15 @@ public final class AttentionSplit {
                 stops.put(kind.equals("key") ? l.newKey() : l.newValue(), fresh);
             }
         }
-        int[] windows = MaskProbe.check(model, masks, stops, axis, probeLength);
-        for (int l = 0; l < windows.length; l++) {
-            if (windows[l] > 0) { // a sliding window proved by the probe: kvquant's attention applies it
-                scoreMods.put(layers.get(l).index(), ScoreMods.of(windows[l], 0f, null, null));
+        double[] scales = new double[layers.size()];
+        for (int l = 0; l < scales.length; l++) {
+            scales[l] = layers.get(l).scale();
+        }
+        // sliding windows and ALiBi slopes proved by the probe: kvquant's attention applies them
+        ScoreMods[] found = MaskProbe.check(model, masks, stops, axis, probeLength, scales);
+        for (int l = 0; l < found.length; l++) {
+            if (found[l] != ScoreMods.NONE) {
+                scoreMods.put(layers.get(l).index(), found[l]);
             }
         }
     }

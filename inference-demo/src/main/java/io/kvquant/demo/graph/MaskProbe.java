@@ -4,6 +4,7 @@ import ai.onnxruntime.OnnxJavaType;
 import ai.onnxruntime.OnnxTensor;
 import ai.onnxruntime.OrtException;
 import ai.onnxruntime.OrtSession;
+import io.kvquant.attention.ScoreMods;
 import io.kvquant.demo.graph.OnnxModel.Node;
 import io.kvquant.demo.onnx.DecoderModel;
 import java.io.IOException;
@@ -42,8 +43,15 @@ final class MaskProbe {
     /** The long probe: a sliding window narrower than this shows up as masked visible keys. */
     static final int LONG = 8192;
 
-    /** One operation between the scores and Softmax: an Add (bias) or a Where (condition, fill). */
-    record Op(int layer, Node node, String bias, String condition, String fill, boolean keepWhenTrue) {
+    /**
+     * One operation between the scores and Softmax: an Add (bias) or a Where (condition, fill);
+     * {@code scaleBefore}: the product of the constant scalings applied to the scores before it.
+     */
+    record Op(int layer, Node node, String bias, String condition, String fill, boolean keepWhenTrue, double scaleBefore) {
+    }
+
+    /** An ALiBi slope found on one head: the value and the key range it was measured over. */
+    private record Slope(double a, int span) {
     }
 
     private MaskProbe() {
@@ -55,8 +63,8 @@ final class MaskProbe {
      * shape instead of being computed (the present keys/values, the new keys/values), so the probe
      * runs the shape logic, not the model.
      */
-    static int[] check(OnnxModel model, List<List<Op>> perLayer, Map<String, long[]> stopShapes, int pastAxisLen,
-                       int longProbe) {
+    static ScoreMods[] check(OnnxModel model, List<List<Op>> perLayer, Map<String, long[]> stopShapes, int pastAxisLen,
+                             int longProbe, double[] layerScale) {
         Set<String> wanted = new LinkedHashSet<>();
         for (List<Op> ops : perLayer) {
             for (Op op : ops) {
@@ -76,8 +84,11 @@ final class MaskProbe {
         int[][] settings = {{0, 6}, {5, 3}, {longProbe - 1, 1}, {longProbe - 4, 4}};
         // per layer, per probed query position p: how many of its visible keys are masked (a prefix)
         List<Map<Integer, Integer>> maskedPrefix = new ArrayList<>();
+        // per layer: the Add found to carry ALiBi slopes, per head
+        List<Map<Op, Slope[]>> slopes = new ArrayList<>();
         for (int l = 0; l < perLayer.size(); l++) {
             maskedPrefix.add(new java.util.TreeMap<>());
+            slopes.add(new java.util.LinkedHashMap<>());
         }
         run(model, wanted, stopShapes, pastAxisLen, settings, (st, r) -> {
             int past = st[0];
@@ -87,17 +98,36 @@ final class MaskProbe {
                 values.put(o, Grid.of(r.get(o), n, past + n, o));
             }
             for (int l = 0; l < perLayer.size(); l++) {
-                int[] m = checkLayer(model, perLayer.get(l), values, past, n);
+                int[] m = checkLayer(model, perLayer.get(l), values, past, n, slopes.get(l));
                 for (int i = 0; i < n; i++) {
                     maskedPrefix.get(l).put(past + i, m[i]);
                 }
             }
         });
-        int[] windows = new int[perLayer.size()];
+        ScoreMods[] mods = new ScoreMods[perLayer.size()];
         for (int l = 0; l < perLayer.size(); l++) {
-            windows[l] = window(perLayer.get(l), maskedPrefix.get(l), longProbe);
+            int w = window(perLayer.get(l), maskedPrefix.get(l), longProbe);
+            float[] alibi = null;
+            if (slopes.get(l).size() > 1) {
+                throw new IllegalArgumentException(names(perLayer.get(l)) + " of layer " + l + " add more than one bias "
+                        + "linear in the key position; not supported");
+            }
+            for (Map.Entry<Op, Slope[]> e : slopes.get(l).entrySet()) {
+                // ALiBi: the bias is slope_h · key position (+ a per-query constant softmax ignores),
+                // scaled by whatever scalings follow the Add
+                double after = layerScale[l] / e.getKey().scaleBefore();
+                alibi = new float[e.getValue().length];
+                for (int h = 0; h < alibi.length; h++) {
+                    if (e.getValue()[h] == null) {
+                        throw new IllegalArgumentException("node '" + e.getKey().node().name() + "' of layer " + l + " adds "
+                                + "a bias linear in the key position to some heads only; not supported");
+                    }
+                    alibi[h] = (float) (e.getValue()[h].a() * after);
+                }
+            }
+            mods[l] = ScoreMods.of(w, 0f, alibi, null);
         }
-        return windows;
+        return mods;
     }
 
     /**
@@ -240,7 +270,8 @@ final class MaskProbe {
      * Checks one layer's mask operations at one probe; returns, per query i, how many of its
      * visible keys are masked — always a prefix (keys 0..m-1), the same in every head.
      */
-    private static int[] checkLayer(OnnxModel model, List<Op> ops, Map<String, Grid> values, int past, int n) {
+    private static int[] checkLayer(OnnxModel model, List<Op> ops, Map<String, Grid> values, int past, int n,
+                                    Map<Op, Slope[]> slopes) {
         int total = past + n;
         int heads = 1;
         Grid[][] grids = new Grid[ops.size()][];
@@ -261,22 +292,19 @@ final class MaskProbe {
                 Op op = ops.get(o);
                 String name = "node '" + op.node().name() + "' (" + op.node().op() + ") between the attention scores and "
                         + "Softmax of layer " + op.layer() + " is not a causal mask kvquant recognizes: ";
-                String tail = " (probed at past " + past + ", " + n + " new tokens); ALiBi and relative-position biases are "
-                        + "not supported in this graph form";
+                String tail = " (probed at past " + past + ", " + n + " new tokens); relative-position biases other "
+                        + "than ALiBi (slope per head x key position) are not supported in this graph form";
                 Grid bias = grids[o][0];
                 Grid cond = grids[o][1];
                 Grid fill = grids[o][2];
                 for (int i = 0; i < n; i++) {
+                    if (bias != null) {
+                        alibi(op, bias, h, heads, i, past, total, name, tail, slopes);
+                    }
                     for (int j = 0; j < total; j++) {
                         boolean m;
                         if (bias != null) {
-                            double v = bias.get(h, i, j);
-                            if (!(v == 0 || v <= MASKED)) {
-                                throw new IllegalArgumentException(name + "it adds " + v + (j <= past + i
-                                        ? " to the score of visible key " : ", neither 0 nor a mask (<= " + MASKED
-                                        + "), to key ") + j + " for query " + (past + i) + tail);
-                            }
-                            m = v <= MASKED;
+                            m = bias.get(h, i, j) <= MASKED;
                         } else {
                             boolean keep = (cond.get(h, i, j) != 0) == op.keepWhenTrue();
                             if (!keep && fill.get(h, i, j) > MASKED) {
@@ -325,6 +353,63 @@ final class MaskProbe {
             }
         }
         return prefix;
+    }
+
+    /**
+     * The bias an Add puts on query i's unmasked keys (value above {@value #MASKED}) in head h:
+     * none (all 0), or ALiBi — exactly {@code a_h · j + b} over the keys j, with a slope a_h ≠ 0
+     * of the head, the same for every query and probe, recorded in {@code slopes}. Anything else
+     * (a constant, a non-linear bias, a slope shared by all heads) is refused.
+     */
+    private static void alibi(Op op, Grid bias, int h, int heads, int i, int past, int total, String name, String tail,
+                              Map<Op, Slope[]> slopes) {
+        int j0 = -1;
+        int j1 = -1;
+        double max = 0;
+        boolean nonZero = false;
+        for (int j = 0; j < total; j++) {
+            double v = bias.get(h, i, j);
+            if (v > MASKED) {
+                j0 = j0 < 0 ? j : j0;
+                j1 = j;
+                max = Math.max(max, Math.abs(v));
+                nonZero |= v != 0;
+            }
+        }
+        if (!nonZero || j1 == j0) {
+            return; // no bias, or one key left: nothing softmax could see
+        }
+        double v0 = bias.get(h, i, j0);
+        double a = (bias.get(h, i, j1) - v0) / (j1 - j0);
+        double tol = 1e-6 * max + 1e-7;
+        for (int j = j0; j <= j1; j++) {
+            double v = bias.get(h, i, j);
+            if (v > MASKED && Math.abs(v - (v0 + a * (j - j0))) > tol) {
+                throw new IllegalArgumentException(name + "it adds " + v + " to the score of " + (j <= past + i ? "visible "
+                        : "") + "key " + j + " for query " + (past + i) + ", not a bias linear in the key position" + tail);
+            }
+        }
+        if (a == 0) {
+            throw new IllegalArgumentException(name + "it adds " + v0 + " to the score of visible key " + j0 + " for query "
+                    + (past + i) + tail);
+        }
+        if (bias.heads == 1) {
+            throw new IllegalArgumentException(name + "it adds " + a + " x key position to every head alike (ALiBi without "
+                    + "a heads dimension?)" + tail);
+        }
+        Slope[] per = slopes.computeIfAbsent(op, k -> new Slope[bias.heads]);
+        if (h >= per.length) {
+            throw new IllegalArgumentException(name + "its bias has " + bias.heads + " heads but the layer's masks have more"
+                    + tail);
+        }
+        Slope prev = per[h];
+        if (prev != null && Math.abs(prev.a() - a) > 1e-5 * Math.abs(prev.a())) {
+            throw new IllegalArgumentException(name + "its bias slope in head " + h + " is " + a + " for query " + (past + i)
+                    + " but " + prev.a() + " elsewhere; not ALiBi" + tail);
+        }
+        if (prev == null || j1 - j0 > prev.span()) { // keep the slope measured over the widest range
+            per[h] = new Slope(a, j1 - j0);
+        }
     }
 
     private static Grid grid(OnnxModel model, Map<String, Grid> values, String t, int n, int total) {

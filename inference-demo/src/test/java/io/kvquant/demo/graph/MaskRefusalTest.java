@@ -140,16 +140,64 @@ class MaskRefusalTest {
     }
 
     @Test
-    void alibiBiasIsRefusedNamingTheAdd(@TempDir Path tmp) throws IOException {
+    void alibiWithoutAHeadsDimensionIsRefusedNamingTheAdd(@TempDir Path tmp) throws IOException {
         List<Pb> nodes = new ArrayList<>(keyPositions());
         nodes.add(node("alibi_slope", "Mul", List.of("kpos4", "slope"), "alibi"));
         nodes.add(node("alibi_add", "Add", List.of("SCORES", "alibi"), "biased"));
         List<Pb> inits = new ArrayList<>(commonInits());
         inits.add(floatTensor("slope", 0.5f));
         String msg = refusal(splice(fixture(), nodes, inits, "biased", tmp));
-        assertTrue(msg.startsWith("node 'alibi_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it adds "),
+        assertTrue(msg.startsWith("node 'alibi_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it adds "
+                + "0.5 x key position to every head alike (ALiBi without a heads dimension?)"), msg);
+    }
+
+    /** A [1, 2, 1, 1] float tensor: one value per head of the fixture. */
+    static Pb perHead(String name, float a, float b) {
+        byte[] raw = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putFloat(a).putFloat(b).array();
+        return new Pb().addVarint(1, 1).addVarint(1, 2).addVarint(1, 1).addVarint(1, 1).addVarint(2, OnnxModel.FLOAT)
+                .add(8, name).add(9, raw);
+    }
+
+    /**
+     * Bloom/MPT-style ALiBi on layer 0: slopes [0.5, 0.25] x key position added to the scores, then
+     * the scores multiplied by 2 (so the effective slopes are [1, 0.5]: scalings after the Add
+     * scale the bias too).
+     */
+    static OnnxModel alibi(Path tmp) throws IOException {
+        List<Pb> nodes = new ArrayList<>(keyPositions());
+        nodes.add(node("alibi_slope", "Mul", List.of("kpos4", "slopes"), "alibi"));
+        nodes.add(node("alibi_add", "Add", List.of("SCORES", "alibi"), "biased"));
+        nodes.add(node("times_two", "Mul", List.of("biased", "two"), "doubled"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.add(perHead("slopes", 0.5f, 0.25f));
+        inits.add(floatTensor("two", 2f));
+        return splice(fixture(), nodes, inits, "doubled", tmp);
+    }
+
+    @Test
+    void alibiSlopesPerHeadAreProvedAndKept(@TempDir Path tmp) throws IOException {
+        AttentionSplit s = AttentionSplit.of(alibi(tmp), 256);
+        float[] slopes = s.mods(0).slopes();
+        assertEquals(2, slopes.length);
+        assertEquals(1f, slopes[0], 1e-6f);
+        assertEquals(0.5f, slopes[1], 1e-6f);
+        assertEquals(0, s.mods(0).window());
+        assertEquals(ScoreMods.NONE, s.mods(1));
+    }
+
+    @Test
+    void aNonLinearBiasIsRefusedNamingTheAdd(@TempDir Path tmp) throws IOException {
+        // slopes x position^2: per head, but not linear in the key position
+        List<Pb> nodes = new ArrayList<>(keyPositions());
+        nodes.add(node("square", "Mul", List.of("kpos4", "kpos4"), "k2"));
+        nodes.add(node("bias_slope", "Mul", List.of("k2", "slopes"), "quad"));
+        nodes.add(node("quad_add", "Add", List.of("SCORES", "quad"), "biased"));
+        List<Pb> inits = new ArrayList<>(commonInits());
+        inits.add(perHead("slopes", 0.5f, 0.25f));
+        String msg = refusal(splice(fixture(), nodes, inits, "biased", tmp));
+        assertTrue(msg.startsWith("node 'quad_add' (Add)" + LAYER0 + " is not a causal mask kvquant recognizes: it adds "),
                 msg);
-        assertTrue(msg.contains("ALiBi"), msg);
+        assertTrue(msg.contains("not a bias linear in the key position"), msg);
     }
 
     /** bool [1,1,n,total]: key more than 3 positions behind the query (a Mistral-style window of 4). */
@@ -187,9 +235,21 @@ class MaskRefusalTest {
      */
     @Test
     void slidingWindowInAPlainGraphRunsInTheEngine(@TempDir Path tmp) throws Exception {
+        windowAsAdd(tmp, 3f);
+        engineEqualsOnnxRuntime(tmp, "a window of 4 on layer 0");
+    }
+
+    /** The same with ALiBi slopes [0.5, 0.25] on layer 0. */
+    @Test
+    void alibiInAPlainGraphRunsInTheEngine(@TempDir Path tmp) throws Exception {
+        alibi(tmp);
+        engineEqualsOnnxRuntime(tmp, "ALiBi on layer 0");
+    }
+
+    /** tmp/spliced.onnx in the engine vs ONNX Runtime on the whole graph, and against the unspliced fixture. */
+    static void engineEqualsOnnxRuntime(Path tmp, String what) throws Exception {
         Path dir = tmp.resolve("model");
         Files.createDirectories(dir);
-        windowAsAdd(tmp, 3f);
         // the splice references the fixture's weights by absolute path: inline them
         Files.write(dir.resolve("model.onnx"), OnnxModel.inlined(Files.readAllBytes(tmp.resolve("spliced.onnx")), 1L << 30));
         try (InputStream in = MaskRefusalTest.class.getResourceAsStream("/tiny-gpt2/config.json")) {
@@ -228,8 +288,7 @@ class MaskRefusalTest {
                     ly = y.step(t);
                 }
             }
-            System.out.printf("plain graph with a window of 4 on layer 0: engine vs ONNX Runtime, worst max|diff|/max|logit| "
-                    + "%.2e%n", worst);
+            System.out.printf("plain graph with %s: engine vs ONNX Runtime, worst max|diff|/max|logit| %.2e%n", what, worst);
             assertTrue(worst < 1e-4, "max|diff|/max|logit| " + worst);
         }
         // control: the same weights without the window give other logits after this prompt
@@ -254,7 +313,7 @@ class MaskRefusalTest {
                 diff = Math.max(diff, Math.abs(lx[k] - lb[k]));
                 max = Math.max(max, Math.abs(lx[k]));
             }
-            assertTrue(diff / max > 1e-2, "the window changes the logits by only " + diff / max);
+            assertTrue(diff / max > 1e-2, what + " changes the logits by only " + diff / max);
         }
     }
 
