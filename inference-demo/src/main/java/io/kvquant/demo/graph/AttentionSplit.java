@@ -62,6 +62,8 @@ public final class AttentionSplit {
     public final List<Layer> layers = new ArrayList<>();
     public final List<Piece> pieces = new ArrayList<>();
     private final List<List<MaskProbe.Op>> masks = new ArrayList<>();
+    /** Per plain layer: its attention sinks (a Concat onto the scores), or null. */
+    private final List<MaskProbe.Sink> sinks = new ArrayList<>();
     private int probeLength;
     private final List<String[]> sequenceInputs = new ArrayList<>();
     /** Score modifiers (sliding window, softcap, sinks) per layer index; absent: plain causal. */
@@ -103,8 +105,10 @@ public final class AttentionSplit {
                 continue;
             }
             List<MaskProbe.Op> ops = new ArrayList<>();
-            s.layers.add(s.locate(i, ops));
+            MaskProbe.Sink[] sink = new MaskProbe.Sink[1];
+            s.layers.add(s.locate(i, ops, sink));
             s.masks.add(ops);
+            s.sinks.add(sink[0]);
         }
         if (!s.masks.isEmpty()) {
             if (s.masks.size() != s.layers.size()) {
@@ -118,7 +122,7 @@ public final class AttentionSplit {
         return s;
     }
 
-    private Layer locate(int i, List<MaskProbe.Op> maskOps) {
+    private Layer locate(int i, List<MaskProbe.Op> maskOps, MaskProbe.Sink[] sink) {
         String where = "layer " + i + ": ";
         Node keyConcat = concatOf(i, "key", where);
         Node valueConcat = concatOf(i, "value", where);
@@ -178,8 +182,18 @@ public final class AttentionSplit {
                 }
                 case "Tanh" -> throw new IllegalArgumentException(between + " is logit softcapping, which kvquant's "
                         + "attention does not support in this graph form");
-                case "Concat" -> throw new IllegalArgumentException(between + " extends the scores (attention sinks?), "
-                        + "which kvquant's attention does not support in this graph form");
+                case "Concat" -> {
+                    // attention sinks as gpt-oss writes them: Concat(scores, sinks) on the last axis, Softmax,
+                    // then a Slice dropping the sinks' column before the MatMul with the values
+                    Pb.Field ax = c.attribute("axis");
+                    long axis = ax == null ? 0 : ax.message().varint(3, 0);
+                    if (sink[0] != null || c.inputs().size() != 2 || !c.inputs().get(0).equals(prev)
+                            || (axis != -1 && axis != 3) || reaches(scores.outputs().get(0), c.inputs().get(1))) {
+                        throw new IllegalArgumentException(between + " extends the scores (attention sinks?) in a form "
+                                + "kvquant does not recognize (it takes Concat(scores, sinks) on the last axis)");
+                    }
+                    sink[0] = new MaskProbe.Sink(i, c, c.inputs().get(1), scale[0]);
+                }
                 default -> throw new IllegalArgumentException(between + " is not a scaling or a causal mask; not supported "
                         + "in this graph form");
             }
@@ -189,6 +203,7 @@ public final class AttentionSplit {
             throw new IllegalArgumentException(where + "no Softmax after the scores MatMul");
         }
         Node pv = null;
+        boolean sliced = false;
         n = softmax;
         for (int guard = 0; guard < 8 && pv == null; guard++) {
             List<Node> cs = model.consumersOf(n.outputs().get(0));
@@ -198,6 +213,12 @@ public final class AttentionSplit {
             Node c = cs.get(0);
             if (c.op().equals("MatMul")) {
                 pv = c;
+            } else if (c.op().equals("Slice") && sink[0] != null && !sliced) {
+                if (!dropsLastColumn(c)) {
+                    throw new IllegalArgumentException(where + "the Slice '" + c.name() + "' after Softmax does not drop "
+                            + "exactly the attention sinks' last column (starts 0, ends -1 on the last axis)");
+                }
+                sliced = true;
             } else if (!c.op().equals("Cast") && !c.op().equals("Identity")) {
                 throw new IllegalArgumentException(where + "unexpected " + c.op() + " between Softmax and the MatMul with values");
             }
@@ -205,6 +226,11 @@ public final class AttentionSplit {
         }
         if (pv == null || !reaches("present." + i + ".value", pv.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
+        }
+        if (sink[0] != null && !sliced) {
+            throw new IllegalArgumentException("node '" + sink[0].node().name() + "' (Concat) between the attention scores "
+                    + "and Softmax of layer " + i + " extends the scores (attention sinks?) but no Slice drops the extra "
+                    + "column before the MatMul with the values; not supported");
         }
         return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv, null);
     }
@@ -366,6 +392,70 @@ public final class AttentionSplit {
         }
     }
 
+    /** A Slice with constant starts [0], ends [-1], axes [-1] (or [3]) and steps [1]: drops the last column. */
+    private boolean dropsLastColumn(Node slice) {
+        List<String> in = slice.inputs();
+        if (in.size() < 4) {
+            return false;
+        }
+        long[] starts = ints(in.get(1));
+        long[] ends = ints(in.get(2));
+        long[] axes = ints(in.get(3));
+        long[] steps = in.size() > 4 && !in.get(4).isEmpty() ? ints(in.get(4)) : new long[] {1};
+        return starts != null && ends != null && axes != null && steps != null && starts.length == 1 && starts[0] == 0
+                && ends.length == 1 && ends[0] == -1 && axes.length == 1 && (axes[0] == -1 || axes[0] == 3)
+                && steps.length == 1 && steps[0] == 1;
+    }
+
+    /** An int64/int32 constant's values (initializer or Constant node), or null. */
+    private long[] ints(String t) {
+        byte[] init = model.initializers.get(t);
+        Pb tensor = null;
+        if (init != null) {
+            tensor = Pb.parse(init);
+        } else {
+            Node p = model.producer.get(t);
+            if (p != null && p.op().equals("Constant") && p.attribute("value") != null) {
+                tensor = p.attribute("value").message().one(5).message();
+            }
+        }
+        if (tensor == null) {
+            return null;
+        }
+        int type = (int) tensor.varint(2, 0);
+        Pb.Field raw = tensor.one(9);
+        List<Long> v = new ArrayList<>();
+        if (raw != null) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw.bytes()).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            while (b.hasRemaining()) {
+                v.add(type == OnnxModel.INT64 ? b.getLong() : type == OnnxModel.INT32 ? (long) b.getInt() : Long.MIN_VALUE);
+            }
+        } else {
+            for (Pb.Field f : tensor.all(type == OnnxModel.INT64 ? 7 : 5)) {
+                if (f.wireType() == 0) {
+                    v.add(f.bits());
+                } else {
+                    try {
+                        com.google.protobuf.CodedInputStream cin = com.google.protobuf.CodedInputStream.newInstance(f.bytes());
+                        while (!cin.isAtEnd()) {
+                            v.add(cin.readRawVarint64());
+                        }
+                    } catch (java.io.IOException e) {
+                        return null;
+                    }
+                }
+            }
+        }
+        long[] r = new long[v.size()];
+        for (int k = 0; k < r.length; k++) {
+            if (v.get(k) == Long.MIN_VALUE) {
+                return null;
+            }
+            r[k] = type == OnnxModel.INT32 ? (int) (long) v.get(k) : v.get(k);
+        }
+        return r;
+    }
+
     private static long intAttr(Node n, String name, long dflt) {
         Pb.Field a = n.attribute(name);
         return a == null ? dflt : a.message().varint(3, dflt);
@@ -418,7 +508,7 @@ public final class AttentionSplit {
             scales[l] = layers.get(l).scale();
         }
         // sliding windows and ALiBi slopes proved by the probe: kvquant's attention applies them
-        ScoreMods[] found = MaskProbe.check(model, masks, stops, axis, probeLength, scales);
+        ScoreMods[] found = MaskProbe.check(model, masks, stops, axis, probeLength, scales, sinks);
         for (int l = 0; l < found.length; l++) {
             if (found[l] != ScoreMods.NONE) {
                 scoreMods.put(layers.get(l).index(), found[l]);

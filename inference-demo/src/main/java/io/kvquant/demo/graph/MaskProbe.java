@@ -50,6 +50,13 @@ final class MaskProbe {
     record Op(int layer, Node node, String bias, String condition, String fill, boolean keepWhenTrue, double scaleBefore) {
     }
 
+    /**
+     * Attention sinks: {@code node} concatenates {@code tensor} (one logit per head, broadcast over
+     * queries) onto the scores' last axis; {@code scaleBefore} as for {@link Op}.
+     */
+    record Sink(int layer, Node node, String tensor, double scaleBefore) {
+    }
+
     /** An ALiBi slope found on one head: the value and the key range it was measured over. */
     private record Slope(double a, int span) {
     }
@@ -64,7 +71,7 @@ final class MaskProbe {
      * runs the shape logic, not the model.
      */
     static ScoreMods[] check(OnnxModel model, List<List<Op>> perLayer, Map<String, long[]> stopShapes, int pastAxisLen,
-                             int longProbe, double[] layerScale) {
+                             int longProbe, double[] layerScale, List<Sink> sinks) {
         Set<String> wanted = new LinkedHashSet<>();
         for (List<Op> ops : perLayer) {
             for (Op op : ops) {
@@ -73,6 +80,11 @@ final class MaskProbe {
                         wanted.add(t);
                     }
                 }
+            }
+        }
+        for (Sink k : sinks) {
+            if (k != null && !model.initializers.containsKey(k.tensor())) {
+                wanted.add(k.tensor());
             }
         }
         for (int l = 0; l < perLayer.size(); l++) {
@@ -86,6 +98,7 @@ final class MaskProbe {
         List<Map<Integer, Integer>> maskedPrefix = new ArrayList<>();
         // per layer: the Add found to carry ALiBi slopes, per head
         List<Map<Op, Slope[]>> slopes = new ArrayList<>();
+        double[][] sinkValues = new double[perLayer.size()][];
         for (int l = 0; l < perLayer.size(); l++) {
             maskedPrefix.add(new java.util.TreeMap<>());
             slopes.add(new java.util.LinkedHashMap<>());
@@ -101,6 +114,10 @@ final class MaskProbe {
                 int[] m = checkLayer(model, perLayer.get(l), values, past, n, slopes.get(l));
                 for (int i = 0; i < n; i++) {
                     maskedPrefix.get(l).put(past + i, m[i]);
+                }
+                Sink k = sinks.get(l);
+                if (k != null) {
+                    sinkValues[l] = sinkLogits(model, k, values, past, n, sinkValues[l]);
                 }
             }
         });
@@ -125,7 +142,20 @@ final class MaskProbe {
                     alibi[h] = (float) (e.getValue()[h].a() * after);
                 }
             }
-            mods[l] = ScoreMods.of(w, 0f, alibi, null);
+            float[] sink = null;
+            if (sinkValues[l] != null) {
+                if (alibi != null) {
+                    // ALiBi's per-query offsets are invisible to softmax but not to a sink: not proved here
+                    throw new IllegalArgumentException("node '" + sinks.get(l).node().name() + "' (Concat) of layer " + l
+                            + ": attention sinks together with ALiBi are not supported in this graph form");
+                }
+                double after = layerScale[l] / sinks.get(l).scaleBefore();
+                sink = new float[sinkValues[l].length];
+                for (int h = 0; h < sink.length; h++) {
+                    sink[h] = (float) (sinkValues[l][h] * after);
+                }
+            }
+            mods[l] = ScoreMods.of(w, 0f, alibi, sink);
         }
         return mods;
     }
@@ -158,6 +188,50 @@ final class MaskProbe {
             }
         }
         return w;
+    }
+
+    /**
+     * The sink logits a Concat appends, per head: probed (or read, for a constant), they must be
+     * one finite value per head, the same for every query and probe ({@code prev}).
+     */
+    private static double[] sinkLogits(OnnxModel model, Sink k, Map<String, Grid> values, int past, int n,
+                                       double[] prev) {
+        String name = "node '" + k.node().name() + "' (Concat) between the attention scores and Softmax of layer "
+                + k.layer() + " appends ";
+        Grid g;
+        if (model.initializers.containsKey(k.tensor())) {
+            try {
+                float[] f = model.floats(k.tensor());
+                double[] d = new double[f.length];
+                for (int j = 0; j < f.length; j++) {
+                    d[j] = f[j];
+                }
+                g = Grid.of(d, model.dims(k.tensor()), n, 1, k.tensor());
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        } else {
+            g = values.get(k.tensor());
+        }
+        if (g.jStride() != 0) {
+            throw new IllegalArgumentException(name + "more than one column; kvquant takes one sink logit per head");
+        }
+        if (g.heads == 1) {
+            throw new IllegalArgumentException(name + "one value for every head alike (attention sinks without a heads "
+                    + "dimension?); not supported in this graph form");
+        }
+        double[] r = new double[g.heads];
+        for (int h = 0; h < g.heads; h++) {
+            r[h] = g.get(h, 0, 0);
+            for (int i = 0; i < n; i++) {
+                double v = g.get(h, i, 0);
+                if (v != r[h] || !Double.isFinite(v) || prev != null && (prev.length != r.length || prev[h] != v)) {
+                    throw new IllegalArgumentException(name + "logits that vary with the query or are not finite (head "
+                            + h + ", query " + (past + i) + ": " + v + "); kvquant takes one constant sink per head");
+                }
+            }
+        }
+        return r;
     }
 
     private static String names(List<Op> ops) {
@@ -525,6 +599,10 @@ final class MaskProbe {
 
         static Grid of(OnnxTensor t, int n, int total, String name) {
             long[] shape = t.getInfo().getShape();
+            return of(read(t, shape, name), shape, n, total, name);
+        }
+
+        private static double[] read(OnnxTensor t, long[] shape, String name) {
             ByteBuffer b = t.getByteBuffer().order(ByteOrder.nativeOrder());
             int count = 1;
             for (long d : shape) {
@@ -544,6 +622,11 @@ final class MaskProbe {
                             + t.getInfo().type);
                 };
             }
+            return v;
+        }
+
+        /** Values of a tensor of {@code shape}, right-aligned and broadcast to [heads, n, total]. */
+        static Grid of(double[] v, long[] shape, int n, int total, String name) {
             // right-aligned broadcast to [.., heads, n, total]
             int r = shape.length;
             long dj = r >= 1 ? shape[r - 1] : 1;

@@ -77,8 +77,18 @@ class MaskRefusalTest {
      * {@code scores} is replaced by the name of the tensor Softmax read before.
      */
     static OnnxModel splice(OnnxModel m, List<Pb> nodes, List<Pb> inits, String newInput, Path dir) throws IOException {
+        return splice(m, nodes, inits, newInput, List.of(), null, dir);
+    }
+
+    /**
+     * As above, and {@code after} inserted after layer 0's Softmax (reading its output as
+     * "PROBS"), whose consumers then read {@code newProbs}.
+     */
+    static OnnxModel splice(OnnxModel m, List<Pb> nodes, List<Pb> inits, String newInput, List<Pb> after, String newProbs,
+                            Path dir) throws IOException {
         Node softmax = m.nodes.stream().filter(n -> n.op().equals("Softmax")).findFirst().orElseThrow();
         String scores = softmax.inputs().get(0);
+        String probs = softmax.outputs().get(0);
         Pb g = m.graph.without(1, 5);
         List<Pb.Field> fields = new ArrayList<>();
         for (Node n : m.nodes) {
@@ -87,8 +97,11 @@ class MaskRefusalTest {
                     fields.add(new Pb.Field(1, 2, 0, rename(p, "SCORES", scores).toBytes()));
                 }
                 fields.add(new Pb.Field(1, 2, 0, rename(n.raw(), scores, newInput).toBytes()));
+                for (Pb p : after) {
+                    fields.add(new Pb.Field(1, 2, 0, rename(p, "PROBS", probs).toBytes()));
+                }
             } else {
-                fields.add(new Pb.Field(1, 2, 0, n.raw().toBytes()));
+                fields.add(new Pb.Field(1, 2, 0, (newProbs == null ? n.raw() : rename(n.raw(), probs, newProbs)).toBytes()));
             }
         }
         for (byte[] t : m.initializers.values()) {
@@ -356,7 +369,83 @@ class MaskRefusalTest {
         List<Pb> nodes = List.of(node("sinks_concat", "Concat", List.of("SCORES", "sink"), "with_sink",
                 intAttr("axis", -1)));
         String msg = refusal(splice(fixture(), nodes, List.of(floatTensor("sink", 0f)), "with_sink", tmp));
-        assertTrue(msg.startsWith("node 'sinks_concat' (Concat)" + LAYER0 + " extends the scores (attention sinks?)"), msg);
+        assertEquals("node 'sinks_concat' (Concat)" + LAYER0 + " extends the scores (attention sinks?) but no Slice drops "
+                + "the extra column before the MatMul with the values; not supported", msg);
+    }
+
+    /** A [1] int64 tensor. */
+    static Pb long1(String name, long v) {
+        return new Pb().addVarint(1, 1).addVarint(2, OnnxModel.INT64).add(8, name)
+                .add(9, ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(v).array());
+    }
+
+    /** A [2] float tensor: one sink logit per head of the fixture. */
+    static Pb sinkLogits(String name, float a, float b) {
+        byte[] raw = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putFloat(a).putFloat(b).array();
+        return new Pb().addVarint(1, 2).addVarint(2, OnnxModel.FLOAT).add(8, name).add(9, raw);
+    }
+
+    /**
+     * gpt-oss-style attention sinks on layer 0: sinks [2] reshaped to [1, 2, 1, 1], expanded to
+     * the queries' [1, heads, n, 1], concatenated onto the scores, Softmax, then the last column
+     * sliced off before the MatMul with the values.
+     */
+    static OnnxModel sinks(Path tmp, long sliceEnd) throws IOException {
+        return sinks(tmp, sliceEnd, false);
+    }
+
+    /** As above; with {@code alibi}, ALiBi slopes [0.5, 0.25] x key position are added before the Concat. */
+    static OnnxModel sinks(Path tmp, long sliceEnd, boolean alibi) throws IOException {
+        OnnxModel m = fixture();
+        String query = AttentionSplit.of(m, 256).layers.get(0).query();
+        List<Pb> nodes = new ArrayList<>();
+        List<Pb> inits = new ArrayList<>();
+        String scores = "SCORES";
+        if (alibi) {
+            nodes.addAll(keyPositions());
+            nodes.add(node("alibi_slope", "Mul", List.of("kpos4", "slopes"), "alibi"));
+            nodes.add(node("alibi_add", "Add", List.of("SCORES", "alibi"), "biased"));
+            inits.addAll(commonInits());
+            inits.add(perHead("slopes", 0.5f, 0.25f));
+            scores = "biased";
+        }
+        nodes.addAll(List.of(
+                node("sinks_reshape", "Reshape", List.of("sink_logits", "shape1h11"), "sinks4"),
+                node("q_shape", "Shape", List.of(query), "qshape"),
+                node("q_shape3", "Slice", List.of("qshape", "zero1", "three1"), "qshape3"),
+                node("sink_shape", "Concat", List.of("qshape3", "one1"), "sinkshape", intAttr("axis", 0)),
+                node("sinks_expand", "Expand", List.of("sinks4", "sinkshape"), "sinksx"),
+                node("sinks_concat", "Concat", List.of(scores, "sinksx"), "with_sinks", intAttr("axis", -1))));
+        List<Pb> after = List.of(node("drop_sinks", "Slice", List.of("PROBS", "zero1", "minus1", "minus1"), "probs"));
+        inits.addAll(List.of(sinkLogits("sink_logits", 4f, 2.5f), longTensor("shape1h11", 1, -1, 1, 1),
+                long1("zero1", 0), long1("three1", 3), long1("one1", 1), long1("minus1", sliceEnd)));
+        return splice(m, nodes, inits, "with_sinks", after, "probs", tmp);
+    }
+
+    @Test
+    void attentionSinksAreProvedAndKept(@TempDir Path tmp) throws IOException {
+        AttentionSplit s = AttentionSplit.of(sinks(tmp, -1), 256);
+        assertEquals(ScoreMods.of(0, 0f, null, new float[] {4f, 2.5f}), s.mods(0));
+        assertEquals(ScoreMods.NONE, s.mods(1));
+    }
+
+    @Test
+    void attentionSinksInAPlainGraphRunInTheEngine(@TempDir Path tmp) throws Exception {
+        sinks(tmp, -1);
+        engineEqualsOnnxRuntime(tmp, "attention sinks on layer 0");
+    }
+
+    @Test
+    void attentionSinksWithAlibiAreRefused(@TempDir Path tmp) throws IOException {
+        assertEquals("node 'sinks_concat' (Concat) of layer 0: attention sinks together with ALiBi are not supported in "
+                + "this graph form", refusal(sinks(tmp, -1, true)));
+    }
+
+    @Test
+    void aSliceThatKeepsTheSinksColumnIsRefused(@TempDir Path tmp) throws IOException {
+        String msg = refusal(sinks(tmp, -2));
+        assertTrue(msg.startsWith("layer 0: the Slice 'drop_sinks' after Softmax does not drop exactly the attention "
+                + "sinks' last column"), msg);
     }
 
     @Test
