@@ -417,6 +417,30 @@ class GenAiFixtureTest {
         assertTrue(r[1] < TURBO_BOUND, "turbo3.5 relative logit error " + r[1]);
     }
 
+    /** Layer 0's GroupQueryAttention with inputs 9 and 10 empty and input 11 (head_sink) = {@code sink}. */
+    static io.kvquant.demo.graph.Pb withHeadSink(io.kvquant.demo.graph.Pb n, String sink) {
+        io.kvquant.demo.graph.Pb r = new io.kvquant.demo.graph.Pb(new java.util.ArrayList<>(n.fields));
+        int last = 0;
+        for (int k = 0; k < r.fields.size(); k++) {
+            if (r.fields.get(k).number() == 1) {
+                last = k;
+            }
+        }
+        r.fields.add(last + 1, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "".getBytes()));
+        r.fields.add(last + 2, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "".getBytes()));
+        r.fields.add(last + 3, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, sink.getBytes()));
+        return r;
+    }
+
+    @Test
+    void headSinksThatAreNotOneConstantPerHeadAreRefused(@TempDir Path tmp) throws Exception {
+        assertEquals(NODE + "input head_sink (/model/attn_mask_reformat/seqlens_k) must be a constant initializer for "
+                + "kvquant to read the attention sinks",
+                refusal(edited(tmp.resolve("a"), n -> withHeadSink(n, "/model/attn_mask_reformat/seqlens_k"))));
+        assertEquals(NODE + "input head_sink (cos_cache) has shape [256, 8]; expected [num_heads] = [4]",
+                refusal(edited(tmp.resolve("b"), n -> withHeadSink(n, "cos_cache"))));
+    }
+
     @Test
     void otherFusedAttentionOperatorsAreRefused(@TempDir Path tmp) throws Exception {
         String msg = refusal(edited(tmp, n -> n.without(4).add(4, "MultiHeadAttention")));
