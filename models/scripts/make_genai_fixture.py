@@ -7,6 +7,7 @@ total_sequence_length computed from attention_mask, past/present as past_key_val
 present.i.*, weights in external data.
 
   /usr/bin/python3 models/scripts/make_genai_fixture.py            # writes every fixture below
+  /usr/bin/python3 models/scripts/make_genai_fixture.py genai-gemma2 genai-gptoss   # only these
 
 Fixtures (inference-demo/src/test/resources/genai-*):
   genai-llama       the bundled Llama weights (models/kvq-llama/model.onnx). The weights are NOT
@@ -18,8 +19,13 @@ Fixtures (inference-demo/src/test/resources/genai-*):
                     to exercise that form.
   genai-phi3        tiny random: one fused q/k/v projection fed to GroupQueryAttention packed
                     (key and value inputs empty).
-  genai-mistral     tiny random with local_window_size=4 (sliding window): kvquant refuses it.
-  genai-gemma2      tiny random with softcap=50 on every other layer: kvquant refuses it.
+  genai-mistral     tiny random with local_window_size=4 (sliding window) on every layer.
+  genai-gemma2      tiny random, Gemma-2's attention pattern: softcap on every layer, local
+                    (local_window_size=5) and global layers alternating. The cap is 1.0, not
+                    Gemma-2's 50: the tiny model's scaled scores are ~1, so only a small cap bites.
+  genai-gptoss      tiny random, gpt-oss's attention pattern: attention sinks (head_sink, one
+                    logit per query head, constant) on every layer, local (local_window_size=6)
+                    and global layers alternating.
 """
 import hashlib
 import json
@@ -62,7 +68,7 @@ class Builder:
         return name
 
 
-def build(cfg, weights, dtype, attn_attrs, bias=False, packed=False, name="genai"):
+def build(cfg, weights, dtype, attn_attrs, bias=False, packed=False, name="genai", sink=lambda i: None):
     """weights(key) -> initializer name already added; cfg: dict of dims."""
     b = Builder(dtype)
     L, H, N, KV, D = cfg["layers"], cfg["hidden"], cfg["heads"], cfg["kv_heads"], cfg["head_dim"]
@@ -102,9 +108,11 @@ def build(cfg, weights, dtype, attn_attrs, bias=False, packed=False, name="genai
         attrs = dict(num_heads=N, kv_num_heads=KV, do_rotary=1, rotary_interleaved=0)
         attrs.update(attn_attrs(i))
         outs = [f"{p}/attn/GroupQueryAttention/output_0", f"present.{i}.key", f"present.{i}.value"]
-        b.node("GroupQueryAttention", [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
-                                       weights("cos_cache"), weights("sin_cache")], outs, domain="com.microsoft",
-               name=f"{p}/attn/GroupQueryAttention", **attrs)
+        gqa_in = [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value", seqlens, total,
+                  weights("cos_cache"), weights("sin_cache")]
+        if sink(i) is not None:  # inputs 9 (position_ids) and 10 (attention_bias) empty, 11 head_sink
+            gqa_in += ["", "", sink(i)]
+        b.node("GroupQueryAttention", gqa_in, outs, domain="com.microsoft", name=f"{p}/attn/GroupQueryAttention", **attrs)
         o = b.node("MatMul", [outs[0], weights(f"{i}.o")], name=f"{p}/attn/o_proj/MatMul")
         outs = [f"{p}/post_attention_layernorm/output_0", "", "", f"{p}/post_attention_layernorm/output_3"]
         b.node("SkipSimplifiedLayerNormalization", [o, residual, weights(f"{i}.post_norm")], outs, domain="com.microsoft",
@@ -216,7 +224,7 @@ def from_bundled(src_dir, out_dir, data_name, dtype):
           f"(sha256 {sha})")
 
 
-def tiny(out_dir, seed, attn_attrs=lambda i: {}, bias=False, packed=False, interleaved=False):
+def tiny(out_dir, seed, attn_attrs=lambda i: {}, bias=False, packed=False, interleaved=False, sinks=False):
     rng = np.random.default_rng(seed)
     cfg = dict(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, eps=1e-5, vocab=256)
     L, H, N, KV, D = 2, 64, 4, 2, 16
@@ -242,6 +250,9 @@ def tiny(out_dir, seed, attn_attrs=lambda i: {}, bias=False, packed=False, inter
         W[f"{i}.gate"], W[f"{i}.up"], W[f"{i}.down"] = r(H, 128), r(H, 128), r(128, H)
     cos, sin = rope_tables(256, D, 10000.0)
     W["cos_cache"], W["sin_cache"] = cos, sin
+    if sinks:  # one logit per query head, from negligible to dominant against scores of ~1
+        for i in range(L):
+            W[f"{i}.sink"] = np.array([-1.0, 0.5, 2.0, 3.5], np.float32)[:N] + 0.25 * i
     names = {}
     data = bytearray()
     inits = []
@@ -268,7 +279,8 @@ def tiny(out_dir, seed, attn_attrs=lambda i: {}, bias=False, packed=False, inter
             a["rotary_interleaved"] = 1
         return a
 
-    m, b = build(cfg, weights, TensorProto.FLOAT, attrs, bias=bias, packed=packed, name=os.path.basename(out_dir))
+    m, b = build(cfg, weights, TensorProto.FLOAT, attrs, bias=bias, packed=packed, name=os.path.basename(out_dir),
+                 sink=lambda i: weights(f"{i}.sink") if sinks else None)
     m.graph.initializer.extend(inits)
     os.makedirs(out_dir, exist_ok=True)
     onnx.save(m, os.path.join(out_dir, "model.onnx"))
@@ -280,14 +292,27 @@ def tiny(out_dir, seed, attn_attrs=lambda i: {}, bias=False, packed=False, inter
 
 
 def main():
-    from_bundled(os.path.join(ROOT, "models", "kvq-llama"), os.path.join(RES, "genai-llama"), "kvq-llama.onnx",
-                 TensorProto.FLOAT)
-    from_bundled(os.path.join(ROOT, "models", "kvq-llama", "fp16"), os.path.join(RES, "genai-llama-fp16"),
-                 "kvq-llama-fp16.onnx", TensorProto.FLOAT16)
-    tiny(os.path.join(RES, "genai-qwen2"), 2, bias=True, interleaved=True)
-    tiny(os.path.join(RES, "genai-phi3"), 3, packed=True)
-    tiny(os.path.join(RES, "genai-mistral"), 4, attn_attrs=lambda i: {"local_window_size": 4})
-    tiny(os.path.join(RES, "genai-gemma2"), 5, attn_attrs=lambda i: {"softcap": 50.0} if i % 2 == 0 else {})
+    fixtures = {
+        "genai-llama": lambda: from_bundled(os.path.join(ROOT, "models", "kvq-llama"), os.path.join(RES, "genai-llama"),
+                                            "kvq-llama.onnx", TensorProto.FLOAT),
+        "genai-llama-fp16": lambda: from_bundled(os.path.join(ROOT, "models", "kvq-llama", "fp16"),
+                                                 os.path.join(RES, "genai-llama-fp16"), "kvq-llama-fp16.onnx",
+                                                 TensorProto.FLOAT16),
+        "genai-qwen2": lambda: tiny(os.path.join(RES, "genai-qwen2"), 2, bias=True, interleaved=True),
+        "genai-phi3": lambda: tiny(os.path.join(RES, "genai-phi3"), 3, packed=True),
+        "genai-mistral": lambda: tiny(os.path.join(RES, "genai-mistral"), 4, attn_attrs=lambda i: {"local_window_size": 4}),
+        # Gemma-2: softcap everywhere, local (even) and global (odd) layers alternating
+        "genai-gemma2": lambda: tiny(os.path.join(RES, "genai-gemma2"), 5, attn_attrs=lambda i: dict(
+            {"softcap": 1.0}, **({"local_window_size": 5} if i % 2 == 0 else {}))),
+        # gpt-oss: sinks everywhere, local (even) and global (odd) layers alternating
+        "genai-gptoss": lambda: tiny(os.path.join(RES, "genai-gptoss"), 6, sinks=True, attn_attrs=lambda i: (
+            {"local_window_size": 6} if i % 2 == 0 else {})),
+    }
+    names = sys.argv[1:] or list(fixtures)
+    for n in names:
+        if n not in fixtures:
+            sys.exit(f"unknown fixture {n}; known: {' '.join(fixtures)}")
+        fixtures[n]()
 
 
 if __name__ == "__main__":

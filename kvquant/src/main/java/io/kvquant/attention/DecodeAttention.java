@@ -47,11 +47,17 @@ public final class DecodeAttention implements AutoCloseable {
         double[] sum = new double[0];
         int[] offsets = new int[0];
         int[] visible = new int[0];
+        int[] heads = new int[0];
+        float[] shift = new float[0];
+        /** The queries' array (offsets index into it). */
+        float[] q;
 
         void ensure(int nq, int stateSize, int accSize) {
             if (offsets.length < nq) {
                 offsets = new int[nq];
                 visible = new int[nq];
+                heads = new int[nq];
+                shift = new float[nq];
                 max = new float[nq];
                 sum = new double[nq];
             }
@@ -139,19 +145,32 @@ public final class DecodeAttention implements AutoCloseable {
      * @param out {@code [qHeads][headDim]}
      */
     public void attend(KvCache cache, int layer, float[] q, int qHeads, float scale, float[] out) {
+        attend(cache, layer, q, qHeads, scale, out, ScoreMods.NONE);
+    }
+
+    /**
+     * As {@link #attend(KvCache, int, float[], int, float, float[])} with score modifiers
+     * (sliding window, softcap, ALiBi, sinks; see {@link ScoreMods}) for the query at position
+     * length − 1.
+     */
+    public void attend(KvCache cache, int layer, float[] q, int qHeads, float scale, float[] out, ScoreMods mods) {
         LayerStore store = storeOf(cache, layer);
         int len = store.length();
         check(store, q, qHeads, 1, out, len);
+        mods.checkHeads(qHeads);
         int kvh = store.kvHeads();
         int group = qHeads / kvh;
         int d = store.headDim();
-        int splits = splitsFor(len, kvh);
+        int start = mods.firstVisible(len - 1); // a sliding window: split-K over the keys it sees only
+        float[] mu = keyMean(cache, layer, mods);
+        int splits = splitsFor(len - start, kvh);
         if (splits == 1) {
             run(kvh, g -> {
                 Scratch s = prepare(store, q, g * group * d, d, group, len);
-                tiles(store, g, s, group, 0, len, scale);
+                tiles(store, g, s, group, start, len, scale, mods, mu);
                 for (int i = 0; i < group; i++) {
-                    finish(store, s.acc, i * store.accumulatorSize(), s.sum[i], out, (g * group + i) * d);
+                    finish(store, s.acc, i * store.accumulatorSize(), s.sum[i] + mods.sinkTerm(g * group + i, s.max[i]),
+                            out, (g * group + i) * d);
                 }
             });
             return;
@@ -167,10 +186,10 @@ public final class DecodeAttention implements AutoCloseable {
         run(kvh * splits, task -> {
             int g = task / splits;
             int b = task % splits;
-            int from = (int) ((long) len * b / splits);
-            int to = (int) ((long) len * (b + 1) / splits);
+            int from = start + (int) ((long) (len - start) * b / splits);
+            int to = start + (int) ((long) (len - start) * (b + 1) / splits);
             Scratch s = prepare(store, q, g * group * d, d, group, len);
-            tiles(store, g, s, group, from, to, scale);
+            tiles(store, g, s, group, from, to, scale, mods, mu);
             System.arraycopy(s.acc, 0, pAcc, task * group * as, group * as);
             System.arraycopy(s.max, 0, pMax, task * group, group);
             System.arraycopy(s.sum, 0, pSum, task * group, group);
@@ -193,7 +212,8 @@ public final class DecodeAttention implements AutoCloseable {
                     sum += f * pSum[part];
                     Simd.ops().axpy(f, pAcc, part * as, tmp, 0, as);
                 }
-                finish(store, tmp, 0, sum, out, (g * group + i) * d);
+                // a sink joins the denominator once, after the blocks are merged
+                finish(store, tmp, 0, sum + mods.sinkTerm(g * group + i, mx), out, (g * group + i) * d);
             }
         }
     }
@@ -206,9 +226,20 @@ public final class DecodeAttention implements AutoCloseable {
      * @param out {@code [qHeads][n][headDim]}
      */
     public void attendPrefill(KvCache cache, int layer, float[] q, int qHeads, int n, float scale, float[] out) {
+        attendPrefill(cache, layer, q, qHeads, n, scale, out, ScoreMods.NONE);
+    }
+
+    /**
+     * As {@link #attendPrefill(KvCache, int, float[], int, int, float, float[])} with score
+     * modifiers (see {@link ScoreMods}); query i is at position length − n + i.
+     */
+    public void attendPrefill(KvCache cache, int layer, float[] q, int qHeads, int n, float scale, float[] out,
+                              ScoreMods mods) {
         LayerStore store = storeOf(cache, layer);
         int len = store.length();
         check(store, q, qHeads, n, out, len);
+        mods.checkHeads(qHeads);
+        float[] mu = keyMean(cache, layer, mods);
         int d = store.headDim();
         int group = qHeads / store.kvHeads();
         if (blocked && store.expands()) {
@@ -243,13 +274,15 @@ public final class DecodeAttention implements AutoCloseable {
                     int j = h * nb + i;
                     s.offsets[j] = ((g * group + h) * n + b0 + i) * d;
                     s.visible[j] = len - n + b0 + i + 1;
+                    s.heads[j] = g * group + h;
                     store.prepareQuery(q, s.offsets[j], s.state, j * ss);
                 }
             }
             reset(s, nq, as);
-            tiles(store, g, s, nq, 0, len - n + b0 + nb, scale);
+            s.q = q;
+            tiles(store, g, s, nq, 0, len - n + b0 + nb, scale, mods, mu);
             for (int j = 0; j < nq; j++) {
-                finish(store, s.acc, j * as, s.sum[j], out, s.offsets[j]);
+                finish(store, s.acc, j * as, s.sum[j] + mods.sinkTerm(s.heads[j], s.max[j]), out, s.offsets[j]);
             }
         });
     }
@@ -259,7 +292,10 @@ public final class DecodeAttention implements AutoCloseable {
     /** Fewest queries (positions × group heads) per task of the blocked prefill path. */
     static final int MIN_PREFILL_QUERIES = 64;
 
-    /** Prepares the {@code nq} queries at q[qo + i·qStride] (all seeing {@code len} tokens) in this thread's scratch. */
+    /**
+     * Prepares the {@code nq} queries at q[qo + i·qStride] (all seeing {@code len} tokens) in this
+     * thread's scratch; q is [qHeads][qStride], so query i is head qo / qStride + i.
+     */
     private Scratch prepare(LayerStore store, float[] q, int qo, int qStride, int nq, int len) {
         Scratch s = scratch.get();
         int ss = store.queryStateSize();
@@ -268,9 +304,11 @@ public final class DecodeAttention implements AutoCloseable {
         for (int i = 0; i < nq; i++) {
             s.offsets[i] = qo + i * qStride;
             s.visible[i] = len;
+            s.heads[i] = qo / qStride + i;
             store.prepareQuery(q, s.offsets[i], s.state, i * ss);
         }
         reset(s, nq, as);
+        s.q = q;
         return s;
     }
 
@@ -282,23 +320,57 @@ public final class DecodeAttention implements AutoCloseable {
 
     /**
      * Online softmax over tokens [from, to) of KV head {@code kvHead} for the {@code nq} queries
-     * prepared in {@code s}, query j seeing only tokens below {@code s.visible[j]}: per tile, the
-     * scores, a new running maximum (rescaling the accumulator when it grows), the weights and
-     * their sum, then the weighted values. Leaves the unnormalized accumulators, maxima and sums.
+     * prepared in {@code s}, query j (head {@code s.heads[j]}, position {@code s.visible[j] − 1})
+     * seeing only tokens below {@code s.visible[j]} and, with a sliding window, from
+     * {@code mods.firstVisible(position)} on: per tile, the scores (scaled, then modified by
+     * {@link ScoreMods#apply}), a new running maximum (rescaling the accumulator when it grows),
+     * the weights and their sum, then the weighted values. Leaves the unnormalized accumulators,
+     * maxima and sums (sinks are added by the caller, once, to the final sums). {@code mu}: the
+     * key mean of a centering cache when the modifiers need true scores (see {@link #keyMean}),
+     * else null.
      */
-    private static void tiles(LayerStore store, int kvHead, Scratch s, int nq, int from, int to, float scale) {
+    private static void tiles(LayerStore store, int kvHead, Scratch s, int nq, int from, int to, float scale,
+                              ScoreMods mods, float[] mu) {
         VectorOps ops = Simd.ops();
         int as = store.accumulatorSize();
         float[] sc = s.scores;
+        boolean windowed = mods.window() > 0;
+        boolean changes = mods.changesScores();
+        if (mu != null) {
+            int d = store.headDim();
+            for (int j = 0; j < nq; j++) {
+                s.shift[j] = scale * ops.dot(s.q, s.offsets[j], mu, kvHead * d, d);
+            }
+        }
+        if (windowed) { // tiles before every query's window hold nothing to see
+            int lowest = Integer.MAX_VALUE;
+            for (int j = 0; j < nq; j++) {
+                lowest = Math.min(lowest, mods.firstVisible(s.visible[j] - 1));
+            }
+            from = Math.max(from, lowest);
+        }
         for (int t0 = from; t0 < to; t0 += TILE) {
             int n = Math.min(TILE, to - t0);
             store.scores(kvHead, s.state, nq, t0, t0 + n, sc, TILE);
             for (int j = 0; j < nq; j++) {
                 int b = j * TILE;
                 int v = Math.max(0, Math.min(n, s.visible[j] - t0));
-                if (v > 0) {
-                    ops.scale(sc, b, v, scale);
-                    float mx = ops.max(sc, b, v);
+                // keys [lo, v) of the tile are visible to query j
+                int lo = windowed ? Math.min(v, Math.max(0, mods.firstVisible(s.visible[j] - 1) - t0)) : 0;
+                if (v > lo) {
+                    int bl = b + lo;
+                    int w = v - lo;
+                    ops.scale(sc, bl, w, scale);
+                    if (mu != null) { // the true scores: ⟨q, k − μ⟩ + ⟨q, μ⟩
+                        float sh = s.shift[j];
+                        for (int k = bl; k < bl + w; k++) {
+                            sc[k] += sh;
+                        }
+                    }
+                    if (changes) {
+                        mods.apply(sc, bl, w, s.heads[j], s.visible[j] - 1, t0 + lo);
+                    }
+                    float mx = ops.max(sc, bl, w);
                     float old = s.max[j];
                     if (mx > old) {
                         if (old != Float.NEGATIVE_INFINITY) {
@@ -308,7 +380,10 @@ public final class DecodeAttention implements AutoCloseable {
                         }
                         s.max[j] = mx;
                     }
-                    s.sum[j] += ops.expSum(sc, b, v, s.max[j]);
+                    s.sum[j] += ops.expSum(sc, bl, w, s.max[j]);
+                }
+                if (lo > 0) {
+                    java.util.Arrays.fill(sc, b, b + lo, 0f); // before the window: weight 0
                 }
                 java.util.Arrays.fill(sc, b + v, b + n, 0f); // tokens this query does not see: weight 0
             }
@@ -320,6 +395,16 @@ public final class DecodeAttention implements AutoCloseable {
     private static void finish(LayerStore store, float[] acc, int ao, double sum, float[] out, int oo) {
         Simd.ops().scale(acc, ao, store.accumulatorSize(), (float) (1.0 / sum));
         store.finish(acc, ao, out, oo);
+    }
+
+    /**
+     * A centering cache stores k − μ, so its scores are the true ones minus ⟨q, μ⟩, a constant
+     * per query that softmax ignores but softcapping (nonlinear) and sinks (compared with the
+     * true scores) do not: the key mean of the layer ([kvHeads][headDim]) when the modifiers need
+     * the true scores and the cache centers keys, else null.
+     */
+    private static float[] keyMean(KvCache cache, int layer, ScoreMods mods) {
+        return mods.needsTrueScores() && cache instanceof LayeredKvCache lc && lc.centered() ? lc.keyMean(layer) : null;
     }
 
     private static LayerStore storeOf(KvCache cache, int layer) {

@@ -1,5 +1,6 @@
 package io.kvquant.demo.graph;
 
+import io.kvquant.attention.ScoreMods;
 import io.kvquant.demo.graph.OnnxModel.Node;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
@@ -47,7 +48,7 @@ public final class AttentionSplit {
 
     /** GroupQueryAttention attributes kvquant implements, and the value of each that it can run. */
     private static final Set<String> GQA_ATTRIBUTES = Set.of("num_heads", "kv_num_heads", "scale", "do_rotary",
-            "rotary_interleaved");
+            "rotary_interleaved", "softcap", "local_window_size", "smooth_softmax");
 
     /** One piece of the cut graph: the serialized model and its input and output names. */
     public record Piece(int stage, byte[] model, List<String> inputs, List<String> outputs) {
@@ -61,8 +62,17 @@ public final class AttentionSplit {
     public final List<Layer> layers = new ArrayList<>();
     public final List<Piece> pieces = new ArrayList<>();
     private final List<List<MaskProbe.Op>> masks = new ArrayList<>();
+    /** Per plain layer: its attention sinks (a Concat onto the scores), or null. */
+    private final List<MaskProbe.Sink> sinks = new ArrayList<>();
     private int probeLength;
     private final List<String[]> sequenceInputs = new ArrayList<>();
+    /** Score modifiers (sliding window, softcap, sinks) per layer index; absent: plain causal. */
+    private final Map<Integer, ScoreMods> scoreMods = new HashMap<>();
+
+    /** What layer {@code index}'s attention does to its scores besides scale and the causal mask. */
+    public ScoreMods mods(int index) {
+        return scoreMods.getOrDefault(index, ScoreMods.NONE);
+    }
 
     private AttentionSplit(OnnxModel model) {
         this.model = model;
@@ -95,8 +105,10 @@ public final class AttentionSplit {
                 continue;
             }
             List<MaskProbe.Op> ops = new ArrayList<>();
-            s.layers.add(s.locate(i, ops));
+            MaskProbe.Sink[] sink = new MaskProbe.Sink[1];
+            s.layers.add(s.locate(i, ops, sink));
             s.masks.add(ops);
+            s.sinks.add(sink[0]);
         }
         if (!s.masks.isEmpty()) {
             if (s.masks.size() != s.layers.size()) {
@@ -110,7 +122,7 @@ public final class AttentionSplit {
         return s;
     }
 
-    private Layer locate(int i, List<MaskProbe.Op> maskOps) {
+    private Layer locate(int i, List<MaskProbe.Op> maskOps, MaskProbe.Sink[] sink) {
         String where = "layer " + i + ": ";
         Node keyConcat = concatOf(i, "key", where);
         Node valueConcat = concatOf(i, "value", where);
@@ -152,7 +164,7 @@ public final class AttentionSplit {
                     if (reaches(scores.outputs().get(0), bias)) {
                         throw new IllegalArgumentException(between + " adds a tensor computed from the scores; not supported");
                     }
-                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true));
+                    maskOps.add(new MaskProbe.Op(i, c, bias, null, null, true, scale[0]));
                 }
                 case "Where" -> {
                     int at = c.inputs().indexOf(prev);
@@ -164,14 +176,24 @@ public final class AttentionSplit {
                         throw new IllegalArgumentException(between + " selects with tensors computed from the scores; "
                                 + "not supported");
                     }
-                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1));
+                    maskOps.add(new MaskProbe.Op(i, c, null, c.inputs().get(0), fill, at == 1, scale[0]));
                 }
                 case "Cast", "Identity" -> {
                 }
                 case "Tanh" -> throw new IllegalArgumentException(between + " is logit softcapping, which kvquant's "
                         + "attention does not support in this graph form");
-                case "Concat" -> throw new IllegalArgumentException(between + " extends the scores (attention sinks?), "
-                        + "which kvquant's attention does not support in this graph form");
+                case "Concat" -> {
+                    // attention sinks as gpt-oss writes them: Concat(scores, sinks) on the last axis, Softmax,
+                    // then a Slice dropping the sinks' column before the MatMul with the values
+                    Pb.Field ax = c.attribute("axis");
+                    long axis = ax == null ? 0 : ax.message().varint(3, 0);
+                    if (sink[0] != null || c.inputs().size() != 2 || !c.inputs().get(0).equals(prev)
+                            || (axis != -1 && axis != 3) || reaches(scores.outputs().get(0), c.inputs().get(1))) {
+                        throw new IllegalArgumentException(between + " extends the scores (attention sinks?) in a form "
+                                + "kvquant does not recognize (it takes Concat(scores, sinks) on the last axis)");
+                    }
+                    sink[0] = new MaskProbe.Sink(i, c, c.inputs().get(1), scale[0]);
+                }
                 default -> throw new IllegalArgumentException(between + " is not a scaling or a causal mask; not supported "
                         + "in this graph form");
             }
@@ -181,6 +203,7 @@ public final class AttentionSplit {
             throw new IllegalArgumentException(where + "no Softmax after the scores MatMul");
         }
         Node pv = null;
+        boolean sliced = false;
         n = softmax;
         for (int guard = 0; guard < 8 && pv == null; guard++) {
             List<Node> cs = model.consumersOf(n.outputs().get(0));
@@ -190,6 +213,12 @@ public final class AttentionSplit {
             Node c = cs.get(0);
             if (c.op().equals("MatMul")) {
                 pv = c;
+            } else if (c.op().equals("Slice") && sink[0] != null && !sliced) {
+                if (!dropsLastColumn(c)) {
+                    throw new IllegalArgumentException(where + "the Slice '" + c.name() + "' after Softmax does not drop "
+                            + "exactly the attention sinks' last column (starts 0, ends -1 on the last axis)");
+                }
+                sliced = true;
             } else if (!c.op().equals("Cast") && !c.op().equals("Identity")) {
                 throw new IllegalArgumentException(where + "unexpected " + c.op() + " between Softmax and the MatMul with values");
             }
@@ -197,6 +226,11 @@ public final class AttentionSplit {
         }
         if (pv == null || !reaches("present." + i + ".value", pv.inputs().get(1))) {
             throw new IllegalArgumentException(where + "the MatMul after Softmax does not read present." + i + ".value");
+        }
+        if (sink[0] != null && !sliced) {
+            throw new IllegalArgumentException("node '" + sink[0].node().name() + "' (Concat) between the attention scores "
+                    + "and Softmax of layer " + i + " extends the scores (attention sinks?) but no Slice drops the extra "
+                    + "column before the MatMul with the values; not supported");
         }
         return new Layer(i, query, newKey, newValue, pv.outputs().get(0), scale[0], keyConcat, valueConcat, scores, pv, null);
     }
@@ -217,9 +251,11 @@ public final class AttentionSplit {
             Pb a = f.message();
             String name = a.string(1, "");
             boolean neutral = switch (name) {
-                case "softcap" -> a.one(2) == null || Float.intBitsToFloat((int) a.one(2).bits()) == 0f;
-                case "local_window_size" -> a.varint(3, -1) == -1;
-                case "smooth_softmax", "qk_output", "kv_cache_bit_width" -> a.varint(3, 0) == 0;
+                // implemented by ScoreMods; values it cannot take are refused below
+                case "softcap" -> a.one(2) == null || Float.intBitsToFloat((int) a.one(2).bits()) >= 0f;
+                case "local_window_size" -> a.varint(3, -1) == -1 || a.varint(3, -1) > 0;
+                case "smooth_softmax" -> a.varint(3, 0) == 0 || a.varint(3, 0) == 1;
+                case "qk_output", "kv_cache_bit_width" -> a.varint(3, 0) == 0;
                 case "k_quant_type", "v_quant_type" -> {
                     Pb.Field sv = a.one(4);
                     yield sv == null || sv.string().equals("NONE");
@@ -228,9 +264,9 @@ public final class AttentionSplit {
             };
             if (!neutral) {
                 String why = switch (name) {
-                    case "softcap" -> "logit softcapping needs kvquant's attention kernel to cap the scores; not supported";
-                    case "local_window_size" -> "sliding-window attention is not supported by kvquant's attention";
-                    case "smooth_softmax" -> "smooth softmax (an extra zero logit) is not supported";
+                    case "softcap" -> "a negative logit softcap is not understood";
+                    case "local_window_size" -> "a sliding window must be -1 (none) or at least 1 key";
+                    case "smooth_softmax" -> "smooth_softmax must be 0 or 1";
                     case "k_quant_type", "v_quant_type", "kv_cache_bit_width" -> "ONNX Runtime's own quantized KV cache "
                             + "cannot be combined with kvquant's cache; export without it";
                     default -> "kvquant does not implement it";
@@ -242,7 +278,7 @@ public final class AttentionSplit {
         String[] unsupported = {null, null, null, null, null, null, null, null, null, "position_ids", "attention_bias",
             "head_sink"};
         for (int k = 9; k < in.size(); k++) {
-            if (!in.get(k).isEmpty()) {
+            if (!in.get(k).isEmpty() && k != 11) { // 11, head_sink: taken below
                 throw new IllegalArgumentException(node + ": input " + (k < unsupported.length ? unsupported[k] : "#" + k)
                         + " (" + in.get(k) + ") is not supported; kvquant computes positions as past + i with a causal mask");
             }
@@ -312,10 +348,112 @@ public final class AttentionSplit {
         } else if (in.size() > 7 && (!in.get(7).isEmpty() || in.size() > 8 && !in.get(8).isEmpty())) {
             throw new IllegalArgumentException(node + ": cos_cache/sin_cache given but do_rotary = 0; not supported");
         }
+        scoreMods.put(i, fusedMods(n, node, qHeads, in.size() > 11 ? in.get(11) : ""));
         sequenceInputs.add(new String[] {in.get(5), in.get(6), node});
         String out = n.outputs().get(0);
         return new Layer(i, in.get(0), packed ? in.get(0) : in.get(1), packed ? in.get(0) : in.get(2), out, scale, null, null,
                 null, null, new Fused(qHeads, kvHeads, packed, interleaved, rotaryDim, cos, sin));
+    }
+
+    /**
+     * GroupQueryAttention's score modifiers as ONNX Runtime 1.29's CPU operator computes them:
+     * scores scaled, then {@code softcap · tanh(s / softcap)} when softcap > 0; query p sees keys
+     * (p − local_window_size, p] when local_window_size ≥ 0 (its last local_window_size keys,
+     * itself included); {@code head_sink} (a constant [num_heads]) or, with smooth_softmax = 1 and
+     * no head_sink, 0 is an extra logit in each head's softmax denominator.
+     */
+    private ScoreMods fusedMods(Node n, String node, int qHeads, String headSink) {
+        Pb.Field sc = n.attribute("softcap");
+        float softcap = sc == null || sc.message().one(2) == null ? 0f : Float.intBitsToFloat((int) sc.message().one(2).bits());
+        int window = (int) Math.max(0, intAttr(n, "local_window_size", -1));
+        float[] sinks = null;
+        if (!headSink.isEmpty()) {
+            if (!model.initializers.containsKey(headSink)) {
+                throw new IllegalArgumentException(node + ": input head_sink (" + headSink + ") must be a constant "
+                        + "initializer for kvquant to read the attention sinks");
+            }
+            long[] dims = model.dims(headSink);
+            if (dims.length != 1 || dims[0] != qHeads) {
+                throw new IllegalArgumentException(node + ": input head_sink (" + headSink + ") has shape "
+                        + java.util.Arrays.toString(dims) + "; expected [num_heads] = [" + qHeads + "]");
+            }
+            try {
+                sinks = model.floats(headSink);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        } else if (intAttr(n, "smooth_softmax", 0) == 1) {
+            sinks = new float[qHeads]; // smooth softmax: an extra logit 0 per head
+        }
+        try {
+            return ScoreMods.of(window, softcap, null, sinks);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(node + ": " + e.getMessage());
+        }
+    }
+
+    /** A Slice with constant starts [0], ends [-1], axes [-1] (or [3]) and steps [1]: drops the last column. */
+    private boolean dropsLastColumn(Node slice) {
+        List<String> in = slice.inputs();
+        if (in.size() < 4) {
+            return false;
+        }
+        long[] starts = ints(in.get(1));
+        long[] ends = ints(in.get(2));
+        long[] axes = ints(in.get(3));
+        long[] steps = in.size() > 4 && !in.get(4).isEmpty() ? ints(in.get(4)) : new long[] {1};
+        return starts != null && ends != null && axes != null && steps != null && starts.length == 1 && starts[0] == 0
+                && ends.length == 1 && ends[0] == -1 && axes.length == 1 && (axes[0] == -1 || axes[0] == 3)
+                && steps.length == 1 && steps[0] == 1;
+    }
+
+    /** An int64/int32 constant's values (initializer or Constant node), or null. */
+    private long[] ints(String t) {
+        byte[] init = model.initializers.get(t);
+        Pb tensor = null;
+        if (init != null) {
+            tensor = Pb.parse(init);
+        } else {
+            Node p = model.producer.get(t);
+            if (p != null && p.op().equals("Constant") && p.attribute("value") != null) {
+                tensor = p.attribute("value").message().one(5).message();
+            }
+        }
+        if (tensor == null) {
+            return null;
+        }
+        int type = (int) tensor.varint(2, 0);
+        Pb.Field raw = tensor.one(9);
+        List<Long> v = new ArrayList<>();
+        if (raw != null) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.wrap(raw.bytes()).order(java.nio.ByteOrder.LITTLE_ENDIAN);
+            while (b.hasRemaining()) {
+                v.add(type == OnnxModel.INT64 ? b.getLong() : type == OnnxModel.INT32 ? (long) b.getInt() : Long.MIN_VALUE);
+            }
+        } else {
+            for (Pb.Field f : tensor.all(type == OnnxModel.INT64 ? 7 : 5)) {
+                if (f.wireType() == 0) {
+                    v.add(f.bits());
+                } else {
+                    try {
+                        com.google.protobuf.CodedInputStream cin = com.google.protobuf.CodedInputStream.newInstance(f.bytes());
+                        while (!cin.isAtEnd()) {
+                            v.add(cin.readRawVarint64());
+                        }
+                    } catch (java.io.IOException e) {
+                        return null;
+                    }
+                }
+            }
+        }
+        long[] r = new long[v.size()];
+        for (int k = 0; k < r.length; k++) {
+            if (v.get(k) == Long.MIN_VALUE) {
+                return null;
+            }
+            r[k] = type == OnnxModel.INT32 ? (int) (long) v.get(k) : v.get(k);
+        }
+        return r;
     }
 
     private static long intAttr(Node n, String name, long dflt) {
@@ -365,7 +503,17 @@ public final class AttentionSplit {
                 stops.put(kind.equals("key") ? l.newKey() : l.newValue(), fresh);
             }
         }
-        MaskProbe.check(model, masks, stops, axis, probeLength);
+        double[] scales = new double[layers.size()];
+        for (int l = 0; l < scales.length; l++) {
+            scales[l] = layers.get(l).scale();
+        }
+        // sliding windows and ALiBi slopes proved by the probe: kvquant's attention applies them
+        ScoreMods[] found = MaskProbe.check(model, masks, stops, axis, probeLength, scales, sinks);
+        for (int l = 0; l < found.length; l++) {
+            if (found[l] != ScoreMods.NONE) {
+                scoreMods.put(layers.get(l).index(), found[l]);
+            }
+        }
     }
 
     private static String newPart(Node concat, int i, String kind) {

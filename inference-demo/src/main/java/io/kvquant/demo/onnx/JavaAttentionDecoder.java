@@ -183,9 +183,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         float[] out = outScratch[layer] != null && outScratch[layer].length == q.length ? outScratch[layer]
                 : (outScratch[layer] = new float[q.length]);
         if (len == 1) {
-            attention.attend(cache, layer, q, qHeads, (float) li.scale(), out);
+            attention.attend(cache, layer, q, qHeads, (float) li.scale(), out, li.mods());
         } else {
-            attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out);
+            attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out, li.mods());
         }
         put(avail, owned, li.output(), output(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
     }
@@ -267,9 +267,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         cache.append(layer, kh, vh, len);
         float[] out = new float[nq * len * d];
         if (len == 1) {
-            attention.attend(cache, layer, qh, nq, (float) li.scale(), out);
+            attention.attend(cache, layer, qh, nq, (float) li.scale(), out, li.mods());
         } else {
-            attention.attendPrefill(cache, layer, qh, nq, len, (float) li.scale(), out);
+            attention.attendPrefill(cache, layer, qh, nq, len, (float) li.scale(), out, li.mods());
         }
         float[] bsnh = new float[out.length];
         for (int h = 0; h < nq; h++) {

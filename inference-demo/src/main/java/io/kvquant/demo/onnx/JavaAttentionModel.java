@@ -28,11 +28,17 @@ public final class JavaAttentionModel implements ModelRunner {
      * One layer's attention boundary. {@code rotary} is null for the plain form ([1, heads, tokens,
      * head_dim] tensors, rotary already applied by the graph); for a fused GroupQueryAttention layer
      * it describes what kvquant does in the operator's place ([1, tokens, heads x head_dim] tensors,
-     * queries|keys|values packed in one when {@code packed}).
+     * queries|keys|values packed in one when {@code packed}). {@code mods}: what the layer does to
+     * its scores besides scale and the causal mask (sliding window, softcap, ALiBi, sinks).
      */
-    public record LayerInfo(String query, String newKey, String newValue, String output, double scale, Fused rotary) {
+    public record LayerInfo(String query, String newKey, String newValue, String output, double scale, Fused rotary,
+                            io.kvquant.attention.ScoreMods mods) {
         public LayerInfo(String query, String newKey, String newValue, String output, double scale) {
             this(query, newKey, newValue, output, scale, null);
+        }
+
+        public LayerInfo(String query, String newKey, String newValue, String output, double scale, Fused rotary) {
+            this(query, newKey, newValue, output, scale, rotary, io.kvquant.attention.ScoreMods.NONE);
         }
     }
 
@@ -174,6 +180,7 @@ public final class JavaAttentionModel implements ModelRunner {
                     m.append(", \"rotary\": \"rotary-").append(k / 2).append(".bin\"");
                 }
             }
+            m.append(modsJson(split.mods(l.index())));
             m.append('}').append(i + 1 < split.layers.size() ? ",\n" : "\n");
         }
         m.append("  ],\n  \"pieces\": [\n");
@@ -197,6 +204,45 @@ public final class JavaAttentionModel implements ModelRunner {
         }
         m.append(k > 0 ? "\n  ]\n}\n" : "]\n}\n");
         Files.writeString(out.resolve("manifest.json"), m.toString());
+    }
+
+    /** A layer's score modifiers as manifest fields (none for plain causal attention). */
+    private static String modsJson(io.kvquant.attention.ScoreMods mods) {
+        StringBuilder b = new StringBuilder();
+        if (mods.window() > 0) {
+            b.append(", \"window\": ").append(mods.window());
+        }
+        if (mods.softcap() > 0) {
+            b.append(", \"softcap\": ").append(mods.softcap());
+        }
+        for (String key : new String[] {"alibi", "sinks"}) {
+            float[] v = key.equals("alibi") ? mods.slopes() : mods.sinks();
+            if (v != null) {
+                b.append(", \"").append(key).append("\": [");
+                for (int k = 0; k < v.length; k++) {
+                    b.append(k > 0 ? ", " : "").append(v[k]);
+                }
+                b.append(']');
+            }
+        }
+        return b.toString();
+    }
+
+    @SuppressWarnings("unchecked")
+    private static io.kvquant.attention.ScoreMods readMods(Map<String, Object> l) {
+        float[][] lists = new float[2][];
+        String[] keys = {"alibi", "sinks"};
+        for (int k = 0; k < 2; k++) {
+            if (l.get(keys[k]) instanceof List<?> v) {
+                lists[k] = new float[v.size()];
+                for (int j = 0; j < v.size(); j++) {
+                    lists[k][j] = ((Number) v.get(j)).floatValue();
+                }
+            }
+        }
+        int window = l.get("window") instanceof Number w ? w.intValue() : 0;
+        float softcap = l.get("softcap") instanceof Number c ? c.floatValue() : 0f;
+        return io.kvquant.attention.ScoreMods.of(window, softcap, lists[0], lists[1]);
     }
 
     /** Rotary tables: magic, version, positions, half width, then cos and sin row-major, little-endian fp32. */
@@ -326,7 +372,7 @@ public final class JavaAttentionModel implements ModelRunner {
                         t[0] == null ? 0 : t[0].length / (rd / 2), t[0], t[1]);
             }
             layers.add(new LayerInfo((String) l.get("query"), (String) l.get("new_key"), (String) l.get("new_value"),
-                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue(), fused));
+                    (String) l.get("output"), ((Number) l.get("scale")).doubleValue(), fused, readMods(l)));
         }
         List<PieceInfo> pieces = new ArrayList<>();
         List<Path> files = new ArrayList<>();

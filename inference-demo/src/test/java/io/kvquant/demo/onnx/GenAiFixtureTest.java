@@ -148,29 +148,50 @@ class GenAiFixtureTest {
      * L2 error with turbo3.5, turbo3.5 top-1 agreement}.
      */
     static double[] compare(String name, Path tmp, int promptLength, boolean fp16) throws Exception {
-        return compare(name, tmp, promptLength, fp16, null, null);
+        return compare(name, tmp, promptLength, fp16, null, null, false);
     }
 
     /** As above; also records the tokens fed and turbo3.5's logits at every step when the lists are given. */
     static double[] compare(String name, Path tmp, int promptLength, boolean fp16, java.util.List<Long> tokens,
                             java.util.List<float[]> turbo) throws Exception {
-        Path dir = fixture(name, tmp);
+        return compare(name, tmp, promptLength, fp16, tokens, turbo, false);
+    }
+
+    /**
+     * As above; {@code stripMods}: the engine runs every layer as plain causal attention,
+     * dropping the score modifiers the cut found (a control: the fixture must then disagree).
+     */
+    static double[] compare(String name, Path tmp, int promptLength, boolean fp16, java.util.List<Long> tokens,
+                            java.util.List<float[]> turbo, boolean stripMods) throws Exception {
+        return compareDir(fixture(name, tmp), name, promptLength, fp16, tokens, turbo, stripMods);
+    }
+
+    /** {@link #compare} on a fixture folder already in place. */
+    static double[] compareDir(Path dir, String name, int promptLength, boolean fp16, java.util.List<Long> tokens,
+                               java.util.List<float[]> turbo, boolean stripMods) throws Exception {
         JavaAttentionModel.prepare(dir);
         DecoderModel.Options opts = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
         double[] result = new double[3];
         try (JavaAttentionModel split = JavaAttentionModel.open(dir, opts);
              DecodeAttention attention = new DecodeAttention(1)) {
+            if (stripMods) {
+                for (int l = 0; l < split.layers.size(); l++) {
+                    JavaAttentionModel.LayerInfo li = split.layers.get(l);
+                    split.layers.set(l, new JavaAttentionModel.LayerInfo(li.query(), li.newKey(), li.newValue(), li.output(),
+                            li.scale(), li.rotary()));
+                }
+            }
             long[] prompt = new long[promptLength];
             for (int i = 0; i < prompt.length; i++) {
                 prompt[i] = (i * 37 + 5) % 250;
             }
-            for (String kv : new String[] {"full", "turbo3.5"}) {
+            for (String kv : new String[] {"full", TURBO}) {
                 try (Reference ref = new Reference(dir, split.layers(), split.kvHeads(), split.headDim(), fp16);
                      KvCache cache = KvCaches.create(kv, split.layers(), split.kvHeads(), split.headDim())) {
                     Decoder dec = new JavaAttentionDecoder(split, cache, attention, 16);
                     float[] want = ref.feed(prompt);
                     float[] got = dec.prefill(prompt, null);
-                    boolean record = kv.equals("turbo3.5") && turbo != null;
+                    boolean record = kv.equals(TURBO) && turbo != null;
                     double worst = 0;
                     int agree = 0;
                     for (int step = 0; step <= 16; step++) {
@@ -210,6 +231,12 @@ class GenAiFixtureTest {
      */
     static final double TURBO_BOUND = 0.5;
 
+    /**
+     * turbo3.5 with every token quantized: the preset keeps the last 64 tokens in full precision,
+     * which would hold these whole short runs (prompt + 16 steps) and test nothing.
+     */
+    static final String TURBO = "turbo3.5,window=0";
+
     @Test
     void genaiLlamaWithTheBundledWeightsMatchesOnnxRuntime(@TempDir Path tmp) throws Exception {
         // prefill of 40 tokens in chunks of 16: also covers GroupQueryAttention's
@@ -234,7 +261,7 @@ class GenAiFixtureTest {
         DecoderModel.Options opts = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
         try (JavaAttentionModel plain = JavaAttentionModel.open(plainDir, opts);
              DecodeAttention attention = new DecodeAttention(1);
-             KvCache cache = KvCaches.create("turbo3.5", plain.layers(), plain.kvHeads(), plain.headDim())) {
+             KvCache cache = KvCaches.create(TURBO, plain.layers(), plain.kvHeads(), plain.headDim())) {
             Decoder dec = new JavaAttentionDecoder(plain, cache, attention, 16);
             float[] got = dec.prefill(prompt, null);
             double worst = 0;
@@ -276,24 +303,43 @@ class GenAiFixtureTest {
         assertTrue(r[2] >= 10, "turbo3.5 top-1 agreement " + r[2]);
     }
 
-    @Test
-    void mistralStyleSlidingWindowIsRefusedByName(@TempDir Path tmp) throws Exception {
-        Path dir = fixture("genai-mistral", tmp);
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> AttentionSplit.of(OnnxModel.read(dir.resolve("model.onnx")), 256));
-        assertEquals("node '/model/layers.0/attn/GroupQueryAttention' (com.microsoft::GroupQueryAttention) of layer 0: "
-                + "attribute local_window_size = 4: sliding-window attention is not supported by kvquant's attention",
-                e.getMessage());
+    /**
+     * A fixture with score modifiers: the cut reads them as {@code want} per layer; with them the
+     * engine equals ONNX Runtime (prompt of 24 tokens, longer than every window, + 16 steps),
+     * and without them it does not (the modifiers really change this fixture's logits).
+     */
+    static void modifiersMatchOnnxRuntime(String name, Path tmp, io.kvquant.attention.ScoreMods... want) throws Exception {
+        Path dir = fixture(name, tmp.resolve("cut"));
+        AttentionSplit cut = AttentionSplit.of(OnnxModel.read(dir.resolve("model.onnx")), 256);
+        for (int l = 0; l < want.length; l++) {
+            assertEquals(want[l], cut.mods(l), name + " layer " + l);
+        }
+        double[] r = compare(name, tmp.resolve("with"), 24, false);
+        assertTrue(r[0] < 1e-4, "full: " + r[0]);
+        assertTrue(r[1] < TURBO_BOUND, "turbo3.5 relative logit error " + r[1]);
+        assertTrue(r[2] >= 10, "turbo3.5 top-1 agreement " + r[2]);
+        double[] control = compare(name, tmp.resolve("without"), 24, false, null, null, true);
+        assertTrue(control[0] > 1e-2, name + " without its score modifiers is still within " + control[0]
+                + " of ONNX Runtime: the fixture does not exercise them");
     }
 
     @Test
-    void gemma2StyleSoftcapIsRefusedByName(@TempDir Path tmp) throws Exception {
-        Path dir = fixture("genai-gemma2", tmp);
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> JavaAttentionModel.prepare(dir));
-        assertEquals("node '/model/layers.0/attn/GroupQueryAttention' (com.microsoft::GroupQueryAttention) of layer 0: "
-                + "attribute softcap = 50.0: logit softcapping needs kvquant's attention kernel to cap the scores; not "
-                + "supported", e.getMessage());
+    void mistralStyleSlidingWindowMatchesOnnxRuntime(@TempDir Path tmp) throws Exception {
+        io.kvquant.attention.ScoreMods w4 = io.kvquant.attention.ScoreMods.of(4, 0f, null, null);
+        modifiersMatchOnnxRuntime("genai-mistral", tmp, w4, w4);
+    }
+
+    @Test
+    void gemma2StyleSoftcapWithLocalAndGlobalLayersMatchesOnnxRuntime(@TempDir Path tmp) throws Exception {
+        modifiersMatchOnnxRuntime("genai-gemma2", tmp, io.kvquant.attention.ScoreMods.of(5, 1f, null, null),
+                io.kvquant.attention.ScoreMods.of(0, 1f, null, null));
+    }
+
+    @Test
+    void gptOssStyleSinksWithLocalAndGlobalLayersMatchOnnxRuntime(@TempDir Path tmp) throws Exception {
+        modifiersMatchOnnxRuntime("genai-gptoss", tmp,
+                io.kvquant.attention.ScoreMods.of(6, 0f, null, new float[] {-1f, 0.5f, 2f, 3.5f}),
+                io.kvquant.attention.ScoreMods.of(0, 0f, null, new float[] {-0.75f, 0.75f, 2.25f, 3.75f}));
     }
 
     /** The fixture with layer 0's GroupQueryAttention node edited. */
@@ -324,9 +370,18 @@ class GenAiFixtureTest {
 
     @Test
     void unimplementedAttributesAndInputsAreRefusedByName(@TempDir Path tmp) throws Exception {
-        assertEquals(NODE + "attribute smooth_softmax = 1: smooth softmax (an extra zero logit) is not supported",
-                refusal(edited(tmp.resolve("a"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "smooth_softmax")
-                        .addVarint(3, 1).addVarint(20, 2)))));
+        assertEquals(NODE + "attribute local_window_size = 0: a sliding window must be -1 (none) or at least 1 key",
+                refusal(edited(tmp.resolve("a"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "local_window_size")
+                        .addVarint(3, 0).addVarint(20, 2)))));
+        assertEquals(NODE + "attribute smooth_softmax = 2: smooth_softmax must be 0 or 1",
+                refusal(edited(tmp.resolve("e"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "smooth_softmax")
+                        .addVarint(3, 2).addVarint(20, 2)))));
+        assertEquals(NODE + "attribute softcap = -1.0: a negative logit softcap is not understood",
+                refusal(edited(tmp.resolve("f"), n -> {
+                    io.kvquant.demo.graph.Pb a = new io.kvquant.demo.graph.Pb().add(1, "softcap");
+                    a.fields.add(new io.kvquant.demo.graph.Pb.Field(2, 5, Float.floatToIntBits(-1f) & 0xffffffffL, null));
+                    return n.add(5, a.addVarint(20, 1));
+                })));
         assertEquals(NODE + "attribute k_quant_type = PER_TENSOR: ONNX Runtime's own quantized KV cache cannot be combined "
                 + "with kvquant's cache; export without it",
                 refusal(edited(tmp.resolve("b"), n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "k_quant_type")
@@ -348,6 +403,42 @@ class GenAiFixtureTest {
                     r.fields.add(last + 2, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "bias".getBytes()));
                     return r;
                 })));
+    }
+
+    /** smooth_softmax = 1 (an extra logit 0 in every head's softmax) on layer 0 of the Qwen2-style fixture. */
+    @Test
+    void smoothSoftmaxMatchesOnnxRuntime(@TempDir Path tmp) throws Exception {
+        Path dir = edited(tmp, n -> n.add(5, new io.kvquant.demo.graph.Pb().add(1, "smooth_softmax").addVarint(3, 1)
+                .addVarint(20, 2)));
+        assertEquals(io.kvquant.attention.ScoreMods.of(0, 0f, null, new float[4]),
+                AttentionSplit.of(OnnxModel.read(dir.resolve("model.onnx")), 256).mods(0));
+        double[] r = compareDir(dir, "genai-qwen2 + smooth_softmax", 24, false, null, null, false);
+        assertTrue(r[0] < 1e-4, "full: " + r[0]);
+        assertTrue(r[1] < TURBO_BOUND, "turbo3.5 relative logit error " + r[1]);
+    }
+
+    /** Layer 0's GroupQueryAttention with inputs 9 and 10 empty and input 11 (head_sink) = {@code sink}. */
+    static io.kvquant.demo.graph.Pb withHeadSink(io.kvquant.demo.graph.Pb n, String sink) {
+        io.kvquant.demo.graph.Pb r = new io.kvquant.demo.graph.Pb(new java.util.ArrayList<>(n.fields));
+        int last = 0;
+        for (int k = 0; k < r.fields.size(); k++) {
+            if (r.fields.get(k).number() == 1) {
+                last = k;
+            }
+        }
+        r.fields.add(last + 1, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "".getBytes()));
+        r.fields.add(last + 2, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, "".getBytes()));
+        r.fields.add(last + 3, new io.kvquant.demo.graph.Pb.Field(1, 2, 0, sink.getBytes()));
+        return r;
+    }
+
+    @Test
+    void headSinksThatAreNotOneConstantPerHeadAreRefused(@TempDir Path tmp) throws Exception {
+        assertEquals(NODE + "input head_sink (/model/attn_mask_reformat/seqlens_k) must be a constant initializer for "
+                + "kvquant to read the attention sinks",
+                refusal(edited(tmp.resolve("a"), n -> withHeadSink(n, "/model/attn_mask_reformat/seqlens_k"))));
+        assertEquals(NODE + "input head_sink (cos_cache) has shape [256, 8]; expected [num_heads] = [4]",
+                refusal(edited(tmp.resolve("b"), n -> withHeadSink(n, "cos_cache"))));
     }
 
     @Test
