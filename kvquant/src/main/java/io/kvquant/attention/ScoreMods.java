@@ -16,6 +16,13 @@ import java.util.Arrays;
  *       denominator only (it has no value): {@code w_t = e^{s_t} / (e^{sink[h]} + Σ_u e^{s_u})}.</li>
  * </ol>
  * Immutable; {@link #NONE} is plain causal attention and costs the kernels nothing.
+ *
+ * <p>What a kernel does with it (as {@code DecodeAttention.tiles} does): per query (head h,
+ * position p) it attends keys {@code [firstVisible(p), p]}; on each block of those keys' scaled
+ * scores it calls {@link #apply} (only when {@link #changesScores()}); when the cache centers keys
+ * and {@link #needsTrueScores()}, it first adds {@code scale·⟨q, μ⟩} to the scores (they lack it);
+ * after the last block (after the split-K merge) it adds {@link #sinkTerm}{@code (h, runningMax)}
+ * once to the softmax denominator.
  */
 public final class ScoreMods {
 
