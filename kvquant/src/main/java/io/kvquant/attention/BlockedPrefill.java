@@ -35,6 +35,8 @@ final class BlockedPrefill {
         double[] sum = new double[0];
         int[] offsets = new int[0];
         int[] visible = new int[0];
+        int[] first = new int[0];
+        float[] shift = new float[0];
         float[] rows = new float[0];
         float[] kt = new float[0];
         float[] vt = new float[0];
@@ -44,6 +46,8 @@ final class BlockedPrefill {
             if (offsets.length < nq) {
                 offsets = new int[nq];
                 visible = new int[nq];
+                first = new int[nq];
+                shift = new float[nq];
                 max = new float[nq];
                 sum = new double[nq];
             }
@@ -64,9 +68,12 @@ final class BlockedPrefill {
     /**
      * One task of {@link DecodeAttention#attendPrefill}: KV head {@code g}, chunk positions
      * [b0, b0 + nb) of the {@code n} new queries of every head of the group (query heads
-     * g·group .. g·group + group − 1); writes their outputs.
+     * g·group .. g·group + group − 1); writes their outputs. Score modifiers as in
+     * {@link DecodeAttention}'s tile path ({@link ScoreMods}: window, softcap, ALiBi, sinks);
+     * {@code mu}: the layer's key mean when they need true scores from a centering cache, else null.
      */
-    void task(LayerStore store, int g, int group, float[] q, int n, int len, int b0, int nb, float scale, float[] out) {
+    void task(LayerStore store, int g, int group, float[] q, int n, int len, int b0, int nb, float scale, float[] out,
+              ScoreMods mods, float[] mu) {
         TileOps tiles = TileOps.get();
         VectorOps ops = Simd.ops();
         int d = store.headDim();
@@ -85,7 +92,15 @@ final class BlockedPrefill {
                 s.visible[j] = len - n + b0 + i + 1;
                 store.prepareQuery(q, s.offsets[j], s.state, j * ss);
                 ops.scale(s.state, j * ss, ss, scale); // scores come out scaled: one pass less per tile
+                s.first[j] = mods.firstVisible(s.visible[j] - 1);
+                // a centering cache scores k − μ: the true score adds ⟨q, μ⟩ (softcap, sinks need it)
+                s.shift[j] = mu == null ? 0f : scale * ops.dot(q, s.offsets[j], mu, g * d, d);
             }
+        }
+        boolean changes = mods.changesScores();
+        int lowest = Integer.MAX_VALUE;
+        for (int j = 0; j < nq; j++) {
+            lowest = Math.min(lowest, s.first[j]);
         }
         Arrays.fill(s.acc, 0, nq * as, 0f);
         Arrays.fill(s.max, 0, nq, Float.NEGATIVE_INFINITY);
@@ -93,7 +108,7 @@ final class BlockedPrefill {
         int lanes = tiles.lanes();
         int end = len - n + b0 + nb;
         float[] sc = s.s;
-        for (int t0 = 0; t0 < end; ) {
+        for (int t0 = lowest; t0 < end; ) { // tiles before every query's window hold nothing to see
             int t1 = store.formEnd(t0, Math.min(end, t0 + TILE));
             int cnt = t1 - t0;
             int kw = store.keyWidth(t0);
@@ -107,10 +122,12 @@ final class BlockedPrefill {
             for (int jb = 0; jb < nq; jb += QB) {
                 int m = Math.min(QB, nq - jb);
                 int seen = 0;
+                int from = Integer.MAX_VALUE;
                 for (int r = 0; r < m; r++) {
                     seen = Math.max(seen, s.visible[jb + r]);
+                    from = Math.min(from, s.first[jb + r]);
                 }
-                if (seen <= t0) {
+                if (seen <= t0 || from >= t1) {
                     continue; // no query of this block sees the tile
                 }
                 tiles.scoresT(s.state, jb * ss + ko, ss, m, s.kt, TILE, kw, cnt, sc, 0, TILE);
@@ -118,8 +135,21 @@ final class BlockedPrefill {
                     int j = jb + r;
                     int b = r * TILE;
                     int v = Math.max(0, Math.min(cnt, s.visible[j] - t0));
-                    if (v > 0) {
-                        float mx = ops.max(sc, b, v);
+                    // keys [lo, v) of the tile are visible to query j
+                    int lo = Math.min(v, Math.max(0, s.first[j] - t0));
+                    if (v > lo) {
+                        int bl = b + lo;
+                        int w = v - lo;
+                        if (mu != null) {
+                            float sh = s.shift[j];
+                            for (int k = bl; k < bl + w; k++) {
+                                sc[k] += sh;
+                            }
+                        }
+                        if (changes) {
+                            mods.apply(sc, bl, w, g * group + j / nb, s.visible[j] - 1, t0 + lo);
+                        }
+                        float mx = ops.max(sc, bl, w);
                         float old = s.max[j];
                         if (mx > old) {
                             if (old != Float.NEGATIVE_INFINITY) {
@@ -129,7 +159,10 @@ final class BlockedPrefill {
                             }
                             s.max[j] = mx;
                         }
-                        s.sum[j] += ops.expSum(sc, b, v, s.max[j]);
+                        s.sum[j] += ops.expSum(sc, bl, w, s.max[j]);
+                    }
+                    if (lo > 0) {
+                        Arrays.fill(sc, b, b + lo, 0f); // before the window: weight 0
                     }
                     Arrays.fill(sc, b + v, b + cnt, 0f); // tokens this query does not see: weight 0
                 }
@@ -138,7 +171,8 @@ final class BlockedPrefill {
             t0 = t1;
         }
         for (int j = 0; j < nq; j++) {
-            ops.scale(s.acc, j * as, as, (float) (1.0 / s.sum[j]));
+            // a sink joins the denominator once, at the end
+            ops.scale(s.acc, j * as, as, (float) (1.0 / (s.sum[j] + mods.sinkTerm(g * group + j / nb, s.max[j]))));
             store.finish(s.acc, j * as, out, s.offsets[j]);
         }
     }

@@ -251,7 +251,7 @@ public final class DecodeAttention implements AutoCloseable {
             int nblocks = (n + pb - 1) / pb;
             run(kvh * nblocks, task -> {
                 int b0 = (task % nblocks) * pb;
-                prefill.task(store, task / nblocks, group, q, n, len, b0, Math.min(pb, n - b0), scale, out);
+                prefill.task(store, task / nblocks, group, q, n, len, b0, Math.min(pb, n - b0), scale, out, mods, mu);
             });
             return;
         }
