@@ -7,7 +7,6 @@ import io.kvquant.simd.Simd;
 import io.kvquant.simd.VectorOps;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ForkJoinPool;
-import java.util.stream.IntStream;
 
 /**
  * Scaled dot-product attention for new queries against a layer of a {@link LayeredKvCache},
@@ -112,7 +111,8 @@ public final class DecodeAttention implements AutoCloseable {
         }
         this.threads = threads;
         this.forcedSplits = splits;
-        this.pool = threads > 1 ? new ForkJoinPool(threads) : null;
+        // the calling thread is one of the workers (see run)
+        this.pool = threads > 1 ? new ForkJoinPool(threads - 1) : null;
     }
 
     /** Chooses the blocked prefill kernel (default) or the per-query tile path; for tests and measurements. */
@@ -125,7 +125,12 @@ public final class DecodeAttention implements AutoCloseable {
         return threads;
     }
 
-    /** Split-K blocks per KV head: enough tasks for every thread even with one KV head. */
+    /**
+     * Split-K blocks per KV head: about {@link #TASKS_PER_THREAD} tasks per thread even with one KV
+     * head, so that the threads stay busy until the end of a step when one of them is preempted
+     * or slower (each task is at least {@link #MIN_SPLIT_TOKENS} tokens; the exact merge costs
+     * one accumulator per block).
+     */
     int splitsFor(int len, int kvHeads) {
         if (forcedSplits > 0) {
             return Math.min(forcedSplits, len);
@@ -133,9 +138,12 @@ public final class DecodeAttention implements AutoCloseable {
         if (threads == 1) {
             return 1;
         }
-        int want = (2 * threads + kvHeads - 1) / kvHeads;
+        int want = (TASKS_PER_THREAD * threads + kvHeads - 1) / kvHeads;
         return Math.max(1, Math.min(want, len / MIN_SPLIT_TOKENS));
     }
+
+    /** Tasks per thread that {@link #splitsFor} aims at. */
+    static final int TASKS_PER_THREAD = 4;
 
     /**
      * One new query per head against every stored token of {@code layer} (the new token's own
@@ -433,6 +441,12 @@ public final class DecodeAttention implements AutoCloseable {
         void run(int i);
     }
 
+    /**
+     * Runs tasks 0..count−1 on the pool's workers and the calling thread together: each takes the
+     * next task index from a shared counter until none is left, so a worker that the OS preempts
+     * (a shared machine) holds up at most the one task it is running while the others take the
+     * rest; the caller works instead of waiting for a hand-off.
+     */
     private void run(int count, Task task) {
         if (pool == null || count == 1) {
             for (int i = 0; i < count; i++) {
@@ -440,16 +454,39 @@ public final class DecodeAttention implements AutoCloseable {
             }
             return;
         }
-        try {
-            pool.submit(() -> IntStream.range(0, count).parallel().forEach(task::run)).get();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IllegalStateException("attention interrupted", e);
-        } catch (ExecutionException e) {
-            if (e.getCause() instanceof RuntimeException re) {
-                throw re;
+        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        Runnable worker = () -> {
+            for (int i = next.getAndIncrement(); i < count; i = next.getAndIncrement()) {
+                task.run(i);
             }
-            throw new IllegalStateException(e.getCause());
+        };
+        int helpers = Math.min(threads, count) - 1;
+        java.util.concurrent.ForkJoinTask<?>[] submitted = new java.util.concurrent.ForkJoinTask<?>[helpers];
+        for (int h = 0; h < helpers; h++) {
+            submitted[h] = pool.submit(worker);
+        }
+        RuntimeException failure = null;
+        try {
+            worker.run();
+        } catch (RuntimeException e) {
+            next.set(count); // the others stop after their current task
+            failure = e;
+        }
+        for (java.util.concurrent.ForkJoinTask<?> f : submitted) {
+            try {
+                f.get();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("attention interrupted", e);
+            } catch (ExecutionException e) {
+                next.set(count);
+                if (failure == null) {
+                    failure = e.getCause() instanceof RuntimeException re ? re : new IllegalStateException(e.getCause());
+                }
+            }
+        }
+        if (failure != null) {
+            throw failure;
         }
     }
 

@@ -26,6 +26,13 @@ final class HadamardRotation implements Rotation {
     private final int[][] perm;         // per round, null when dim is a power of two
     private final int[][] invPerm;
     private final ThreadLocal<float[]> scratch;
+    /**
+     * Power-of-two d: scale·signs[r], so that one round's final scaling and the next round's (or,
+     * un-rotating, the same round's) sign flip are one multiply: (v·s)·(±1) = v·(±s) exactly.
+     */
+    private final float[][] scaledSigns;
+    private final float[] ones;
+    private final float[][] blockScales; // blockScale[b] repeated blockSize[b] times
 
     HadamardRotation(int dim, long seed) {
         this.dim = dim;
@@ -73,6 +80,24 @@ final class HadamardRotation implements Rotation {
             }
         }
         scratch = ThreadLocal.withInitial(() -> new float[dim]);
+        ones = new float[dim];
+        java.util.Arrays.fill(ones, 1f);
+        blockScales = new float[nb][];
+        for (int b = 0; b < nb; b++) {
+            blockScales[b] = new float[blockSize[b]];
+            java.util.Arrays.fill(blockScales[b], blockScale[b]);
+        }
+        if (pow2) {
+            float sc = blockScale[0];
+            scaledSigns = new float[ROUNDS][dim];
+            for (int r = 0; r < ROUNDS; r++) {
+                for (int i = 0; i < dim; i++) {
+                    scaledSigns[r][i] = sc * signs[r][i]; // exactly ±sc
+                }
+            }
+        } else {
+            scaledSigns = null;
+        }
     }
 
     @Override
@@ -88,6 +113,12 @@ final class HadamardRotation implements Rotation {
     @Override
     public void rotate(float[] x, int xOff, float[] y, int yOff) {
         VectorOps ops = Simd.ops();
+        if (scaledSigns != null) {
+            // round 0: signs, H, scale (and round 1's signs); round 1: H, scale. Bit-identical to the loop below.
+            ops.hadamardRound(x, xOff, y, yOff, dim, signs[0], scaledSigns[1]);
+            ops.hadamardRound(y, yOff, y, yOff, dim, ones, blockScales[0]);
+            return;
+        }
         if (y != x || yOff != xOff) {
             System.arraycopy(x, xOff, y, yOff, dim);
         }
@@ -103,6 +134,11 @@ final class HadamardRotation implements Rotation {
     @Override
     public void unrotate(float[] y, int yOff, float[] x, int xOff) {
         VectorOps ops = Simd.ops();
+        if (scaledSigns != null) {
+            ops.hadamardRound(y, yOff, x, xOff, dim, ones, scaledSigns[1]);
+            ops.hadamardRound(x, xOff, x, xOff, dim, ones, scaledSigns[0]);
+            return;
+        }
         if (y != x || yOff != xOff) {
             System.arraycopy(y, yOff, x, xOff, dim);
         }
@@ -115,10 +151,26 @@ final class HadamardRotation implements Rotation {
         }
     }
 
+    /** The rotation as first written (scalar multiply, fwht, scale per round), for tests: rotate must equal it bit for bit. */
+    void rotateReference(float[] x, int xOff, float[] y, int yOff) {
+        VectorOps ops = io.kvquant.simd.ScalarOps.INSTANCE;
+        System.arraycopy(x, xOff, y, yOff, dim);
+        for (int r = 0; r < ROUNDS; r++) {
+            if (perm != null) {
+                permute(y, yOff, perm[r]);
+            }
+            ops.multiply(y, yOff, signs[r], 0, y, yOff, dim);
+            for (int b = 0; b < blockStart.length; b++) {
+                ops.fwht(y, yOff + blockStart[b], blockSize[b]);
+                ops.scale(y, yOff + blockStart[b], blockSize[b], blockScale[b]);
+            }
+        }
+    }
+
     private void blockTransform(VectorOps ops, float[] v, int off) {
         for (int b = 0; b < blockStart.length; b++) {
-            ops.fwht(v, off + blockStart[b], blockSize[b]);
-            ops.scale(v, off + blockStart[b], blockSize[b], blockScale[b]);
+            int o = off + blockStart[b];
+            ops.hadamardRound(v, o, v, o, blockSize[b], ones, blockScales[b]);
         }
     }
 

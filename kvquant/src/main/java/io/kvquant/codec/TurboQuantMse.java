@@ -30,6 +30,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segByteOff;   // offset of each segment's codes within the record
     private final Codebook[] books;
     private final float[][] bounds;   // decision boundaries of each segment, ascending
+    private final float[][] search;   // their binary-search thresholds (VectorOps.searchTable), null above 4 bits
     private final float[][] centroids;
     private final float[][] paddedCentroids; // at least 16 entries, for the vector decode path
     private final int recordBytes;
@@ -78,6 +79,7 @@ public final class TurboQuantMse implements VectorCodec {
         segByteOff = new int[n];
         books = new Codebook[n];
         bounds = new float[n][];
+        search = new float[n][];
         centroids = new float[n][];
         paddedCentroids = new float[n][];
         segGroup = new int[n];
@@ -91,6 +93,7 @@ public final class TurboQuantMse implements VectorCodec {
             }
             books[s] = Codebook.forDimension(Math.max(dim, 2), segBits[s]);
             bounds[s] = books[s].boundaries();
+            search[s] = VectorOps.searchTable(bounds[s], segBits[s]);
             centroids[s] = books[s].centroids();
             paddedCentroids[s] = Arrays.copyOf(centroids[s], Math.max(16, centroids[s].length));
             segStart[s] = start;
@@ -174,8 +177,8 @@ public final class TurboQuantMse implements VectorCodec {
             encodeReference(x, xo, dst, off);
             return;
         }
-        double ss = VectorCodec.checkedSumOfSquares(x, xo, dim);
-        float norm = (float) Math.sqrt(ss);
+        VectorOps ops = Simd.ops();
+        float norm = VectorCodec.norm(ops, x, xo, dim);
         if (norm == 0f) {
             dst.asSlice(off, recordBytes).fill((byte) 0); // norm 0, every code 0: the reference's record
             return;
@@ -184,10 +187,9 @@ public final class TurboQuantMse implements VectorCodec {
         Scratch t = scratch.get();
         rotation.rotate(x, xo, t.y, 0);
         float inv = 1f / norm;
-        VectorOps ops = Simd.ops();
         dst.set(SHORT, off, Float.floatToFloat16(stored));
         for (int s = 0; s < segLen.length; s++) {
-            ops.quantizePack(t.y, segStart[s], segLen[s], inv, bounds[s], segBits[s], dst, off + segByteOff[s]);
+            ops.quantizePack(t.y, segStart[s], segLen[s], inv, bounds[s], search[s], segBits[s], dst, off + segByteOff[s]);
         }
     }
 

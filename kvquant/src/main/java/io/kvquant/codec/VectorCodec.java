@@ -119,6 +119,29 @@ public interface VectorCodec {
         return s;
     }
 
+    /**
+     * (float) sqrt(checkedSumOfSquares(x, xo, n)), bit for bit, but with the sum taken by the
+     * backend in any order: the reordered sum is within 2·(n−1)·2^-53 of the sequential one, so
+     * when both ends of a wider interval round to the same float norm that is the sequential
+     * sum's norm too (sqrt and the float rounding are monotone); otherwise, and for NaN/Inf
+     * (reported by the checked sum), the sequential sum decides.
+     */
+    static float norm(io.kvquant.simd.VectorOps ops, float[] x, int xo, int n) {
+        if (x.length - xo < n || xo < 0) {
+            return (float) Math.sqrt(checkedSumOfSquares(x, xo, n)); // throws the dimension message
+        }
+        double fast = ops.sumOfSquaresDouble(x, xo, n);
+        if (Double.isFinite(fast)) {
+            double margin = fast * (n + 2) * 0x1p-50; // 8x the bound above
+            float lo = (float) Math.sqrt(fast - margin);
+            float hi = (float) Math.sqrt(fast + margin);
+            if (lo == hi) {
+                return lo;
+            }
+        }
+        return (float) Math.sqrt(checkedSumOfSquares(x, xo, n));
+    }
+
     /** Rounds a non-negative norm to fp16 and back, rejecting values beyond the fp16 range. */
     static float toFp16(float v, String what) {
         short h = Float.floatToFloat16(v);

@@ -172,6 +172,129 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    // Signs of the in-vector butterflies: +1 on lanes with bit h clear (they take a + b), −1 on the
+    // others (they take b' − a' with b' the lower partner): x·s + partner is exactly the scalar
+    // butterfly's single addition or subtraction (x·±1 is exact, fma rounds once).
+    private static final FloatVector SG1 = signs(1);
+    private static final FloatVector SG2 = signs(2);
+    private static final FloatVector SG4 = signs(4);
+    private static final FloatVector SG8 = signs(8);
+
+    private static FloatVector signs(int h) {
+        float[] s = new float[L];
+        for (int i = 0; i < L; i++) {
+            s[i] = (i & h) != 0 ? -1f : 1f;
+        }
+        return FloatVector.fromArray(F, s, 0);
+    }
+
+    /** One in-vector butterfly (kept tiny so that C2 always inlines it). */
+    private static FloatVector bf(FloatVector v, jdk.incubator.vector.VectorShuffle<Float> sw, FloatVector sg) {
+        return v.fma(sg, v.rearrange(sw));
+    }
+
+    @Override
+    public void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post) {
+        int nv = n / L;
+        if (!FWHT_IN_VECTOR || n % L != 0 || (nv != 4 && nv != 8 && nv != 16)) {
+            ScalarOps.hadamardRoundWith(this, x, xo, y, yo, n, pre, post);
+            return;
+        }
+        // Phase A: blocks of four consecutive vectors: pre-multiply, in-vector butterflies, then the
+        // butterflies of widths L and 2L between the four.
+        for (int i = 0; i < n; i += 4 * L) {
+            FloatVector a = FloatVector.fromArray(F, x, xo + i);
+            FloatVector b = FloatVector.fromArray(F, x, xo + i + L);
+            FloatVector c = FloatVector.fromArray(F, x, xo + i + 2 * L);
+            FloatVector d = FloatVector.fromArray(F, x, xo + i + 3 * L);
+            a = a.mul(FloatVector.fromArray(F, pre, i));
+            b = b.mul(FloatVector.fromArray(F, pre, i + L));
+            c = c.mul(FloatVector.fromArray(F, pre, i + 2 * L));
+            d = d.mul(FloatVector.fromArray(F, pre, i + 3 * L));
+            // butterflies of widths 1..L/2 inside each vector
+            a = bf(bf(bf(a, SW1, SG1), SW2, SG2), SW4, SG4);
+            b = bf(bf(bf(b, SW1, SG1), SW2, SG2), SW4, SG4);
+            c = bf(bf(bf(c, SW1, SG1), SW2, SG2), SW4, SG4);
+            d = bf(bf(bf(d, SW1, SG1), SW2, SG2), SW4, SG4);
+            if (L == 16) {
+                a = bf(a, SW8, SG8);
+                b = bf(b, SW8, SG8);
+                c = bf(c, SW8, SG8);
+                d = bf(d, SW8, SG8);
+            }
+            FloatVector a1 = a.add(b);
+            FloatVector b1 = a.sub(b);
+            FloatVector c1 = c.add(d);
+            FloatVector d1 = c.sub(d);
+            a = a1.add(c1);
+            c = a1.sub(c1);
+            b = b1.add(d1);
+            d = b1.sub(d1);
+            if (nv == 4) {
+                a = a.mul(FloatVector.fromArray(F, post, i));
+                b = b.mul(FloatVector.fromArray(F, post, i + L));
+                c = c.mul(FloatVector.fromArray(F, post, i + 2 * L));
+                d = d.mul(FloatVector.fromArray(F, post, i + 3 * L));
+            }
+            a.intoArray(y, yo + i);
+            b.intoArray(y, yo + i + L);
+            c.intoArray(y, yo + i + 2 * L);
+            d.intoArray(y, yo + i + 3 * L);
+        }
+        if (nv == 8) {
+            // width 4L: vectors r and r + 4
+            for (int r = 0; r < 4; r++) {
+                int i = r * L;
+                FloatVector a = FloatVector.fromArray(F, y, yo + i);
+                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
+                (a.add(b)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
+                (a.sub(b)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
+            }
+        } else if (nv == 16) {
+            // widths 4L and 8L: vectors r, r + 4, r + 8, r + 12
+            for (int r = 0; r < 4; r++) {
+                int i = r * L;
+                FloatVector a = FloatVector.fromArray(F, y, yo + i);
+                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
+                FloatVector c = FloatVector.fromArray(F, y, yo + i + 8 * L);
+                FloatVector d = FloatVector.fromArray(F, y, yo + i + 12 * L);
+                FloatVector a1 = a.add(b);
+                FloatVector b1 = a.sub(b);
+                FloatVector c1 = c.add(d);
+                FloatVector d1 = c.sub(d);
+                (a1.add(c1)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
+                (b1.add(d1)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
+                (a1.sub(c1)).mul(FloatVector.fromArray(F, post, i + 8 * L)).intoArray(y, yo + i + 8 * L);
+                (b1.sub(d1)).mul(FloatVector.fromArray(F, post, i + 12 * L)).intoArray(y, yo + i + 12 * L);
+            }
+        }
+    }
+
+    private static final VectorSpecies<Double> D = jdk.incubator.vector.DoubleVector.SPECIES_PREFERRED;
+
+    @Override
+    public double sumOfSquaresDouble(float[] x, int o, int n) {
+        int i = 0;
+        double s = 0;
+        if (D.vectorBitSize() == F.vectorBitSize() && L >= 4) {
+            // each float vector widened in two halves (parts 0 and 1) to doubles; squares exact in double
+            jdk.incubator.vector.DoubleVector a0 = jdk.incubator.vector.DoubleVector.zero(D);
+            jdk.incubator.vector.DoubleVector a1 = jdk.incubator.vector.DoubleVector.zero(D);
+            for (int bound = F.loopBound(n); i < bound; i += L) {
+                FloatVector f = FloatVector.fromArray(F, x, o + i);
+                jdk.incubator.vector.DoubleVector v0 = (jdk.incubator.vector.DoubleVector) f.convertShape(VectorOperators.F2D, D, 0);
+                jdk.incubator.vector.DoubleVector v1 = (jdk.incubator.vector.DoubleVector) f.convertShape(VectorOperators.F2D, D, 1);
+                a0 = v0.fma(v0, a0);
+                a1 = v1.fma(v1, a1);
+            }
+            s = a0.add(a1).reduceLanes(VectorOperators.ADD);
+        }
+        for (; i < n; i++) {
+            s += (double) x[o + i] * x[o + i];
+        }
+        return s;
+    }
+
     private static final VarHandle INT_LE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.LITTLE_ENDIAN);
     private static final VectorSpecies<Float> F8 = FloatVector.SPECIES_256;
     private static final VectorSpecies<Integer> I8 = IntVector.SPECIES_256;
@@ -784,13 +907,14 @@ final class PanamaOps implements VectorOps {
                 int bits = lay.bits[p];
                 IntVector shifts = CODE_SHIFTS[bits];
                 IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
-                IntVector t0 = tableVector(lay.table[p], 0);
-                IntVector t1 = tableVector(lay.table[p], L);
+                // the table scaled once per record: the look-up then yields sc·table[code] directly
+                IntVector t0 = FloatVector.fromArray(F, lay.table[p], 0).mul(sc).reinterpretAsInts();
+                IntVector t1 = FloatVector.fromArray(F, lay.table[p], L).mul(sc).reinterpretAsInts();
                 boolean tt = (1 << bits) > L;
                 int gb = L * bits / 8;
                 long co = off + lay.codeOff[p];
                 for (int k = 0; k < groups; k++) {
-                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, tt).mul(sc).intoArray(out, o + k * L);
+                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, tt).intoArray(out, o + k * L);
                 }
             }
             float[] tab = lay.table[p];
@@ -803,23 +927,47 @@ final class PanamaOps implements VectorOps {
     @Override
     public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, int bits, java.lang.foreign.MemorySegment dst,
                              long off) {
-        int groups = CODE_VECTOR && bits <= 4 ? n / L : 0;
+        quantizePack(y, yo, n, scale, boundaries, VectorOps.searchTable(boundaries, bits), bits, dst, off);
+    }
+
+    @Override
+    public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, float[] search, int bits,
+                             java.lang.foreign.MemorySegment dst, long off) {
+        if (!CODE_VECTOR || search == null || bits > 4 || search.length < 16 * bits) {
+            ScalarOps.INSTANCE.quantizePack(y, yo, n, scale, boundaries, bits, dst, off);
+            return;
+        }
+        int groups = n / L;
         int gb = L * bits / 8; // bytes per group of L codes (a whole number: L is 8 or 16)
-        int nb = boundaries.length;
-        FloatVector one = FloatVector.broadcast(F, 1f);
-        FloatVector zero = FloatVector.zero(F);
-        IntVector shifts = CODE_SHIFTS[Math.min(bits, 8)];
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector zero = IntVector.zero(I);
+        IntVector one = IntVector.broadcast(I, 1);
+        float b0 = search[0];
+        IntVector s1 = bits > 1 ? FloatVector.fromArray(F, search, 16).reinterpretAsInts() : zero;
+        IntVector s2 = bits > 2 ? FloatVector.fromArray(F, search, 32).reinterpretAsInts() : zero;
+        IntVector s3 = bits > 3 ? FloatVector.fromArray(F, search, 48).reinterpretAsInts() : zero;
         for (int k = 0; k < groups; k++) {
             FloatVector v = FloatVector.fromArray(F, y, yo + k * L).mul(scale);
-            // count of boundaries strictly below v (compare-and-count, no branches)
-            FloatVector cnt = FloatVector.zero(F);
-            for (int b = 0; b < nb; b++) {
-                cnt = cnt.add(zero.blend(one, v.compare(VectorOperators.GT, boundaries[b])));
+            // branch-free binary search: the code's bits from the top, one compare per bit
+            IntVector c = zero.blend(one, v.compare(VectorOperators.GT, b0).cast(I));
+            if (bits > 1) {
+                c = step(c, v, s1, zero, one);
+                if (bits > 2) {
+                    c = step(c, v, s2, zero, one);
+                    if (bits > 3) {
+                        c = step(c, v, s3, zero, one);
+                    }
+                }
             }
-            IntVector c = ((IntVector) cnt.convert(VectorOperators.F2I, 0)).lanewise(VectorOperators.LSHL, shifts);
+            c = c.lanewise(VectorOperators.LSHL, shifts);
             long pos = off + (long) k * gb;
             if (L == 8) {
-                writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR), gb);
+                int word = c.reduceLanes(VectorOperators.OR);
+                if ((k + 1) * gb + 4 - gb <= groups * gb) {
+                    dst.set(INT_SEG, pos, word); // a short group's extra bytes are rewritten by the next groups
+                } else {
+                    writeBytes(dst, pos, word, gb);
+                }
             } else {
                 writeBytes(dst, pos, c.reduceLanes(VectorOperators.OR, UPPER.not()), gb / 2);
                 writeBytes(dst, pos + gb / 2, c.reduceLanes(VectorOperators.OR, UPPER), gb / 2);
@@ -827,9 +975,14 @@ final class PanamaOps implements VectorOps {
         }
         int done = groups * L;
         if (done < n) {
-            // the rest starts on a byte boundary (done·bits is a multiple of 8)
             ScalarOps.INSTANCE.quantizePack(y, yo + done, n - done, scale, boundaries, bits, dst, off + (long) done * bits / 8);
         }
+    }
+
+    /** One binary-search step: prefix c becomes 2c + (v &gt; threshold[c]). */
+    private static IntVector step(IntVector c, FloatVector v, IntVector thresholds, IntVector zero, IntVector one) {
+        FloatVector t = c.selectFrom(thresholds).reinterpretAsFloats();
+        return c.add(c).add(zero.blend(one, v.compare(VectorOperators.GT, t).cast(I)));
     }
 
     /** The low {@code bytes} bytes of {@code word}, little-endian, at {@code pos} (nothing beyond). */

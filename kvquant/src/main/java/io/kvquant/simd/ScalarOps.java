@@ -227,6 +227,33 @@ public final class ScalarOps implements VectorOps {
     }
 
     @Override
+    public void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, float[] search, int bits,
+                             java.lang.foreign.MemorySegment dst, long off) {
+        quantizePack(y, yo, n, scale, boundaries, bits, dst, off);
+    }
+
+    @Override
+    public void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post) {
+        hadamardRoundWith(this, x, xo, y, yo, n, pre, post);
+    }
+
+    /** The round as multiply, fwht, multiply on {@code ops}: the definition every backend matches bit for bit. */
+    static void hadamardRoundWith(VectorOps ops, float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post) {
+        ops.multiply(x, xo, pre, 0, y, yo, n);
+        ops.fwht(y, yo, n);
+        ops.multiply(y, yo, post, 0, y, yo, n);
+    }
+
+    @Override
+    public double sumOfSquaresDouble(float[] x, int o, int n) {
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            s += (double) x[o + i] * x[o + i];
+        }
+        return s;
+    }
+
+    @Override
     public float readProbe(java.lang.foreign.MemorySegment seg, long off, long bytes) {
         float a = 0f;
         float b = 0f;

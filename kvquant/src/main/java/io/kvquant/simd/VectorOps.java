@@ -80,6 +80,49 @@ public interface VectorOps {
                       long off);
 
     /**
+     * Same as {@link #quantizePack(float[], int, int, float, float[], int, java.lang.foreign.MemorySegment, long)}
+     * with the boundaries' {@link #searchTable} precomputed (the vector path's branch-free binary search reads it).
+     */
+    void quantizePack(float[] y, int yo, int n, float scale, float[] boundaries, float[] search, int bits,
+                      java.lang.foreign.MemorySegment dst, long off);
+
+    /**
+     * The thresholds of a branch-free binary search over 2^bits − 1 sorted {@code boundaries}
+     * (bits 1..4): step s (s &lt; bits) compares against entry [16·s + p] where p is the s-bit
+     * prefix of the code found so far, i.e. boundaries[p·2^(bits−s) + 2^(bits−s−1) − 1]. After
+     * {@code bits} steps the prefix is the number of boundaries strictly below the value. Returns
+     * null for other bit widths or boundary counts.
+     */
+    static float[] searchTable(float[] boundaries, int bits) {
+        if (bits < 1 || bits > 4 || boundaries.length != (1 << bits) - 1) {
+            return null;
+        }
+        float[] t = new float[16 * bits];
+        for (int s = 0; s < bits; s++) {
+            for (int p = 0; p < (1 << s); p++) {
+                t[16 * s + p] = boundaries[(p << (bits - s)) + (1 << (bits - s - 1)) - 1];
+            }
+        }
+        return t;
+    }
+
+    /**
+     * One round of the randomized Hadamard transform on a block of n floats (n a power of two):
+     * y[yo+i] = post[i] · (H·(pre ⊙ x[xo..xo+n)))_i with H the unnormalized ±1 Walsh–Hadamard
+     * matrix ({@code pre} and {@code post} hold at least n entries, indexed from 0). Bit-identical
+     * to multiply, {@link #fwht}, multiply on every backend (the same float operations per
+     * element, in the same order); {@code y} may alias {@code x} at the same offset.
+     */
+    void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post);
+
+    /**
+     * Σ (double) x[o+i]² in an order of the backend's choosing: each square is exact in double,
+     * so it differs from the sequential sum by at most 2·(n−1)·2^-53 of the sum (finite inputs).
+     * Non-finite inputs give a non-finite sum.
+     */
+    double sumOfSquaresDouble(float[] x, int o, int n);
+
+    /**
      * Reads {@code bytes} bytes of {@code seg} from {@code off} sequentially (as floats, 4 accumulators)
      * and returns their sum: the memory-bandwidth probe the attention benchmark compares kernels with.
      */

@@ -85,6 +85,55 @@ class FastEncoderTest {
         }
     }
 
+    /** The fused Hadamard rotation equals the original scalar multiply/fwht/scale rounds bit for bit. */
+    @Test
+    void hadamardRotationIsBitIdenticalToTheOriginalRounds() {
+        Random r = new Random(SEED + 3);
+        for (int d : new int[]{8, 32, 64, 96, 128, 256}) {
+            HadamardRotation rot = (HadamardRotation) Rotation.create(RotationKind.HADAMARD, d, 7);
+            for (int rep = 0; rep < 200; rep++) {
+                float[] x = new float[d + 3];
+                for (int i = 0; i < x.length; i++) {
+                    x[i] = (float) (r.nextGaussian() * Math.exp(r.nextGaussian() * 3));
+                }
+                float[] want = new float[d + 1];
+                float[] got = new float[d + 1];
+                rot.rotateReference(x, 3, want, 1);
+                rot.rotate(x, 3, got, 1);
+                for (int i = 0; i < d + 1; i++) {
+                    assertEquals(Float.floatToRawIntBits(want[i]), Float.floatToRawIntBits(got[i]), "d=" + d + " coordinate " + i);
+                }
+            }
+        }
+    }
+
+    /** The reordered norm equals the sequential double sum's float norm, on every vector tried. */
+    @Test
+    void normEqualsTheSequentialSumsNorm() {
+        Random r = new Random(SEED + 4);
+        VectorOps vector = Simd.vectorOpsOrNull();
+        for (int i = 0; i < 200_000; i++) {
+            int d = 1 + r.nextInt(160);
+            float[] x = new float[d];
+            for (int j = 0; j < d; j++) {
+                x[j] = switch (i % 3) {
+                    case 0 -> (float) (r.nextGaussian() * Math.exp(r.nextGaussian() * 4));
+                    case 1 -> (float) r.nextInt(5);                 // small integers: sums land on exact values
+                    default -> j % 9 == 0 ? (float) r.nextGaussian() : 0f;
+                };
+            }
+            float want = (float) Math.sqrt(VectorCodec.checkedSumOfSquares(x, 0, d));
+            for (VectorOps ops : new VectorOps[]{ScalarOps.INSTANCE, vector}) {
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(VectorCodec.norm(ops, x, 0, d)),
+                        ops.name() + " vector " + i);
+            }
+        }
+        float[] bad = new float[16];
+        bad[9] = Float.NaN;
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> VectorCodec.norm(vector, bad, 0, 16));
+        assertTrue(e.getMessage().contains("component 9"), e.getMessage());
+    }
+
     /** Values exactly on a decision boundary (and one ulp either side) get the binary search's code on both backends. */
     @Test
     void tiesOnBoundariesMatchTheBinarySearch() {

@@ -75,6 +75,56 @@ class SimdParityTest {
         }
     }
 
+    /** The fused Hadamard round equals multiply, fwht, multiply bit for bit (in-vector and fallback sizes, in place or not). */
+    @Test
+    void hadamardRoundIsBitIdenticalToMultiplyFwhtMultiply() {
+        Random r = new Random(SEED + 7);
+        for (int n = 1; n <= 512; n <<= 1) {
+            float[] pre = rand(r, n);
+            float[] post = rand(r, n);
+            float[] x = rand(r, n + 5);
+            float[] ref = new float[n + 4];
+            scalar.multiply(x, 2, pre, 0, ref, 4, n);
+            scalar.fwht(ref, 4, n);
+            scalar.multiply(ref, 4, post, 0, ref, 4, n);
+            for (VectorOps ops : new VectorOps[]{scalar, vector}) {
+                float[] y = new float[n + 4];
+                ops.hadamardRound(x, 2, y, 4, n, pre, post);
+                assertArrayClose(ref, y, 0f, ops.name() + " hadamardRound n=" + n);
+                float[] z = new float[n + 4];
+                System.arraycopy(x, 2, z, 4, n);
+                ops.hadamardRound(z, 4, z, 4, n, pre, post);
+                assertArrayClose(ref, z, 0f, ops.name() + " in-place hadamardRound n=" + n);
+            }
+        }
+    }
+
+    /** The reordered double sum of squares stays within its stated bound of the sequential sum. */
+    @Test
+    void sumOfSquaresDoubleIsWithinItsBound() {
+        Random r = new Random(SEED + 8);
+        for (int n : new int[]{0, 1, 5, 8, 64, 96, 128, 131, 1000}) {
+            for (int rep = 0; rep < 50; rep++) {
+                float[] a = rand(r, n + 3);
+                for (int i = 0; i < a.length; i += 7) {
+                    a[i] *= (float) Math.pow(10, r.nextInt(20) - 10); // wide dynamic range
+                }
+                double seq = 0;
+                for (int i = 0; i < n; i++) {
+                    seq += (double) a[3 + i] * a[3 + i];
+                }
+                for (VectorOps ops : new VectorOps[]{scalar, vector}) {
+                    double got = ops.sumOfSquaresDouble(a, 3, n);
+                    assertEquals(seq, got, 2.0 * Math.max(n - 1, 0) * 0x1p-53 * seq, ops.name() + " n=" + n);
+                }
+            }
+        }
+        float[] bad = {1f, Float.NaN, 2f, 3f, 4f, 5f, 6f, 7f, 8f};
+        assertTrue(Double.isNaN(vector.sumOfSquaresDouble(bad, 0, 9)));
+        bad[1] = Float.POSITIVE_INFINITY;
+        assertTrue(Double.isInfinite(vector.sumOfSquaresDouble(bad, 0, 9)));
+    }
+
     @Test
     void codeDecodingAgreesForEveryWidthAndOddCounts() {
         Random r = new Random(SEED + 2);

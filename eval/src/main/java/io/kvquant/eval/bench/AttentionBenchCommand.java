@@ -28,7 +28,9 @@ import picocli.CommandLine.Option;
                 "Ratios are against dense fp16 at the same context, threads and head dim, in this run.",
                 "read-probe rows: a plain sequential read of fp16's bytes (the memory-bandwidth bound);",
                 "GB/s and %probe: each cache's bytes read per step over its time, and that over a read of the same size.",
-                "cpu×fp16 (1 thread): the same ratio in thread CPU time, steadier on a shared machine."},
+                "cpu×fp16 (1 thread): the same ratio in thread CPU time, steadier on a shared machine.",
+                "×1thr: speed-up over 1 thread (steps of every thread count interleaved); cpu×1t: the same from CPU",
+                "time (1-thread CPU time × threads ÷ process CPU time), what the threads give when each has a core."},
         footer = {"", "Example: ./kvq bench attention --contexts 1024,4096,16384,65536 --threads 1,2",
                 "Quick smoke run: ./kvq bench attention --quick"})
 public final class AttentionBenchCommand implements Callable<Integer> {
@@ -110,7 +112,7 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                     java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
                     long warmEnd = mx.getCurrentThreadCpuTime() + 3_000_000_000L;
                     for (int i = 0; i < 5 || mx.getCurrentThreadCpuTime() < warmEnd; i++) {
-                        measure(cfg, d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
+                        measure(List.of(cfg), d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
                     }
                 }
             }
@@ -125,16 +127,15 @@ public final class AttentionBenchCommand implements Callable<Integer> {
             for (int ctx : contexts) {
                 long fp16Bytes = 0;
                 long maxBytes = 0;
-                for (KvQuantConfig cfg : cfgs) {
-                    bar.update(done++, "d=" + d + " context=" + ctx + " " + cfg);
-                    List<Map<String, Object>> got = measure(cfg, d, ctx);
-                    rows.addAll(got);
-                    for (Map<String, Object> g : got) {
-                        long b = (Long) g.get("bytes_read");
-                        maxBytes = Math.max(maxBytes, b);
-                        if (g.get("cache").equals("fp16")) {
-                            fp16Bytes = b;
-                        }
+                bar.update(done, "d=" + d + " context=" + ctx);
+                done += cfgs.size();
+                List<Map<String, Object>> got = measure(cfgs, d, ctx);
+                rows.addAll(got);
+                for (Map<String, Object> g : got) {
+                    long b = (Long) g.get("bytes_read");
+                    maxBytes = Math.max(maxBytes, b);
+                    if (g.get("cache").equals("fp16")) {
+                        fp16Bytes = b;
                     }
                 }
                 long probeBytes = fp16Bytes > 0 ? fp16Bytes : maxBytes;
@@ -169,6 +170,22 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                 }
             }
         }
+        // thread scaling: time on 1 thread over time on th threads (same cache, context, head dim; interleaved
+        // steps), and the same from CPU time (what th threads would give if each had a core to itself)
+        for (Map<String, Object> r : rows) {
+            for (Map<String, Object> one : rows) {
+                if (!r.get("cache").equals("read-probe") && (Integer) r.get("threads") > 1 && one.get("cache").equals(r.get("cache"))
+                        && (Integer) one.get("threads") == 1 && one.get("context").equals(r.get("context"))
+                        && one.get("head_dim").equals(r.get("head_dim"))) {
+                    int th = (Integer) r.get("threads");
+                    r.put("speedup_vs_1_thread", (Double) one.get("ns_per_token") / (Double) r.get("ns_per_token"));
+                    if (one.containsKey("cpu_ns_per_token") && r.containsKey("process_cpu_ns_per_token")) {
+                        r.put("cpu_speedup_vs_1_thread",
+                                th * (Double) one.get("cpu_ns_per_token") / (Double) r.get("process_cpu_ns_per_token"));
+                    }
+                }
+            }
+        }
         Map<String, Object> config = new LinkedHashMap<>();
         config.put("q_heads", qHeads);
         config.put("kv_heads", kvHeads);
@@ -181,15 +198,16 @@ public final class AttentionBenchCommand implements Callable<Integer> {
         if (json) {
             System.out.println(js);
         } else {
-            System.out.printf(Locale.ROOT, "%-16s %4s %7s %3s %12s %9s %11s %9s %8s %7s %9s%n", "cache", "d", "context", "thr",
-                    "us/token", "×fp16", "bytes/tok", "mem÷", "GB/s", "%probe", "cpu×fp16");
+            System.out.printf(Locale.ROOT, "%-16s %4s %7s %3s %12s %9s %11s %9s %8s %7s %9s %7s %7s%n", "cache", "d", "context", "thr",
+                    "us/token", "×fp16", "bytes/tok", "mem÷", "GB/s", "%probe", "cpu×fp16", "×1thr", "cpu×1t");
             for (Map<String, Object> r : rows) {
-                System.out.printf(Locale.ROOT, "%-16s %4d %7d %3d %12.1f %9.2f %11.1f %9.2f %8.2f %6.1f%% %9.2f%n", r.get("cache"),
+                System.out.printf(Locale.ROOT, "%-16s %4d %7d %3d %12.1f %9.2f %11.1f %9.2f %8.2f %6.1f%% %9.2f %7.2f %7.2f%n", r.get("cache"),
                         (Integer) r.get("head_dim"), (Integer) r.get("context"), (Integer) r.get("threads"),
                         (Double) r.get("ns_per_token") / 1000, (Double) r.getOrDefault("ratio_vs_fp16", Double.NaN),
                         (Double) r.get("bytes_per_token"), (Double) r.getOrDefault("memory_ratio_vs_fp16", Double.NaN),
                         (Double) r.get("achieved_bytes_per_s") / 1e9, 100 * (Double) r.get("fraction_of_probe"),
-                        (Double) r.getOrDefault("cpu_ratio_vs_fp16", Double.NaN));
+                        (Double) r.getOrDefault("cpu_ratio_vs_fp16", Double.NaN), (Double) r.getOrDefault("speedup_vs_1_thread", Double.NaN),
+                        (Double) r.getOrDefault("cpu_speedup_vs_1_thread", Double.NaN));
             }
         }
         if (out != null) {
@@ -198,49 +216,80 @@ public final class AttentionBenchCommand implements Callable<Integer> {
         return 0;
     }
 
-    private List<Map<String, Object>> measure(KvQuantConfig cfg, int d, int ctx) {
+    /**
+     * Decode-step times of every cache in {@code cfgs} at one head dim and context, for every thread
+     * count. The steps are interleaved over caches and thread counts (fp16 1 thread, fp16 2 threads,
+     * turbo 1 thread, ...; repeated), so that the load of a shared machine changes between
+     * repeats, not between the configurations a ratio compares.
+     */
+    private List<Map<String, Object>> measure(List<KvQuantConfig> cfgs, int d, int ctx) {
         List<Map<String, Object>> rows = new ArrayList<>();
-        SplittableRandom r = new SplittableRandom(ctx * 31L + d);
-        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, d)) {
-            int chunk = 1024;
-            float[] k = new float[kvHeads * chunk * d];
-            float[] v = new float[kvHeads * chunk * d];
-            for (int t0 = 0; t0 < ctx; t0 += chunk) {
-                int n = Math.min(chunk, ctx - t0);
-                int m = kvHeads * n * d;
-                for (int i = 0; i < m; i++) {
-                    // keys with a few outlier channels, as real keys have
-                    k[i] = (float) (gauss(r) * ((i % d) % 32 == 5 ? 4 : 1));
-                    v[i] = (float) gauss(r);
+        int nc = cfgs.size();
+        int nt = threads.length;
+        LayeredKvCache[] caches = new LayeredKvCache[nc];
+        DecodeAttention[] atts = new DecodeAttention[nt];
+        double[][][] nsAll = new double[nc][nt][repeats];
+        double[][][] cpuAll = new double[nc][nt][repeats];
+        float[] q = new float[qHeads * d];
+        float[] o = new float[qHeads * d];
+        float scale = (float) (1 / Math.sqrt(d));
+        java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
+        try {
+            for (int ci = 0; ci < nc; ci++) {
+                // the same keys, values and query for every cache
+                SplittableRandom r = new SplittableRandom(ctx * 31L + d);
+                caches[ci] = KvCaches.create(cfgs.get(ci), 1, kvHeads, d);
+                int chunk = 1024;
+                float[] k = new float[kvHeads * chunk * d];
+                float[] v = new float[kvHeads * chunk * d];
+                for (int t0 = 0; t0 < ctx; t0 += chunk) {
+                    int n = Math.min(chunk, ctx - t0);
+                    int m = kvHeads * n * d;
+                    for (int i = 0; i < m; i++) {
+                        // keys with a few outlier channels, as real keys have
+                        k[i] = (float) (gauss(r) * ((i % d) % 32 == 5 ? 4 : 1));
+                        v[i] = (float) gauss(r);
+                    }
+                    caches[ci].append(0, m == k.length ? k : Arrays.copyOf(k, m), m == v.length ? v : Arrays.copyOf(v, m), n);
                 }
-                cache.append(0, m == k.length ? k : Arrays.copyOf(k, m), m == v.length ? v : Arrays.copyOf(v, m), n);
+                for (int i = 0; i < q.length; i++) {
+                    q[i] = (float) gauss(r);
+                }
             }
-            float[] q = new float[qHeads * d];
-            for (int i = 0; i < q.length; i++) {
-                q[i] = (float) gauss(r);
+            for (int ti = 0; ti < nt; ti++) {
+                atts[ti] = new DecodeAttention(threads[ti]);
             }
-            float[] o = new float[qHeads * d];
-            float scale = (float) (1 / Math.sqrt(d));
-            for (int th : threads) {
-                try (DecodeAttention att = new DecodeAttention(th)) {
-                    int warm = ctx >= 32768 ? 2 : 4;
+            int warm = ctx >= 32768 ? 2 : 4;
+            for (int ci = 0; ci < nc; ci++) {
+                for (int ti = 0; ti < nt; ti++) {
                     for (int i = 0; i < warm; i++) {
-                        att.attend(cache, 0, q, qHeads, scale, o);
+                        atts[ti].attend(caches[ci], 0, q, qHeads, scale, o);
                     }
-                    double[] ns = new double[repeats];
-                    double[] cpu = new double[repeats];
-                    java.lang.management.ThreadMXBean mx = java.lang.management.ManagementFactory.getThreadMXBean();
-                    for (int i = 0; i < repeats; i++) {
-                        long c0 = th == 1 ? mx.getCurrentThreadCpuTime() : 0;
+                }
+            }
+            for (int i = 0; i < repeats; i++) {
+                for (int ci = 0; ci < nc; ci++) {
+                    for (int ti = 0; ti < nt; ti++) {
+                        boolean one = threads[ti] == 1;
+                        // CPU time: this thread's on 1 thread; every thread's of the process otherwise
+                        long c0 = one ? mx.getCurrentThreadCpuTime() : allThreadsCpu(mx);
                         long t0 = System.nanoTime();
-                        att.attend(cache, 0, q, qHeads, scale, o);
-                        ns[i] = System.nanoTime() - t0;
-                        cpu[i] = th == 1 ? mx.getCurrentThreadCpuTime() - c0 : Double.NaN;
+                        atts[ti].attend(caches[ci], 0, q, qHeads, scale, o);
+                        nsAll[ci][ti][i] = System.nanoTime() - t0;
+                        cpuAll[ci][ti][i] = (one ? mx.getCurrentThreadCpuTime() : allThreadsCpu(mx)) - c0;
                     }
+                }
+            }
+            for (int ci = 0; ci < nc; ci++) {
+                LayeredKvCache cache = caches[ci];
+                for (int ti = 0; ti < nt; ti++) {
+                    int th = threads[ti];
+                    double[] ns = nsAll[ci][ti];
+                    double[] cpu = cpuAll[ci][ti];
                     Arrays.sort(ns);
                     Arrays.sort(cpu);
                     Map<String, Object> row = new LinkedHashMap<>();
-                    row.put("cache", cfg.toString());
+                    row.put("cache", cfgs.get(ci).toString());
                     row.put("head_dim", d);
                     row.put("context", ctx);
                     row.put("threads", th);
@@ -248,6 +297,9 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                     if (th == 1) {
                         // on one thread attention runs on this thread: its CPU time is robust to a shared machine
                         row.put("cpu_ns_per_token", cpu[cpu.length / 2]);
+                    } else {
+                        // CPU time of every thread during the step (the workers, and the JVM's own threads)
+                        row.put("process_cpu_ns_per_token", cpu[cpu.length / 2]);
                     }
                     row.put("bytes_per_token", (double) cache.bytesUsed() / ctx);
                     row.put("bits_per_element", 8.0 * cache.bytesUsed() / ((double) ctx * kvHeads * d * 2));
@@ -261,8 +313,31 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                     rows.add(row);
                 }
             }
+        } finally {
+            for (DecodeAttention a : atts) {
+                if (a != null) {
+                    a.close();
+                }
+            }
+            for (LayeredKvCache c : caches) {
+                if (c != null) {
+                    c.close();
+                }
+            }
         }
         return rows;
+    }
+
+    /** Σ CPU time of every live thread of this JVM (ns; exact per thread, unlike the process clock's 10 ms ticks). */
+    private static long allThreadsCpu(java.lang.management.ThreadMXBean mx) {
+        long s = 0;
+        for (long id : mx.getAllThreadIds()) {
+            long t = mx.getThreadCpuTime(id);
+            if (t > 0) {
+                s += t;
+            }
+        }
+        return s;
     }
 
     /**
