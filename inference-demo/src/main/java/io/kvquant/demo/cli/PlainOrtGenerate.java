@@ -143,8 +143,10 @@ final class PlainOrtGenerate {
         st.fields.put("past_bytes_per_decode_step", dec.pastBytes() - dec.pastBytes() / Math.max(1, dec.position()));
         st.fields.put("kv", kv);
         st.fields.put("mode", kv);
-        st.fields.put("calibration_tokens", dm.calibrationTokens);
-        st.fields.put("calibration_seconds", dm.calibrationSeconds);
+        if (dm.calibrationTokens > 0) { // ort-int8/ort-int4: the scales' calibration run (not in prefill_seconds)
+            st.fields.put("calibration_tokens", dm.calibrationTokens);
+            st.fields.put("calibration_seconds", dm.calibrationSeconds);
+        }
         Map<String, Object> cfg = new LinkedHashMap<>();
         cfg.put("model", dm.file.toString());
         cfg.put("model_shape", dm.describe());
