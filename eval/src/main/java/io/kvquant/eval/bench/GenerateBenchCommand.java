@@ -139,6 +139,10 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             throw new IllegalArgumentException("prompt text not found: " + text + (promptFile == null ? " (pass --prompt-file)" : ""));
         }
         BenchModelWriter.Attention form = BenchModelWriter.Attention.parse(attention);
+        if (model != null && form != BenchModelWriter.Attention.PLAIN) {
+            throw new IllegalArgumentException("--attention chooses the form of the default benchmark model; --model " + model
+                    + " is used as it is: drop one of them");
+        }
         BenchModelWriter.Geometry geometry = model == null ? BenchModelCommand.geometry(8, qHeads) : null;
         Path dir = model != null ? model : BenchModelCommand.defaultDir(geometry, form);
         Estimate est = Estimate.forModel(model == null ? geometry : null);
