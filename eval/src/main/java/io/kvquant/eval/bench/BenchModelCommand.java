@@ -40,18 +40,26 @@ public final class BenchModelCommand implements Callable<Integer> {
             description = "Query heads: 8 (one per KV head) or 32 (grouped-query attention) (default: ${DEFAULT-VALUE}).")
     int qHeads;
 
+    @Option(names = "--attention", paramLabel = "FORM", defaultValue = "plain",
+            description = "plain (MatMul/Softmax, the optimum layout) or gqa (com.microsoft GroupQueryAttention with rotary "
+                    + "inside, as onnxruntime-genai's builder emits; needed by --kv ort-int8/ort-int4); same weights "
+                    + "(default: ${DEFAULT-VALUE}).")
+    String attention;
+
     @Option(names = "--force", description = "Rewrite even when a current model is already there.")
     boolean force;
 
     @Override
     public Integer call() throws IOException {
+        BenchModelWriter.Attention form = BenchModelWriter.Attention.parse(attention);
         BenchModelWriter.Geometry g = geometry(layers, qHeads);
-        Path dir = out != null ? out : defaultDir(g);
+        Path dir = out != null ? out : defaultDir(g, form);
         PrintWriter err = spec.commandLine().getErr();
-        if (!force && BenchModelWriter.isCurrent(dir, g)) {
-            err.println("bench model already written: " + dir + " (" + describe(g) + "); --force rewrites it");
+        if (!force && BenchModelWriter.isCurrent(dir, g, form)) {
+            err.println("bench model already written: " + dir + " (" + describe(g) + ", " + form.cli + " attention); "
+                    + "--force rewrites it");
         } else {
-            write(dir, g, err);
+            write(dir, g, form, err);
         }
         spec.commandLine().getOut().println(dir);
         return 0;
@@ -66,7 +74,13 @@ public final class BenchModelCommand implements Callable<Integer> {
 
     /** {@code ~/.cache/kvquant/bench-models/<geometry tag>}. */
     static Path defaultDir(BenchModelWriter.Geometry g) {
-        return Path.of(System.getProperty("user.home"), ".cache", "kvquant", "bench-models", g.tag());
+        return defaultDir(g, BenchModelWriter.Attention.PLAIN);
+    }
+
+    /** The GQA form beside the plain one: {@code <geometry tag>-gqa}. */
+    static Path defaultDir(BenchModelWriter.Geometry g, BenchModelWriter.Attention form) {
+        return Path.of(System.getProperty("user.home"), ".cache", "kvquant", "bench-models",
+                g.tag() + (form == BenchModelWriter.Attention.PLAIN ? "" : "-" + form.cli));
     }
 
     static String describe(BenchModelWriter.Geometry g) {
@@ -77,7 +91,12 @@ public final class BenchModelCommand implements Callable<Integer> {
 
     /** Writes the model with a progress line; one-line error when the folder is not writable. */
     static void write(Path dir, BenchModelWriter.Geometry g, PrintWriter err) throws IOException {
-        err.println("writing the benchmark model (" + describe(g) + ") to " + dir + " ...");
+        write(dir, g, BenchModelWriter.Attention.PLAIN, err);
+    }
+
+    static void write(Path dir, BenchModelWriter.Geometry g, BenchModelWriter.Attention form, PrintWriter err)
+            throws IOException {
+        err.println("writing the benchmark model (" + describe(g) + ", " + form.cli + " attention) to " + dir + " ...");
         err.flush();
         try {
             Files.createDirectories(dir);
@@ -93,7 +112,8 @@ public final class BenchModelCommand implements Callable<Integer> {
         long total = g.parameters() * 4;
         Progress bar = new Progress(err, "bench model", total);
         long t0 = System.nanoTime();
-        BenchModelWriter.write(dir, g, bundled.resolve("tokenizer.json"), Math.max(eos, 0), done -> bar.update(done, null));
+        BenchModelWriter.write(dir, g, form, bundled.resolve("tokenizer.json"), Math.max(eos, 0),
+                done -> bar.update(done, null));
         bar.done();
         err.printf(Locale.ROOT, "bench model written in %.1f s: %s (%d MB)%n", (System.nanoTime() - t0) / 1e9,
                 dir.resolve("model.onnx"), Files.size(dir.resolve("model.onnx")) / 1_000_000);

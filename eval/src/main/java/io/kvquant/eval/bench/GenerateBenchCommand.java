@@ -56,8 +56,14 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     int[] contexts;
 
     @Option(names = "--kv", split = ";", paramLabel = "SPEC", defaultValue = "ort;full;fp16;turbo3.5;turbo2.5",
-            description = "';'-separated rows: ort (plain ONNX Runtime) or a kvquant cache (default: ${DEFAULT-VALUE}).")
+            description = "';'-separated rows: ort (plain ONNX Runtime), ort-int8 / ort-int4 (ONNX Runtime's own quantized KV "
+                    + "cache; GroupQueryAttention models: --attention gqa) or a kvquant cache (default: ${DEFAULT-VALUE}).")
     String[] kvs;
+
+    @Option(names = "--attention", paramLabel = "FORM", defaultValue = "plain",
+            description = "Attention form of the default benchmark model: plain or gqa (GroupQueryAttention, same weights; "
+                    + "the form the ort-int8/ort-int4 rows need) (default: ${DEFAULT-VALUE}).")
+    String attention;
 
     @Option(names = "--mode", paramLabel = "MODE", defaultValue = DEFAULT_MODE,
             description = "kvq generate --mode of the kvquant rows (default: ${DEFAULT-VALUE}).")
@@ -111,7 +117,7 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     /** One row to run. */
     record Row(int context, String kv, boolean ort) {
         String mode(String kvqMode) {
-            return ort ? "ort" : kvqMode;
+            return ort ? kv : kvqMode;
         }
     }
 
@@ -132,8 +138,13 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         if (!Files.isRegularFile(text)) {
             throw new IllegalArgumentException("prompt text not found: " + text + (promptFile == null ? " (pass --prompt-file)" : ""));
         }
+        BenchModelWriter.Attention form = BenchModelWriter.Attention.parse(attention);
+        if (model != null && form != BenchModelWriter.Attention.PLAIN) {
+            throw new IllegalArgumentException("--attention chooses the form of the default benchmark model; --model " + model
+                    + " is used as it is: drop one of them");
+        }
         BenchModelWriter.Geometry geometry = model == null ? BenchModelCommand.geometry(8, qHeads) : null;
-        Path dir = model != null ? model : BenchModelCommand.defaultDir(geometry);
+        Path dir = model != null ? model : BenchModelCommand.defaultDir(geometry, form);
         Estimate est = Estimate.forModel(model == null ? geometry : null);
         double planned = 0;
         for (Row r : rows) {
@@ -153,11 +164,19 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             return 0;
         }
         if (model == null) {
-            if (!BenchModelWriter.isCurrent(dir, geometry)) {
-                BenchModelCommand.write(dir, geometry, err);
+            if (!BenchModelWriter.isCurrent(dir, geometry, form)) {
+                BenchModelCommand.write(dir, geometry, form, err);
             }
         } else {
             ModelPaths.check(dir);
+        }
+        for (Row r : rows) {
+            if (r.ort() && !r.kv().equals(io.kvquant.demo.graph.OrtQuantKv.Setting.ORT.cli)) {
+                // refused before any row runs, in the row's own words
+                io.kvquant.demo.graph.OrtQuantKv.attentionNodes(io.kvquant.demo.graph.OnnxModel.read(dir.resolve("model.onnx")),
+                        r.kv());
+                break;
+            }
         }
         ModelConfig cfg = ModelConfig.read(dir.resolve("config.json"));
         for (int c : contexts) {
@@ -313,8 +332,8 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             }
             for (String k : kvs) {
                 String kv = k.trim();
-                boolean ort = kv.equalsIgnoreCase("ort");
-                rows.add(new Row(c, ort ? "ort" : KvQuantConfig.parse(kv).toString(), ort));
+                io.kvquant.demo.graph.OrtQuantKv.Setting ort = io.kvquant.demo.graph.OrtQuantKv.Setting.of(kv);
+                rows.add(new Row(c, ort != null ? ort.cli : KvQuantConfig.parse(kv).toString(), ort != null));
             }
         }
         return rows;
@@ -445,6 +464,9 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         for (String k : List.of("prompt_tokens", "peak_rss_bytes", "kv_bytes", "kv_bytes_used", "kv_bytes_fp16_equivalent", "decode_tokens_per_s",
                 "prefill_tokens_per_s", "prefill_seconds", "decode_steps", "kv_tokens")) {
             res.put(k, s.get(k));
+        }
+        if (s.get("calibration_seconds") != null) { // ort-int8/ort-int4: the unquantized scale-calibration run
+            res.put("calibration_seconds", s.get("calibration_seconds"));
         }
         if (s.get("mode") != null) {
             res.put("mode", s.get("mode")); // what actually ran

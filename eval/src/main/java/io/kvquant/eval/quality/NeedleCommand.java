@@ -44,8 +44,9 @@ public final class NeedleCommand implements Callable<Integer> {
     ModelOptions modelOptions;
 
     @Option(names = "--kv", paramLabel = "LIST", defaultValue = "full,turbo3.5,turbo2.5,kivi2",
-            description = "KV settings separated by ',' or ';' (a name=value item belongs to the setting before it) "
-                    + "(default: ${DEFAULT-VALUE}).")
+            description = "KV settings separated by ',' or ';' (a name=value item belongs to the setting before it); "
+                    + "ONNX Runtime alone: ort, ort-int8, ort-int4 (its own quantized cache, GroupQueryAttention models, "
+                    + "scales calibrated on each prompt's first prefill chunk) (default: ${DEFAULT-VALUE}).")
     String kv;
 
     @Option(names = "--lengths", paramLabel = "LIST", defaultValue = "1024,1280,1536,1792,2048",
@@ -95,7 +96,7 @@ public final class NeedleCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        List<KvQuantConfig> settings = QualityModel.parseSettings(kv);
+        List<Object> settings = OrtRows.parse(kv); // kvquant settings and ONNX Runtime rows
         int[] lens = ints(lengths, "--lengths");
         double[] deps = Arrays.stream(ints(depths, "--depths")).mapToDouble(d -> d / 100.0).toArray();
         for (double d : deps) {
@@ -120,6 +121,7 @@ public final class NeedleCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter stdout = spec.commandLine().getOut();
         try (QualityModel qm = modelOptions.open()) {
+            OrtRows.check(qm, settings);
             long[] filler = qm.tokenizer.encode(Files.readString(hay));
             int answerTokens = codeDigits + 2;
             long[] qIds = qm.tokenizer.encode(q);
@@ -139,7 +141,7 @@ public final class NeedleCommand implements Callable<Integer> {
                 }
             }
             Map<String, Object> config = qm.describe();
-            config.put("kv", settings.stream().map(KvQuantConfig::toString).toList());
+            config.put("kv", settings.stream().map(Object::toString).toList());
             config.put("answer_tokens", answerTokens);
             config.put("lengths", Arrays.stream(lens).boxed().toList());
             config.put("depths", Arrays.stream(deps).boxed().toList());
@@ -233,26 +235,39 @@ public final class NeedleCommand implements Callable<Integer> {
      * Greedy continuation of {@code prompt} with one cache setting, {@code n} tokens, decoded to
      * text; an auto: setting is first calibrated on the prompt and its plan added to {@code plans}.
      */
-    static String answer(QualityModel qm, KvQuantConfig cfg, long[] prompt, int n, List<String> plans) {
+    static String answer(QualityModel qm, Object setting, long[] prompt, int n, List<String> plans) {
+        if (setting instanceof io.kvquant.demo.graph.OrtQuantKv.Setting ort) {
+            try (OrtRows.Run run = OrtRows.start(qm, ort, prompt)) { // calibrated on the prompt's first chunk
+                return greedy(qm, run.decoder().prefill(prompt, null), run.decoder()::step, run.decoder()::position, n);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }
+        KvQuantConfig cfg = (KvQuantConfig) setting;
         if (cfg.needsCalibration()) {
             io.kvquant.cache.BitAllocation.Plan plan = AutoCalibration.plan(qm, cfg, prompt);
             plans.add(plan.describe());
             cfg = plan.setting();
         }
         try (QualityModel.Run run = qm.start(cfg)) {
-            float[] logits = run.decoder().prefill(prompt, null);
-            int ctx = qm.model.maxContext();
-            long[] outIds = new long[n];
-            int k = 0;
-            while (true) {
-                outIds[k++] = io.kvquant.demo.sampling.Sampler.argmax(logits);
-                if (k == n || (ctx > 0 && run.decoder().position() >= ctx)) {
-                    break;
-                }
-                logits = run.decoder().step(outIds[k - 1]);
-            }
-            return qm.tokenizer.decode(Arrays.copyOf(outIds, k));
+            return greedy(qm, run.decoder().prefill(prompt, null), run.decoder()::step, run.decoder()::position, n);
         }
+    }
+
+    /** {@code n} greedy tokens from {@code logits} on, decoded to text. */
+    private static String greedy(QualityModel qm, float[] logits, java.util.function.LongFunction<float[]> step,
+                                 java.util.function.IntSupplier position, int n) {
+        int ctx = qm.model.maxContext();
+        long[] outIds = new long[n];
+        int k = 0;
+        while (true) {
+            outIds[k++] = io.kvquant.demo.sampling.Sampler.argmax(logits);
+            if (k == n || (ctx > 0 && position.getAsInt() >= ctx)) {
+                break;
+            }
+            logits = step.apply(outIds[k - 1]);
+        }
+        return qm.tokenizer.decode(Arrays.copyOf(outIds, k));
     }
 
     static int[] ints(String list, String option) {
@@ -272,9 +287,9 @@ public final class NeedleCommand implements Callable<Integer> {
         }
     }
 
-    static Map<String, Double> accuracy(List<KvQuantConfig> settings, List<Cell> cells) {
+    static Map<String, Double> accuracy(List<?> settings, List<Cell> cells) {
         Map<String, Double> acc = new LinkedHashMap<>();
-        for (KvQuantConfig s : settings) {
+        for (Object s : settings) {
             int c = 0;
             int t = 0;
             for (Cell cell : cells) {
@@ -288,7 +303,7 @@ public final class NeedleCommand implements Callable<Integer> {
         return acc;
     }
 
-    static Map<String, Object> document(Map<String, Object> runMeta, List<KvQuantConfig> settings, List<Cell> cells,
+    static Map<String, Object> document(Map<String, Object> runMeta, List<?> settings, List<Cell> cells,
                                         boolean complete) {
         Map<String, Object> doc = new LinkedHashMap<>(runMeta);
         doc.put("complete", complete);
@@ -320,14 +335,14 @@ public final class NeedleCommand implements Callable<Integer> {
         return doc;
     }
 
-    static String markdown(List<KvQuantConfig> settings, int[] lens, double[] deps, List<Cell> cells) {
+    static String markdown(List<?> settings, int[] lens, double[] deps, List<Cell> cells) {
         StringBuilder b = new StringBuilder("Needle in a haystack, accuracy per haystack length (all depths):\n\n| kv | overall |");
         for (int l : lens) {
             b.append(' ').append(l).append(" |");
         }
         b.append("\n|---|---:|").append("---:|".repeat(lens.length)).append('\n');
         Map<String, Double> acc = accuracy(settings, cells);
-        for (KvQuantConfig s : settings) {
+        for (Object s : settings) {
             b.append("| ").append(s).append(String.format(Locale.ROOT, " | %.1f%% |", 100 * acc.get(s.toString())));
             for (int l : lens) {
                 int c = 0;
@@ -345,7 +360,7 @@ public final class NeedleCommand implements Callable<Integer> {
         return b.toString();
     }
 
-    private static void write(Path dir, Map<String, Object> runMeta, List<KvQuantConfig> settings, int[] lens, double[] deps,
+    private static void write(Path dir, Map<String, Object> runMeta, List<?> settings, int[] lens, double[] deps,
                               List<Cell> cells, boolean complete) throws IOException {
         Files.createDirectories(dir);
         RunContext.writeAtomically(dir.resolve("needle.json"), Json.write(document(runMeta, settings, cells, complete)) + "\n");
@@ -363,7 +378,7 @@ public final class NeedleCommand implements Callable<Integer> {
         List<String> cols = Arrays.stream(lens).mapToObj(Integer::toString).toList();
         List<String> rows = Arrays.stream(deps).mapToObj(d -> Math.round(d * 100) + "%").toList();
         Map<String, Double> acc = accuracy(settings, cells);
-        for (KvQuantConfig s : settings) {
+        for (Object s : settings) {
             double[][] v = new double[deps.length][lens.length];
             for (Cell c : cells) {
                 if (c.kv().equals(s.toString())) {

@@ -46,7 +46,9 @@ public final class PerplexityCommand implements Callable<Integer> {
 
     @Option(names = "--kv", paramLabel = "LIST", defaultValue = "full,turbo3.5,turbo2.5,kivi2",
             description = "KV settings separated by ',' or ';' (a name=value item belongs to the setting before it: "
-                    + "'turbo3.5,qjl=k'); full is always added as the reference (default: ${DEFAULT-VALUE}).")
+                    + "'turbo3.5,qjl=k'); full is always added as the reference. ONNX Runtime alone: ort, and its own "
+                    + "quantized cache ort-int8, ort-int4 (GroupQueryAttention models; scales calibrated on each window's "
+                    + "first prefill chunk) (default: ${DEFAULT-VALUE}).")
     String kv;
 
     @Option(names = "--context", paramLabel = "N", defaultValue = "0",
@@ -75,7 +77,8 @@ public final class PerplexityCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        List<KvQuantConfig> settings = new ArrayList<>(QualityModel.parseSettings(kv));
+        // kvquant settings and ONNX Runtime rows (ort, ort-int8, ort-int4), full first as the reference
+        List<Object> settings = new ArrayList<>(OrtRows.parse(kv));
         KvQuantConfig full = KvQuantConfig.full();
         settings.remove(full);
         settings.addFirst(full);
@@ -89,6 +92,7 @@ public final class PerplexityCommand implements Callable<Integer> {
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter stdout = spec.commandLine().getOut();
         try (QualityModel qm = modelOptions.open()) {
+            OrtRows.check(qm, settings);
             int ctx = context == 0 ? qm.context(2048) : context;
             if (qm.model.maxContext() > 0 && ctx > qm.model.maxContext()) {
                 throw new IllegalArgumentException("--context " + ctx + " is longer than the model's context of "
@@ -119,12 +123,12 @@ public final class PerplexityCommand implements Callable<Integer> {
             config.put("prefix", pre);
             config.put("stride", step);
             config.put("windows", starts.size());
-            config.put("kv", settings.stream().map(KvQuantConfig::toString).toList());
+            config.put("kv", settings.stream().map(Object::toString).toList());
             Map<String, Object> runMeta = RunContext.capture(qm.threads, config);
 
             Score[] scores = new Score[settings.size()];
             for (int i = 0; i < scores.length; i++) {
-                scores[i] = new Score(settings.get(i));
+                scores[i] = new Score(settings.get(i).toString());
             }
             int perWindow = ctx - pre;
             Progress bar = new Progress(err, "perplexity", (long) starts.size() * perWindow * settings.size());
@@ -132,20 +136,32 @@ public final class PerplexityCommand implements Callable<Integer> {
             int vocab = -1;
             for (int w = 0; w < starts.size(); w++) {
                 int s0 = starts.get(w);
-                List<QualityModel.Run> runs = new ArrayList<>();
+                List<AutoCloseable> runs = new ArrayList<>();
+                List<java.util.function.LongFunction<float[]>> steps = new ArrayList<>();
                 try {
                     float[][] logits = new float[settings.size()][];
                     long[] prompt = java.util.Arrays.copyOfRange(ids, s0, s0 + pre);
                     for (int i = 0; i < settings.size(); i++) {
-                        KvQuantConfig cfg = settings.get(i);
+                        if (settings.get(i) instanceof io.kvquant.demo.graph.OrtQuantKv.Setting ort) {
+                            OrtRows.Run run = OrtRows.start(qm, ort, prompt); // calibrated on this window's first chunk
+                            runs.add(run);
+                            steps.add(run.decoder()::step);
+                            logits[i] = run.decoder().prefill(prompt, null);
+                            scores[i].bits = run.bitsPerElement();
+                            scores[i].ratio = 16 / scores[i].bits;
+                            continue;
+                        }
+                        KvQuantConfig cfg = (KvQuantConfig) settings.get(i);
                         if (cfg.needsCalibration()) {
                             io.kvquant.cache.BitAllocation.Plan plan = AutoCalibration.plan(qm, cfg, prompt);
                             scores[i].plans.add(plan.describe());
                             err.println("window " + (w + 1) + ", " + cfg + ": " + plan.describe());
                             cfg = plan.setting();
                         }
-                        runs.add(qm.start(cfg));
-                        logits[i] = runs.get(i).decoder().prefill(prompt, null);
+                        QualityModel.Run run = qm.start(cfg);
+                        runs.add(run);
+                        steps.add(run.decoder()::step);
+                        logits[i] = run.decoder().prefill(prompt, null);
                     }
                     vocab = logits[0].length;
                     double[] ref = new double[vocab];
@@ -160,17 +176,25 @@ public final class PerplexityCommand implements Callable<Integer> {
                         }
                         if (t + 1 < ctx) {
                             for (int i = 0; i < settings.size(); i++) {
-                                logits[i] = runs.get(i).decoder().step(target);
+                                logits[i] = steps.get(i).apply(target);
                             }
                         }
                         done += settings.size();
                         bar.update(done, "window " + (w + 1) + "/" + starts.size());
                     }
                     for (int i = 0; i < settings.size(); i++) {
-                        scores[i].memory(runs.get(i));
+                        if (runs.get(i) instanceof QualityModel.Run run) {
+                            scores[i].memory(run);
+                        }
                     }
                 } finally {
-                    runs.forEach(QualityModel.Run::close);
+                    for (AutoCloseable r : runs) {
+                        try {
+                            r.close();
+                        } catch (Exception e) {
+                            throw new IllegalStateException(e);
+                        }
+                    }
                 }
                 if (out != null) {
                     write(out, runMeta, scores, w + 1 == starts.size());
@@ -197,7 +221,7 @@ public final class PerplexityCommand implements Callable<Integer> {
 
     /** Running totals for one setting. */
     static final class Score {
-        final KvQuantConfig cfg;
+        final String name;
         long tokens;
         double nll;
         double kl;
@@ -207,8 +231,8 @@ public final class PerplexityCommand implements Callable<Integer> {
         /** The calibration plan of each window (auto: settings only). */
         final List<String> plans = new ArrayList<>();
 
-        Score(KvQuantConfig cfg) {
-            this.cfg = cfg;
+        Score(String name) {
+            this.name = name;
         }
 
         void add(double tokenNll, double tokenKl, boolean top1) {
@@ -266,7 +290,7 @@ public final class PerplexityCommand implements Callable<Integer> {
         List<Map<String, Object>> rows = new ArrayList<>();
         for (Score s : scores) {
             Map<String, Object> r = new LinkedHashMap<>();
-            r.put("kv", s.cfg.toString());
+            r.put("kv", s.name);
             r.put("tokens", s.tokens);
             r.put("perplexity", s.perplexity());
             r.put("delta_pct", 100 * (s.perplexity() / refPpl - 1));

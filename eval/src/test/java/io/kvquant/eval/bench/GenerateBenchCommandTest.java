@@ -245,4 +245,61 @@ class GenerateBenchCommandTest {
         Run h = kvq("bench", "generate", "--heap", "lots", "--dry-run");
         assertTrue(h.exit() != 0 && h.stderr().contains("--heap"), h.stderr());
     }
+
+    /**
+     * ONNX Runtime's own quantized KV cache as bench rows, on the GroupQueryAttention form of the
+     * tiny model: ort-int8 holds 1/4 of ort's fp32 past, ort-int4 1/8 (two values a byte), exactly;
+     * turbo3.5 runs on the same GQA graph (the engine cuts it). On the plain form the ort-int rows
+     * are refused in one line, before any row runs, naming the command that writes the GQA form.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void ortQuantizedRowsRunOnTheGqaFormAndAreRefusedOnThePlainOne(@TempDir Path tmp) throws Exception {
+        Path gqa = tmp.resolve("gqa");
+        BenchModelWriter.write(gqa, TINY, BenchModelWriter.Attention.GQA, bundled().resolve("tokenizer.json"), 0, null);
+        Run r = kvq("bench", "generate", "--model", gqa.toString(), "--contexts", "40", "--kv",
+                "ort;ort-int8;ort-int4;turbo3.5,window=0", "--decode-tokens", "4", "--threads", "1", "--heap", "256m", "--json");
+        assertEquals(0, r.exit(), r.stderr());
+        List<Map<String, Object>> rows = (List<Map<String, Object>>) ((Map<String, Object>) io.kvquant.demo.onnx.Json.parse(
+                r.stdout())).get("results");
+        assertEquals(4, rows.size());
+        long fp32PerToken = 2L * TINY.layers() * TINY.kvHeads() * TINY.headDim() * 4;
+        long tokens = 40 + 3;
+        String[] kv = {"ort", "ort-int8", "ort-int4", "turbo3.5,window=0"};
+        long[] divisor = {1, 4, 8};
+        for (int i = 0; i < rows.size(); i++) {
+            Map<String, Object> row = rows.get(i);
+            assertEquals("ok", row.get("status"), row.toString());
+            assertEquals(kv[i], row.get("kv"));
+            if (i < 3) {
+                assertEquals(kv[i], row.get("mode"));
+                assertEquals(fp32PerToken * tokens / divisor[i], ((Number) row.get("kv_bytes")).longValue(), kv[i]);
+                assertEquals(i > 0, row.get("calibration_seconds") != null, kv[i] + ": calibrated");
+            } else {
+                assertEquals("engine", row.get("mode"));
+            }
+        }
+        Path plain = tmp.resolve("plain");
+        BenchModelWriter.write(plain, TINY, bundled().resolve("tokenizer.json"), 0, null);
+        Run refused = kvq("bench", "generate", "--model", plain.toString(), "--contexts", "40", "--kv", "ort;ort-int8",
+                "--decode-tokens", "2", "--threads", "1", "--heap", "256m");
+        assertEquals(2, refused.exit(), refused.stderr());
+        List<String> lines = refused.stderr().strip().lines().toList();
+        String line = lines.get(lines.size() - 1); // after the plan line
+        assertTrue(line.startsWith("kvq generate: --kv ort-int8") && line.contains("--kv ort-int8 needs a com.microsoft::GroupQueryAttention graph")
+                && line.contains("./kvq bench model --attention gqa"), line);
+    }
+
+    @Test
+    void ortRowsParse() {
+        GenerateBenchCommand c = new GenerateBenchCommand();
+        new CommandLine(c).parseArgs("--contexts", "8", "--kv", "ORT; ort-int8 ;ort-int4;turbo3.5");
+        List<GenerateBenchCommand.Row> rows = c.plan();
+        assertEquals(List.of(new GenerateBenchCommand.Row(8, "ort", true), new GenerateBenchCommand.Row(8, "ort-int8", true),
+                new GenerateBenchCommand.Row(8, "ort-int4", true), new GenerateBenchCommand.Row(8, "turbo3.5", false)), rows);
+        assertEquals("ort-int8", rows.get(1).mode("engine"));
+        Run bad = kvq("bench", "generate", "--kv", "ort-int2", "--dry-run");
+        assertEquals(2, bad.exit(), bad.stderr());
+        assertTrue(bad.stderr().contains("unknown ONNX Runtime KV setting 'ort-int2'"), bad.stderr());
+    }
 }

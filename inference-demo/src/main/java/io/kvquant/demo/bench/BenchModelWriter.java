@@ -98,6 +98,32 @@ public final class BenchModelWriter {
         }
     }
 
+    /**
+     * The attention form of the graph: {@code PLAIN} (MatMul/Softmax, the optimum layout) or
+     * {@code GQA} (one {@code com.microsoft::GroupQueryAttention} per layer with rotary inside, as
+     * onnxruntime-genai's model builder emits; no position_ids input; {@code seqlens_k} and
+     * {@code total_sequence_length} from attention_mask). Same weights for the same geometry;
+     * GQA is the form ONNX Runtime's own quantized KV cache ({@code --kv ort-int8}) runs in.
+     */
+    public enum Attention {
+        PLAIN("plain"), GQA("gqa");
+
+        public final String cli;
+
+        Attention(String cli) {
+            this.cli = cli;
+        }
+
+        public static Attention parse(String s) {
+            for (Attention a : values()) {
+                if (a.cli.equalsIgnoreCase(s.trim())) {
+                    return a;
+                }
+            }
+            throw new IllegalArgumentException("unknown --attention '" + s + "' (plain or gqa)");
+        }
+    }
+
     private BenchModelWriter() {
     }
 
@@ -105,8 +131,12 @@ public final class BenchModelWriter {
      * True when {@code dir} holds a model written by this writer (this format) with geometry
      * {@code g}: its config.json says so and model.onnx and tokenizer.json are there.
      */
-    @SuppressWarnings("unchecked")
     public static boolean isCurrent(Path dir, Geometry g) {
+        return isCurrent(dir, g, Attention.PLAIN);
+    }
+
+    /** As {@link #isCurrent(Path, Geometry)}, for the given attention form. */
+    public static boolean isCurrent(Path dir, Geometry g, Attention form) {
         Path cfg = dir.resolve("config.json");
         if (!Files.isRegularFile(cfg) || !Files.isRegularFile(dir.resolve("model.onnx"))
                 || !Files.isRegularFile(dir.resolve("tokenizer.json"))) {
@@ -115,7 +145,9 @@ public final class BenchModelWriter {
         try {
             Object o = Json.parse(Files.readString(cfg));
             if (o instanceof Map<?, ?> m && m.get("kvq_bench_model") instanceof Map<?, ?> b) {
-                return b.get("format") instanceof Number f && f.intValue() == FORMAT && g.tag().equals(b.get("geometry"));
+                Object a = b.get("attention");
+                return b.get("format") instanceof Number f && f.intValue() == FORMAT && g.tag().equals(b.get("geometry"))
+                        && form.cli.equals(a == null ? Attention.PLAIN.cli : a);
             }
         } catch (IOException | RuntimeException e) {
             return false;
@@ -130,6 +162,12 @@ public final class BenchModelWriter {
      * of weights written so far out of {@link Geometry#parameters()}·4.
      */
     public static void write(Path dir, Geometry g, Path tokenizer, int eosTokenId, LongConsumer progress) throws IOException {
+        write(dir, g, Attention.PLAIN, tokenizer, eosTokenId, progress);
+    }
+
+    /** As {@link #write(Path, Geometry, Path, int, LongConsumer)}, in the given attention form. */
+    public static void write(Path dir, Geometry g, Attention form, Path tokenizer, int eosTokenId, LongConsumer progress)
+            throws IOException {
         g.validate();
         if (!Files.isRegularFile(tokenizer)) {
             throw new IllegalArgumentException("tokenizer not found: " + tokenizer);
@@ -142,12 +180,12 @@ public final class BenchModelWriter {
         Files.deleteIfExists(dir.resolve("config.json")); // the "complete" marker goes first and comes back last
         Path tmpModel = dir.resolve(".model.onnx.tmp");
         try (OutputStream os = new BufferedOutputStream(Files.newOutputStream(tmpModel), 1 << 20)) {
-            writeModel(os, g, progress);
+            writeModel(os, g, form, progress);
         }
         Files.move(tmpModel, dir.resolve("model.onnx"), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         Files.copy(tokenizer, dir.resolve("tokenizer.json"), StandardCopyOption.REPLACE_EXISTING);
         Path tmpCfg = dir.resolve(".config.json.tmp");
-        Files.writeString(tmpCfg, configJson(g, eosTokenId));
+        Files.writeString(tmpCfg, configJson(g, form, eosTokenId));
         Files.move(tmpCfg, dir.resolve("config.json"), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
     }
 
@@ -159,7 +197,7 @@ public final class BenchModelWriter {
         }
     }
 
-    static String configJson(Geometry g, int eos) {
+    static String configJson(Geometry g, Attention form, int eos) {
         return "{\n"
                 + "  \"model_type\": \"llama\",\n"
                 + "  \"architectures\": [\"LlamaForCausalLM\"],\n"
@@ -177,7 +215,8 @@ public final class BenchModelWriter {
                 + "  \"bos_token_id\": " + eos + ",\n"
                 + "  \"eos_token_id\": " + eos + ",\n"
                 + "  \"torch_dtype\": \"float32\",\n"
-                + "  \"kvq_bench_model\": {\"format\": " + FORMAT + ", \"geometry\": \"" + g.tag() + "\", \"seed\": " + g.seed()
+                + "  \"kvq_bench_model\": {\"format\": " + FORMAT + ", \"geometry\": \"" + g.tag() + "\", \"attention\": \""
+                + form.cli + "\", \"seed\": " + g.seed()
                 + ", \"kv_bytes_per_token_fp32\": " + g.kvBytesPerToken() + ", \"parameters\": " + g.parameters()
                 + ", \"note\": \"random weights written by kvq bench model (BenchModelWriter): for memory and speed only; "
                 + "its text is meaningless\"}\n"
@@ -190,6 +229,7 @@ public final class BenchModelWriter {
     private static final float MASKED = -1e9f;
 
     private static final int FLOAT = 1;
+    private static final int INT32 = 6;
     private static final int INT64 = 7;
 
     /** A weight tensor streamed at write time: name, dims, distribution. */
@@ -318,7 +358,10 @@ public final class BenchModelWriter {
         return g.node("Reshape", p + "/merge", e, "c_gqa_shape");
     }
 
-    private static Graph build(Geometry m) {
+    private static Graph build(Geometry m, Attention form) {
+        if (form == Attention.GQA) {
+            return buildGqa(m);
+        }
         Graph g = new Graph();
         int d = m.headDim();
         int group = m.qHeads() / m.kvHeads();
@@ -462,9 +505,117 @@ public final class BenchModelWriter {
         return new Pb().add(1, name).add(2, new Pb().add(1, tensorType));
     }
 
+    /**
+     * The GroupQueryAttention form of the same model (same weights, registered in the same order):
+     * per layer q/k/v projections [batch, seq, heads·d] into one GroupQueryAttention (do_rotary = 1,
+     * half-split rotary from cos_cache/sin_cache [maxPositions, d/2] computed as the plain form does
+     * in fp32), then o_proj. seqlens_k = ReduceSum(attention_mask) - 1 and total_sequence_length =
+     * its length, both int32, as the GenAI model builder derives them.
+     */
+    private static Graph buildGqa(Geometry m) {
+        Graph g = new Graph();
+        int d = m.headDim();
+        g.constI64("c_i64_1", SCALAR, 1);
+        g.constI64("c_axes_1", new long[] {1}, 1);
+        g.constF32("c_f_two", SCALAR, 2f);
+        g.constF32("c_f_one", SCALAR, 1f);
+        g.constF32("c_f_eps", SCALAR, RMS_EPS);
+        int half = d / 2;
+        float[] invFreq = new float[half];
+        for (int i = 0; i < half; i++) {
+            invFreq[i] = (float) (1 / Math.pow(m.ropeTheta(), 2.0 * i / d));
+        }
+        float[] cos = new float[m.maxPositions() * half];
+        float[] sin = new float[cos.length];
+        for (int p = 0; p < m.maxPositions(); p++) {
+            for (int i = 0; i < half; i++) {
+                float angle = (float) p * invFreq[i]; // fp32, as the plain form's Mul
+                cos[p * half + i] = (float) Math.cos(angle);
+                sin[p * half + i] = (float) Math.sin(angle);
+            }
+        }
+        g.constF32("cos_cache", new long[] {m.maxPositions(), half}, cos);
+        g.constF32("sin_cache", new long[] {m.maxPositions(), half}, sin);
+        String sum = g.node("ReduceSum", "attn_mask/sum", List.of("attention_mask", "c_axes_1"), attrInt("keepdims", 0));
+        String sub = g.node("Sub", "attn_mask/sub", sum, "c_i64_1");
+        g.node("Cast", "seqlens_k", List.of(sub), attrInt("to", INT32));
+        String shape = g.node("Shape", "attn_mask/shape", "attention_mask");
+        String len = g.node("Gather", "attn_mask/len", List.of(shape, "c_i64_1"), attrInt("axis", 0));
+        g.node("Cast", "total_sequence_length", List.of(len), attrInt("to", INT32));
+
+        float wIn = (float) Math.sqrt(3.0 / m.hidden());
+        float wAttnOut = (float) Math.sqrt(3.0 / ((long) m.qHeads() * d));
+        float wDown = (float) Math.sqrt(3.0 / m.intermediate());
+        String x = g.node("Gather", "embed/out", List.of(g.weight("embed_tokens.weight", 0f, 1.7f, m.vocab(), m.hidden()),
+                "input_ids"), attrInt("axis", 0));
+        for (int l = 0; l < m.layers(); l++) {
+            String p = "layers." + l;
+            String h = rmsNorm(g, x, g.weight(p + ".input_layernorm.weight", 1f, 0.1f, m.hidden()), p + "/input_norm");
+            String q = g.node("MatMul", p + "/q/proj", h, g.weight(p + ".q_proj", 0f, wIn, m.hidden(), (long) m.qHeads() * d));
+            String k = g.node("MatMul", p + "/k/proj", h, g.weight(p + ".k_proj", 0f, wIn, m.hidden(), (long) m.kvHeads() * d));
+            String v = g.node("MatMul", p + "/v/proj", h, g.weight(p + ".v_proj", 0f, wIn, m.hidden(), (long) m.kvHeads() * d));
+            Pb n = new Pb();
+            for (String in : List.of(q, k, v, "past_key_values." + l + ".key", "past_key_values." + l + ".value", "seqlens_k",
+                    "total_sequence_length", "cos_cache", "sin_cache")) {
+                n.add(1, in);
+            }
+            String attn = p + "/attn/GroupQueryAttention_output";
+            n.add(2, attn);
+            n.add(2, "present." + l + ".key");
+            n.add(2, "present." + l + ".value");
+            n.add(3, "/" + p + "/attn/GroupQueryAttention");
+            n.add(4, "GroupQueryAttention");
+            n.add(5, attrInt("num_heads", m.qHeads()));
+            n.add(5, attrInt("kv_num_heads", m.kvHeads()));
+            n.add(5, attrInt("do_rotary", 1));
+            n.add(5, attrInt("rotary_interleaved", 0));
+            Pb scale = new Pb().add(1, "scale");
+            scale.fields.add(new Pb.Field(2, 5, Float.floatToIntBits((float) (1 / Math.sqrt(d))) & 0xffffffffL, null));
+            n.add(5, scale.addVarint(20, 1));
+            n.add(7, "com.microsoft");
+            g.body.add(1, n);
+            String o = g.node("MatMul", p + "/o_proj/out", attn,
+                    g.weight(p + ".o_proj", 0f, wAttnOut, (long) m.qHeads() * d, m.hidden()));
+            x = g.node("Add", p + "/resid_attn", x, o);
+            String h2 = rmsNorm(g, x, g.weight(p + ".post_attention_layernorm.weight", 1f, 0.1f, m.hidden()), p + "/post_norm");
+            String gate = g.node("MatMul", p + "/mlp/gate", h2, g.weight(p + ".gate_proj", 0f, wIn, m.hidden(), m.intermediate()));
+            String sg = g.node("Sigmoid", p + "/mlp/sigmoid", gate);
+            String silu = g.node("Mul", p + "/mlp/silu", gate, sg);
+            String up = g.node("MatMul", p + "/mlp/up", h2, g.weight(p + ".up_proj", 0f, wIn, m.hidden(), m.intermediate()));
+            String gu = g.node("Mul", p + "/mlp/gated", silu, up);
+            String down = g.node("MatMul", p + "/mlp/down", gu, g.weight(p + ".down_proj", 0f, wDown, m.intermediate(), m.hidden()));
+            x = g.node("Add", p + "/resid_mlp", x, down);
+        }
+        String hn = rmsNorm(g, x, g.weight("norm.weight", 1f, 0.1f, m.hidden()), "final_norm");
+        g.node("MatMul", "logits", hn, g.weight("lm_head", 0f, wIn, m.hidden(), m.vocab()));
+
+        g.body.add(2, "kvq-bench-llama-gqa");
+        g.body.add(11, valueInfo("input_ids", INT64, "batch_size", "sequence_length"));
+        g.body.add(11, valueInfo("attention_mask", INT64, "batch_size", "total_sequence_length"));
+        for (int l = 0; l < m.layers(); l++) {
+            for (String kind : new String[] {"key", "value"}) {
+                g.body.add(11, valueInfo("past_key_values." + l + "." + kind, FLOAT, "batch_size", m.kvHeads(),
+                        "past_sequence_length", d));
+            }
+        }
+        g.body.add(12, valueInfo("logits", FLOAT, "batch_size", "sequence_length", m.vocab()));
+        for (int l = 0; l < m.layers(); l++) {
+            for (String kind : new String[] {"key", "value"}) {
+                g.body.add(12, valueInfo("present." + l + "." + kind, FLOAT, "batch_size", m.kvHeads(),
+                        "total_sequence_length", d));
+            }
+        }
+        return g;
+    }
+
     /** ModelProto: ir_version 8, producer, opset 17, then the graph with the weights streamed in. */
     static void writeModel(OutputStream os, Geometry m, LongConsumer progress) throws IOException {
-        Graph g = build(m);
+        writeModel(os, m, Attention.PLAIN, progress);
+    }
+
+    /** As {@link #writeModel(OutputStream, Geometry, LongConsumer)}; GQA adds the com.microsoft opset. */
+    static void writeModel(OutputStream os, Geometry m, Attention form, LongConsumer progress) throws IOException {
+        Graph g = build(m, form);
         byte[] body = g.body.toBytes();
         // sizes first: graph = body + one initializer field per weight
         List<byte[]> headers = new ArrayList<>();
@@ -480,6 +631,9 @@ public final class BenchModelWriter {
         out.writeString(2, "kvquant-bench");
         out.writeString(3, String.valueOf(FORMAT));
         out.writeByteArray(8, new Pb().add(1, "").addVarint(2, 17).toBytes());
+        if (form == Attention.GQA) {
+            out.writeByteArray(8, new Pb().add(1, "com.microsoft").addVarint(2, 1).toBytes());
+        }
         out.writeTag(7, 2);
         out.writeUInt64NoTag(graphSize);
         out.writeRawBytes(body);

@@ -42,7 +42,8 @@ public final class GenerateCommand implements Callable<Integer> {
     Path promptFile;
 
     @Option(names = "--kv", paramLabel = "SPEC", defaultValue = "turbo3.5",
-            description = "KV cache: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ... (default: ${DEFAULT-VALUE}).")
+            description = "KV cache: full, fp16, turbo3.5, turbo2.5, k4v3, kivi2, ...; or ONNX Runtime alone: ort, ort-int8, "
+                    + "ort-int4 (its own quantized cache; GroupQueryAttention graphs) (default: ${DEFAULT-VALUE}).")
     String kv;
 
     @Option(names = "--mode", paramLabel = "MODE", defaultValue = "engine",
@@ -88,7 +89,7 @@ public final class GenerateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        if (PlainOrtGenerate.selected(kv)) { // --kv ort: plain ONNX Runtime, no kvquant (the bench baseline)
+        if (PlainOrtGenerate.selected(kv)) { // --kv ort, ort-int8, ort-int4: ONNX Runtime alone (the bench baselines)
             return PlainOrtGenerate.run(this);
         }
         // Validate everything cheap before loading anything.

@@ -99,6 +99,10 @@ public final class AttentionSplit {
                 break;
             }
             Node fused = model.producer.get("present." + i + ".key");
+            if (MhaCut.is(fused)) { // com.microsoft::MultiHeadAttention: taken over like GQA (MhaCut)
+                s.layers.add(MhaCut.locate(model, i, fused));
+                continue;
+            }
             if (fused != null && !fused.domain().isEmpty() && !fused.domain().equals("ai.onnx")
                     || fused != null && fused.op().equals("Attention")) {
                 s.layers.add(s.locateFused(i, fused));
@@ -115,7 +119,7 @@ public final class AttentionSplit {
                 throw new IllegalArgumentException("the model mixes fused and plain attention layers; not supported");
             }
             s.probeMasks();
-        } else {
+        } else if (!s.sequenceInputs.isEmpty()) { // GroupQueryAttention layers (MultiHeadAttention has none)
             s.probeSequenceLengths();
         }
         s.cut();
@@ -245,7 +249,7 @@ public final class AttentionSplit {
         String node = "node '" + n.name() + "' (" + n.domain() + "::" + n.op() + ") of layer " + i;
         if (!n.op().equals("GroupQueryAttention") || !n.domain().equals("com.microsoft")) {
             throw new IllegalArgumentException(node + ": kvquant's compressed-attention mode supports plain "
-                    + "MatMul/Softmax attention and com.microsoft::GroupQueryAttention only");
+                    + "MatMul/Softmax attention, com.microsoft::GroupQueryAttention and MultiHeadAttention only");
         }
         for (Pb.Field f : n.raw().all(5)) {
             Pb a = f.message();

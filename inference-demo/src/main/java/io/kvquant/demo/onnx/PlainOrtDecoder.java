@@ -26,7 +26,25 @@ import java.util.function.IntConsumer;
  * <p>Not thread-safe. Close it to release the past.
  */
 public final class PlainOrtDecoder implements AutoCloseable {
-    private final DecoderModel model;
+
+    /**
+     * What the loop needs of the graph: its session, the past's geometry and element type
+     * ({@code pastDim} is the stored last dimension: head_dim, or head_dim / 2 for ONNX Runtime's
+     * 4-bit cache, two values a byte), {@code pastBytes} per stored element, and which optional
+     * inputs it has.
+     */
+    public record Graph(OrtSession session, int layers, int kvHeads, int headDim, int pastDim, OnnxJavaType pastType,
+                        int pastBytes, boolean hasAttentionMask, boolean hasPositionIds, boolean hasUseCacheBranch) {
+
+        /** A {@link DecoderModel}'s graph (fp32 or fp16 past). */
+        public static Graph of(DecoderModel m) {
+            return new Graph(m.session(), m.layers(), m.kvHeads(), m.headDim(), m.headDim(),
+                    m.fp16() ? OnnxJavaType.FLOAT16 : OnnxJavaType.FLOAT, m.fp16() ? 2 : 4,
+                    m.session().getInputNames().contains("attention_mask"), m.hasPositionIds(), m.hasUseCacheBranch());
+        }
+    }
+
+    private final Graph model;
     private final OrtSession session;
     private final int prefillChunk;
     private final boolean hasAttentionMask;
@@ -36,13 +54,17 @@ public final class PlainOrtDecoder implements AutoCloseable {
     private int position;
 
     public PlainOrtDecoder(DecoderModel model, int prefillChunk) {
+        this(Graph.of(model), prefillChunk);
+    }
+
+    public PlainOrtDecoder(Graph model, int prefillChunk) {
         if (prefillChunk < 1) {
             throw new IllegalArgumentException("prefill chunk must be >= 1, got " + prefillChunk);
         }
         this.model = model;
         this.session = model.session();
         this.prefillChunk = prefillChunk;
-        this.hasAttentionMask = session.getInputNames().contains("attention_mask");
+        this.hasAttentionMask = model.hasAttentionMask();
     }
 
     /** Feeds the prompt {@link #prefillChunk()} tokens per run; returns the logits after its last token. */
@@ -98,14 +120,14 @@ public final class PlainOrtDecoder implements AutoCloseable {
                 mine.put("use_cache_branch", OnnxTensor.createTensor(env, new boolean[] {past > 0}));
             }
             in.putAll(mine);
-            long[] empty = {1, model.kvHeads(), 0, model.headDim()};
+            long[] empty = {1, model.kvHeads(), 0, model.pastDim()};
             for (int l = 0; l < model.layers(); l++) {
                 for (String kind : new String[] {"key", "value"}) {
                     String name = "past_key_values." + l + "." + kind;
                     if (held == null) {
-                        OnnxTensor e = model.fp16()
-                                ? OnnxTensor.createTensor(env, ShortBuffer.allocate(0), empty, OnnxJavaType.FLOAT16)
-                                : OnnxTensor.createTensor(env, FloatBuffer.allocate(0), empty);
+                        OnnxTensor e = model.pastType() == OnnxJavaType.FLOAT
+                                ? OnnxTensor.createTensor(env, FloatBuffer.allocate(0), empty)
+                                : OnnxTensor.createTensor(env, ByteBuffer.allocateDirect(0), empty, model.pastType());
                         mine.put(name, e);
                         in.put(name, e);
                     } else {
@@ -181,9 +203,46 @@ public final class PlainOrtDecoder implements AutoCloseable {
         return position;
     }
 
-    /** Bytes of the dense past held between steps: every present tensor of the last step. */
+    /** Bytes of the past held between steps: every present tensor of the last step. */
     public long pastBytes() {
-        return 2L * model.layers() * model.kvHeads() * model.headDim() * position * (model.fp16() ? 2 : 4);
+        return 2L * model.layers() * model.kvHeads() * model.pastDim() * position * model.pastBytes();
+    }
+
+    /**
+     * The last step's {@code present.layer.kind} as floats, [kvHeads][tokens][headDim] (fp32 or
+     * fp16 pasts only): the calibration sample of ONNX Runtime's quantized cache.
+     */
+    public float[] presentFloats(int layer, String kind) {
+        if (held == null) {
+            throw new IllegalStateException("nothing decoded yet");
+        }
+        OnnxTensor t = present(held, layer, kind);
+        if (t.getInfo().type == OnnxJavaType.FLOAT) {
+            FloatBuffer fb = t.getFloatBuffer();
+            float[] out = new float[fb.remaining()];
+            fb.get(out);
+            return out;
+        }
+        if (t.getInfo().type == OnnxJavaType.FLOAT16) {
+            ShortBuffer sb = t.getShortBuffer();
+            float[] out = new float[sb.remaining()];
+            for (int i = 0; i < out.length; i++) {
+                out[i] = Float.float16ToFloat(sb.get(i));
+            }
+            return out;
+        }
+        throw new IllegalStateException("present." + layer + "." + kind + " is " + t.getInfo().type + ", not fp32/fp16");
+    }
+
+    /** The last step's {@code present.layer.kind} as stored bytes (int8/uint8 pasts: ONNX Runtime's quantized codes). */
+    public byte[] presentBytes(int layer, String kind) {
+        if (held == null) {
+            throw new IllegalStateException("nothing decoded yet");
+        }
+        ByteBuffer b = present(held, layer, kind).getByteBuffer();
+        byte[] out = new byte[b.remaining()];
+        b.get(out);
+        return out;
     }
 
     /** What the same past takes in fp16. */

@@ -15,6 +15,8 @@ import io.kvquant.demo.onnx.DecoderModel;
 import io.kvquant.demo.onnx.JavaAttentionDecoder;
 import io.kvquant.demo.onnx.JavaAttentionModel;
 import io.kvquant.demo.onnx.KvHookDecoder;
+import io.kvquant.demo.onnx.OrtBaseline;
+import io.kvquant.demo.graph.OrtQuantKv;
 import io.kvquant.demo.onnx.PlainOrtDecoder;
 import io.kvquant.demo.sampling.Sampler;
 import java.io.ByteArrayOutputStream;
@@ -88,7 +90,7 @@ class BenchModelWriterTest {
         assertEquals(65536, g.kvBytesPerToken(), "8 layers x 8 KV heads x 128 dims x K,V x 4 bytes");
         assertEquals(1L << 30, g.kvBytesPerToken() * 16384, "1 GiB at 16K tokens");
         g.validate();
-        String cfg = BenchModelWriter.configJson(g, 0);
+        String cfg = BenchModelWriter.configJson(g, BenchModelWriter.Attention.PLAIN, 0);
         assertTrue(cfg.contains("\"num_key_value_heads\": 8") && cfg.contains("\"head_dim\": 128")
                 && cfg.contains("\"max_position_embeddings\": 65536"), cfg);
     }
@@ -213,6 +215,47 @@ class BenchModelWriterTest {
                             assertTrue(e < 1e-4, "q" + g.qHeads() + " chunk " + chunk + " step " + i + ": relative error " + e);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /**
+     * The GroupQueryAttention form (the one ONNX Runtime's quantized KV cache runs in) holds the
+     * same weights: ONNX Runtime gives the plain form's logits over a prompt and 8 greedy steps
+     * (1e-4 relative: fused vs unfused fp32 arithmetic), and the engine's cut of the GQA form
+     * with a full cache gives them too.
+     */
+    @Test
+    void gqaFormGivesThePlainFormsLogits(@TempDir Path tmp) throws IOException {
+        for (BenchModelWriter.Geometry g : new BenchModelWriter.Geometry[] {GQA, MHA}) {
+            Path plainDir = write(tmp.resolve("p" + g.qHeads()), g);
+            Path gqaDir = tmp.resolve("g" + g.qHeads());
+            BenchModelWriter.write(gqaDir, g, BenchModelWriter.Attention.GQA, tokenizer(), 0, null);
+            assertTrue(BenchModelWriter.isCurrent(gqaDir, g, BenchModelWriter.Attention.GQA));
+            assertFalse(BenchModelWriter.isCurrent(gqaDir, g), "the GQA form is not the plain model");
+            assertFalse(BenchModelWriter.isCurrent(plainDir, g, BenchModelWriter.Attention.GQA));
+            long[] ids = prompt(40, g.vocab());
+            DecoderModel.Options opts = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
+            JavaAttentionModel.prepare(gqaDir);
+            try (OrtBaseline a = OrtBaseline.open(plainDir, opts, OrtQuantKv.Setting.ORT, null);
+                 OrtBaseline b = OrtBaseline.open(gqaDir, opts, OrtQuantKv.Setting.ORT, null);
+                 PlainOrtDecoder da = a.newDecoder(16);
+                 PlainOrtDecoder db = b.newDecoder(16);
+                 JavaAttentionModel split = JavaAttentionModel.open(gqaDir, opts);
+                 DecodeAttention attention = new DecodeAttention(1);
+                 KvCache cache = KvCaches.create("full", g.layers(), g.kvHeads(), g.headDim())) {
+                JavaAttentionDecoder engine = new JavaAttentionDecoder(split, cache, attention, 16);
+                float[] x = da.prefill(ids, null);
+                float[] y = db.prefill(ids, null);
+                float[] z = engine.prefill(ids, null);
+                for (int step = 0; step < 8; step++) {
+                    assertTrue(relErr(y, x) < 1e-4, "q" + g.qHeads() + " step " + step + ": GQA vs plain " + relErr(y, x));
+                    assertTrue(relErr(z, y) < 1e-4, "q" + g.qHeads() + " step " + step + ": engine vs ORT " + relErr(z, y));
+                    int next = Sampler.argmax(x);
+                    x = da.step(next);
+                    y = db.step(next);
+                    z = engine.step(next);
                 }
             }
         }
