@@ -32,7 +32,7 @@ public final class KvCaches {
                     case FULL -> new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens());
                     case FP16 -> new DenseStore(arena, kvHeads, headDim, true, cfg.pageTokens());
                     case TURBO -> new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
-                            cfg.window(), cfg.pageTokens());
+                            cfg.window(), cfg.pageTokens(), cfg.windowBits() == 16);
                     case KIVI -> new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
                             cfg.pageTokens());
                 };

@@ -17,6 +17,7 @@ import java.util.Locale;
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
+ * {@code winbits=16|32} (the TurboQuant window in fp16, the presets' default, or fp32),
  * {@code trim=kv|v|off} (with a window, at head dims below 128 the records spend b + 1/8 bits per
  * element with their norm, as at d = 128, so that the window fits: {@link KvCaches#codeBits}),
  * {@code layers=R:S} (repeatable per-layer override: R a layer or range {@code 0-1}, S
@@ -26,14 +27,15 @@ import java.util.Locale;
  * ({@link #withLayers}) before a cache is built.
  *
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
- * keys centered ({@link #DEFAULT_CENTER}) and a {@link #DEFAULT_TURBO_WINDOW}-token
- * full-precision window; {@code window=0} and {@code center=off} give the bare codec for ablations.
+ * keys centered ({@link #DEFAULT_CENTER}), a {@link #DEFAULT_TURBO_WINDOW}-token
+ * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), and below head dim 128 value
+ * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
  */
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
-                            List<LayerOverride> layers, double autoBits, Trim trim) {
+                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -85,7 +87,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
      * paid for (see {@link KvCaches#codeBits}; chosen by measurement, docs/quality.md).
      */
     public static final Trim DEFAULT_TRIM = Trim.V;
-    private static final List<String> OPTIONS = List.of("window", "boundary", "center", "trim", "layers", "qjl", "sjl", "rot",
+    /** Bits per element of the TurboQuant presets' full-precision window (fp16: measured to cost nothing, docs/quality.md). */
+    public static final int DEFAULT_WINDOW_BITS = 16;
+    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -93,7 +97,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32);
     }
 
     public KvQuantConfig {
@@ -119,6 +123,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
         }
         trim = trim == null ? Trim.OFF : trim;
+        if (windowBits != 16 && windowBits != 32) {
+            throw new IllegalArgumentException("winbits must be 16 or 32, got " + windowBits);
+        }
+        if (windowBits != 32 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("winbits=16 applies to TurboQuant settings, not " + kind);
+        }
         if (trim != Trim.OFF && kind != Kind.TURBO) {
             throw new IllegalArgumentException("trim applies to TurboQuant settings, not " + kind);
         }
@@ -173,6 +183,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         int window = 0;
         boolean center = false;
         Trim trim = Trim.OFF;
+        int winBits = 32;
         switch (preset) {
             case "full", "fp32" -> kind = Kind.FULL;
             case "fp16" -> kind = Kind.FP16;
@@ -209,6 +220,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             window = DEFAULT_TURBO_WINDOW;
             center = DEFAULT_CENTER;
             trim = DEFAULT_TRIM;
+            winBits = DEFAULT_WINDOW_BITS;
         }
         boolean kq = false;
         boolean vq = false;
@@ -237,6 +249,16 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "page" -> page = integer(val, p, text);
                 case "seed" -> seed = integer(val, p, text);
                 case "center" -> center = onOff(val, "center", text);
+                case "winbits" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'winbits' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    winBits = integer(val, p, text);
+                    if (winBits != 16 && winBits != 32) {
+                        throw new IllegalArgumentException("winbits must be 16 or 32, not '" + val + "' in '" + text + "'");
+                    }
+                }
                 case "trim" -> {
                     if (kind != Kind.TURBO) {
                         throw new IllegalArgumentException("option 'trim' applies to TurboQuant settings, not '" + preset
@@ -304,7 +326,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto, trim);
+                    overrides, auto, trim, winBits);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -408,6 +430,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
             p.add("center=" + (center ? "on" : "off"));
         }
+        if (kind == Kind.TURBO && windowBits != DEFAULT_WINDOW_BITS) {
+            p.add("winbits=" + windowBits);
+        }
         if (kind == Kind.TURBO && trim != DEFAULT_TRIM) {
             p.add("trim=" + trim.name().toLowerCase(Locale.ROOT));
         }
@@ -492,19 +517,19 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */

@@ -394,7 +394,7 @@ public final class CacheFile {
         /**
          * Restores only the first {@code upTo} tokens (the keys and values of a prefix do not depend
          * on what follows it). Tokens saved in a full-precision window come back exactly; records
-         * that a shorter cache keeps in its window are decoded into it (as with prefix blocks).
+         * stay records, even where a shorter cache would hold those tokens in its window.
          */
         public void restore(LayeredKvCache cache, int upTo) throws CacheRefusedException {
             if (upTo < 0 || upTo > tokens.length) {
