@@ -49,15 +49,28 @@ public final class BitAllocation {
      * {@link #PROBE_BITS}, the bits per layer, and the predicted KL of the whole plan.
      */
     public record Plan(KvQuantConfig setting, double[] keyKl, double[] valueKl, double[] keyBits, double[] valueBits,
-                       double predictedKl) {
-        /** One line: the bits per layer and the resolved setting. */
+                       double predictedKl, String check) {
+        public Plan(KvQuantConfig setting, double[] keyKl, double[] valueKl, double[] keyBits, double[] valueBits,
+                    double predictedKl) {
+            this(setting, keyKl, valueKl, keyBits, valueBits, predictedKl, "");
+        }
+
+        /** One line: the bits per layer, the probe's check of the candidates, and the resolved setting. */
         public String describe() {
             StringBuilder b = new StringBuilder("auto plan:");
             for (int l = 0; l < keyBits.length; l++) {
                 b.append(" L").append(l).append(" k").append(fmt(keyBits[l])).append('v').append(fmt(valueBits[l]));
             }
-            return b.append(" (predicted KL ").append(String.format(java.util.Locale.ROOT, "%.5f", predictedKl))
-                    .append(") = ").append(setting).toString();
+            b.append(" (predicted KL ").append(String.format(java.util.Locale.ROOT, "%.5f", predictedKl));
+            if (!check.isEmpty()) {
+                b.append("; ").append(check);
+            }
+            return b.append(") = ").append(setting).toString();
+        }
+
+        /** This plan with the probe's check of the candidates recorded. */
+        Plan checked(String what) {
+            return new Plan(setting, keyKl, valueKl, keyBits, valueBits, predictedKl, what);
         }
     }
 
@@ -81,10 +94,69 @@ public final class BitAllocation {
             kk[l] = probe.kl(probeSetting(auto, layers, l, true, PROBE_BITS));
             vk[l] = probe.kl(probeSetting(auto, layers, l, false, PROBE_BITS));
         }
-        return allocate(auto, kk, vk, distortions(auto, headDim));
+        // the probe runs without a window, so its codec is untrimmed; the plan's codecs are as the setting builds them
+        double dProbe = distortions(auto.withWindow(0), headDim)[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))];
+        double[] d = distortions(auto, headDim);
+        Plan dp = allocate(auto, kk, vk, d, dProbe);
+        return check(auto, layers, probe, dp, d, dProbe);
     }
 
-    /** Relative MSE of the setting's codec at each half-bit rate in [MIN_BITS, MAX_BITS] (index 2·(b − MIN_BITS)). */
+    /**
+     * The allocation's model (KL proportional to MSE, components adding up) is an approximation, so
+     * the plan is checked on the probe text against the uniform settings of the same budget (every
+     * layer at b bits, and at k(b+½)v(b−½) and k(b−½)v(b+½)): each candidate runs once, with every
+     * layer quantized as it says and no window (the window is the same for all of them and would hide
+     * the differences), and the one with the lowest measured KL is the plan. So on the probe text the
+     * plan is never worse than the fixed settings of its budget.
+     */
+    static Plan check(KvQuantConfig auto, int layers, Probe probe, Plan dp, double[] d, double dProbe) {
+        double b = Math.rint(auto.autoBits() * 2) / 2;
+        List<Plan> candidates = new ArrayList<>();
+        candidates.add(dp);
+        for (double[] kv : new double[][]{{b, b}, {b + 0.5, b - 0.5}, {b - 0.5, b + 0.5}}) {
+            if (kv[0] < MIN_BITS || kv[1] < MIN_BITS || kv[0] > MAX_BITS || kv[1] > MAX_BITS) {
+                continue;
+            }
+            double[] kb = new double[layers];
+            double[] vb = new double[layers];
+            java.util.Arrays.fill(kb, kv[0]);
+            java.util.Arrays.fill(vb, kv[1]);
+            if (java.util.Arrays.equals(kb, dp.keyBits()) && java.util.Arrays.equals(vb, dp.valueBits())) {
+                continue;
+            }
+            List<KvQuantConfig.LayerOverride> o = new ArrayList<>();
+            for (int l = 0; l < layers; l++) {
+                o.add(new KvQuantConfig.LayerOverride(l, l, KvQuantConfig.Kind.TURBO, kv[0], kv[1]));
+            }
+            double predicted = 0;
+            for (int l = 0; l < layers; l++) {
+                predicted += Math.max(KL_FLOOR, dp.keyKl()[l]) / dProbe * d[(int) Math.round(2 * (kv[0] - MIN_BITS))]
+                        + Math.max(KL_FLOOR, dp.valueKl()[l]) / dProbe * d[(int) Math.round(2 * (kv[1] - MIN_BITS))];
+            }
+            candidates.add(new Plan(auto.withLayers(o), dp.keyKl(), dp.valueKl(), kb, vb, predicted));
+        }
+        if (candidates.size() == 1) {
+            return dp;
+        }
+        Plan best = null;
+        double bestKl = Double.POSITIVE_INFINITY;
+        StringBuilder what = new StringBuilder("probe KL");
+        for (Plan c : candidates) {
+            double kl = probe.kl(c.setting().withWindow(0));
+            what.append(c == dp ? " allocated " : " k" + fmt(c.keyBits()[0]) + "v" + fmt(c.valueBits()[0]) + " ")
+                    .append(String.format(java.util.Locale.ROOT, "%.5f", kl));
+            if (kl < bestKl) {
+                bestKl = kl;
+                best = c;
+            }
+        }
+        return best.checked(what.append(best == dp ? ", allocated kept" : ", uniform kept").toString());
+    }
+
+    /**
+     * Relative MSE of the setting's codec at each half-bit rate in [MIN_BITS, MAX_BITS] (index
+     * 2·(b − MIN_BITS)), as the setting builds it (trimmed where {@link KvCaches#codeBits} says).
+     */
     public static double[] distortions(KvQuantConfig cfg, int headDim) {
         int n = (int) Math.round(2 * (MAX_BITS - MIN_BITS)) + 1;
         double[] d = new double[n];
@@ -99,7 +171,7 @@ public final class BitAllocation {
         try (Arena arena = Arena.ofConfined()) {
             for (int i = 0; i < n; i++) {
                 double b = MIN_BITS + i / 2.0;
-                VectorCodec c = Codecs.turbo(headDim, b, false, cfg.rotation(), cfg.qjlKind(), cfg.seed() * 7919L + i,
+                VectorCodec c = Codecs.turbo(headDim, KvCaches.codeBits(cfg, headDim, b, false), false, cfg.rotation(), cfg.qjlKind(), cfg.seed() * 7919L + i,
                         cfg.normCorrection());
                 MemorySegment rec = arena.allocate(c.recordBytes());
                 float[] y = new float[headDim];
@@ -129,10 +201,14 @@ public final class BitAllocation {
      * @param d       relative MSE per half-bit rate, as {@link #distortions} gives it
      */
     public static Plan allocate(KvQuantConfig auto, double[] keyKl, double[] valueKl, double[] d) {
+        return allocate(auto, keyKl, valueKl, d, d[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))]);
+    }
+
+    /** As {@link #allocate(KvQuantConfig, double[], double[], double[])}, with the probe codec's own relative MSE. */
+    public static Plan allocate(KvQuantConfig auto, double[] keyKl, double[] valueKl, double[] d, double dProbe) {
         int layers = keyKl.length;
         int comps = 2 * layers;
         int rates = d.length;
-        double dProbe = d[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))];
         double[] sens = new double[comps];
         for (int l = 0; l < layers; l++) {
             sens[2 * l] = Math.max(KL_FLOOR, keyKl[l]) / dProbe;

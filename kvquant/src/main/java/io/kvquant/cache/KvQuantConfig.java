@@ -17,6 +17,9 @@ import java.util.Locale;
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
+ * {@code winbits=16|32} (the TurboQuant window in fp16, the presets' default, or fp32),
+ * {@code trim=kv|v|off} (with a window, at head dims below 128 the records spend b + 1/8 bits per
+ * element with their norm, as at d = 128, so that the window fits: {@link KvCaches#codeBits}),
  * {@code layers=R:S} (repeatable per-layer override: R a layer or range {@code 0-1}, S
  * {@code k<b>v<b>}, {@code turbo<b>}, {@code full} or {@code fp16}; later overrides win).
  * {@code auto:<b>} is a TurboQuant setting whose per-layer, per-K/V bits are chosen by a
@@ -24,14 +27,15 @@ import java.util.Locale;
  * ({@link #withLayers}) before a cache is built.
  *
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
- * keys centered ({@link #DEFAULT_CENTER}) and a {@link #DEFAULT_TURBO_WINDOW}-token
- * full-precision window; {@code window=0} and {@code center=off} give the bare codec for ablations.
+ * keys centered ({@link #DEFAULT_CENTER}), a {@link #DEFAULT_TURBO_WINDOW}-token
+ * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), and below head dim 128 value
+ * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
  */
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
-                            List<LayerOverride> layers, double autoBits) {
+                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -66,13 +70,26 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** Cache implementations. */
     public enum Kind { FULL, FP16, TURBO, KIVI }
 
+    /**
+     * How a TurboQuant setting with a window pays for it at head dims below 128 ({@link KvCaches#codeBits}):
+     * not at all ({@code off}), by trimming keys and values alike ({@code kv}), or values only ({@code v}).
+     */
+    public enum Trim { OFF, KV, V }
+
     public static final int DEFAULT_PAGE_TOKENS = 256;
     public static final long DEFAULT_SEED = 42L;
     /** Full-precision recent tokens of the plain TurboQuant presets (chosen by measurement, docs/quality.md). */
     public static final int DEFAULT_TURBO_WINDOW = 64;
     /** Whether the plain TurboQuant presets store keys centered (chosen by measurement, docs/quality.md). */
     public static final boolean DEFAULT_CENTER = true;
-    private static final List<String> OPTIONS = List.of("window", "boundary", "center", "layers", "qjl", "sjl", "rot",
+    /**
+     * Whether the TurboQuant presets trim their codec at head dims below 128 so that the window is
+     * paid for (see {@link KvCaches#codeBits}; chosen by measurement, docs/quality.md).
+     */
+    public static final Trim DEFAULT_TRIM = Trim.V;
+    /** Bits per element of the TurboQuant presets' full-precision window (fp16: measured to cost nothing, docs/quality.md). */
+    public static final int DEFAULT_WINDOW_BITS = 16;
+    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -80,7 +97,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32);
     }
 
     public KvQuantConfig {
@@ -104,6 +121,16 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             if (boundaryLayers != 0) {
                 throw new IllegalArgumentException("auto: chooses the per-layer bits itself; drop boundary=");
             }
+        }
+        trim = trim == null ? Trim.OFF : trim;
+        if (windowBits != 16 && windowBits != 32) {
+            throw new IllegalArgumentException("winbits must be 16 or 32, got " + windowBits);
+        }
+        if (windowBits != 32 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("winbits=16 applies to TurboQuant settings, not " + kind);
+        }
+        if (trim != Trim.OFF && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("trim applies to TurboQuant settings, not " + kind);
         }
         if (window < 0) {
             throw new IllegalArgumentException("window must be >= 0, got " + window);
@@ -155,6 +182,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         int group = 32;
         int window = 0;
         boolean center = false;
+        Trim trim = Trim.OFF;
+        int winBits = 32;
         switch (preset) {
             case "full", "fp32" -> kind = Kind.FULL;
             case "fp16" -> kind = Kind.FP16;
@@ -190,6 +219,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (kind == Kind.TURBO) {
             window = DEFAULT_TURBO_WINDOW;
             center = DEFAULT_CENTER;
+            trim = DEFAULT_TRIM;
+            winBits = DEFAULT_WINDOW_BITS;
         }
         boolean kq = false;
         boolean vq = false;
@@ -218,6 +249,29 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "page" -> page = integer(val, p, text);
                 case "seed" -> seed = integer(val, p, text);
                 case "center" -> center = onOff(val, "center", text);
+                case "winbits" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'winbits' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    winBits = integer(val, p, text);
+                    if (winBits != 16 && winBits != 32) {
+                        throw new IllegalArgumentException("winbits must be 16 or 32, not '" + val + "' in '" + text + "'");
+                    }
+                }
+                case "trim" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'trim' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    trim = switch (val) {
+                        case "kv", "on" -> Trim.KV;
+                        case "v" -> Trim.V;
+                        case "off" -> Trim.OFF;
+                        default -> throw new IllegalArgumentException("trim must be kv, v or off, not '" + val + "' in '"
+                                + text + "'");
+                    };
+                }
                 case "layers" -> {
                     if (kind != Kind.TURBO) {
                         throw new IllegalArgumentException("option 'layers' applies to TurboQuant settings, not '" + preset
@@ -272,7 +326,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto);
+                    overrides, auto, trim, winBits);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -376,6 +430,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
             p.add("center=" + (center ? "on" : "off"));
         }
+        if (kind == Kind.TURBO && windowBits != DEFAULT_WINDOW_BITS) {
+            p.add("winbits=" + windowBits);
+        }
+        if (kind == Kind.TURBO && trim != DEFAULT_TRIM) {
+            p.add("trim=" + trim.name().toLowerCase(Locale.ROOT));
+        }
         for (LayerOverride o : layers) {
             p.add("layers=" + o);
         }
@@ -457,19 +517,19 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */

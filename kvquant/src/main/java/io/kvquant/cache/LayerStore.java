@@ -129,7 +129,8 @@ public interface LayerStore extends AutoCloseable {
     /**
      * Appends {@code n} tokens given as raw records ({@code [head][n][recordBytes]} at kOff in
      * {@code k} and vOff in {@code v}, no re-encoding), then {@code w} tokens in full precision
-     * ({@code [head][w][dim]}). Records that must sit in the window are decoded into it. Needs a
+     * ({@code [head][w][dim]}). The records stay records (read back exactly as saved), even where a
+     * cache computing those tokens would still hold them in its window. Needs a
      * store holding no window tokens ({@code length() == recordTokens()}); atomic on failure.
      */
     default void importRecords(java.lang.foreign.MemorySegment k, long kOff, java.lang.foreign.MemorySegment v, long vOff,

@@ -157,7 +157,8 @@ public final class LayeredKvCache implements KvCache {
             throw new IllegalArgumentException("layer " + layer + ": cache would exceed " + Integer.MAX_VALUE / 2 + " tokens");
         }
         KvQuantConfig.Kind kind = config.layerKind(layer, layers);
-        float limit = kind == KvQuantConfig.Kind.FP16 || kind == KvQuantConfig.Kind.KIVI ? 65504f : Float.MAX_VALUE;
+        float limit = kind == KvQuantConfig.Kind.FP16 || kind == KvQuantConfig.Kind.KIVI
+                || (kind == KvQuantConfig.Kind.TURBO && config.windowBits() == 16 && config.window() > 0) ? 65504f : Float.MAX_VALUE;
         checkFinite(keys, "keys", layer, tokens, limit);
         checkFinite(values, "values", layer, tokens, limit);
         float[] mean = keyMean[layer];
@@ -310,11 +311,14 @@ public final class LayeredKvCache implements KvCache {
         return b;
     }
 
-    /** Off-heap and window bytes reserved (pages are allocated whole). */
+    /** Off-heap, window and key-mean bytes reserved (pages are allocated whole). */
     public long bytesAllocated() {
         long b = 0;
         for (LayerStore s : stores) {
             b += s.bytesAllocated();
+        }
+        for (float[] mu : keyMean) {
+            b += mu == null ? 0 : 4L * mu.length; // held too (kv_bytes counts everything held)
         }
         return b;
     }

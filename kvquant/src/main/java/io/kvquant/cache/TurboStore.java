@@ -8,7 +8,8 @@ import java.lang.foreign.MemorySegment;
 
 /**
  * TurboQuant storage of one layer: one record per token and head for keys and for values
- * (codes, norms, QJL signs), plus a ring of the most recent {@code window} tokens in fp32.
+ * (codes, norms, QJL signs), plus a ring of the most recent {@code window} tokens in fp32, or
+ * in fp16 ({@code winbits=16}, the presets' default: rows are widened to fp32 as they are read).
  * Tokens [0, length − window) are compressed; the rest are in the window.
  */
 final class TurboStore implements LayerStore {
@@ -20,13 +21,21 @@ final class TurboStore implements LayerStore {
     private final VectorCodec vc;
     private final PagedRecords[] keys;
     private final PagedRecords[] values;
-    private final float[][] winK;   // per head, window × dim ring
+    private final float[][] winK;   // per head, window × dim ring (fp32 window), else null
     private final float[][] winV;
+    private final short[][] winK16; // per head, window × dim ring (fp16 window), else null
+    private final short[][] winV16;
     private final io.kvquant.simd.CodeLayout kLayout;
     private final io.kvquant.simd.CodeLayout vLayout;
     private int length;
+    private int pinned;             // imported records stay records (see importRecords)
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens) {
+        this(arena, heads, dim, keyCodec, valueCodec, window, pageTokens, false);
+    }
+
+    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
+               boolean window16) {
         this.heads = heads;
         this.dim = dim;
         this.window = window;
@@ -40,8 +49,10 @@ final class TurboStore implements LayerStore {
         }
         keys = new PagedRecords[heads];
         values = new PagedRecords[heads];
-        winK = new float[heads][window * dim];
-        winV = new float[heads][window * dim];
+        winK = window16 ? null : new float[heads][window * dim];
+        winV = window16 ? null : new float[heads][window * dim];
+        winK16 = window16 ? new short[heads][window * dim] : null;
+        winV16 = window16 ? new short[heads][window * dim] : null;
         for (int h = 0; h < heads; h++) {
             keys[h] = new PagedRecords(arena, kc.recordBytes(), pageTokens);
             values[h] = new PagedRecords(arena, vc.recordBytes(), pageTokens);
@@ -85,14 +96,14 @@ final class TurboStore implements LayerStore {
     }
 
     private int compressed() {
-        return Math.max(0, length - window);
+        return Math.max(pinned, length - window);
     }
 
     @Override
     public void append(float[] k, float[] v, int tokens) {
         int newLen = length + tokens;
         int c = compressed();
-        int newC = Math.max(0, newLen - window);
+        int newC = Math.max(pinned, newLen - window);
         for (int h = 0; h < heads; h++) {
             keys[h].ensureCapacity(newC);
             values[h].ensureCapacity(newC);
@@ -104,7 +115,16 @@ final class TurboStore implements LayerStore {
                 float[] ksrc;
                 float[] vsrc;
                 int off;
-                if (t < length) {
+                if (t < length && winK16 != null) {
+                    float[] row = rows(2);
+                    widen(winK16[h], (t % window) * dim, row, 0);
+                    widen(winV16[h], (t % window) * dim, row, dim);
+                    ksrc = row;
+                    vsrc = row;
+                    kc.encode(ksrc, 0, keys[h].page(t), keys[h].offset(t));
+                    vc.encode(vsrc, dim, values[h].page(t), values[h].offset(t));
+                    continue;
+                } else if (t < length) {
                     ksrc = winK[h];
                     vsrc = winV[h];
                     off = (t % window) * dim;
@@ -121,8 +141,7 @@ final class TurboStore implements LayerStore {
         for (int h = 0; h < heads; h++) {
             for (int t = Math.max(newC, length); t < newLen; t++) {
                 int src = (h * tokens + t - length) * dim;
-                System.arraycopy(k, src, winK[h], (t % window) * dim, dim);
-                System.arraycopy(v, src, winV[h], (t % window) * dim, dim);
+                putWindow(h, t, k, src, v, src);
             }
         }
         length = newLen;
@@ -138,6 +157,9 @@ final class TurboStore implements LayerStore {
                 if (t < c) {
                     kc.decode(keys[h].page(t), keys[h].offset(t), kOut, dst);
                     vc.decode(values[h].page(t), values[h].offset(t), vOut, dst);
+                } else if (winK16 != null) {
+                    widen(winK16[h], (t % window) * dim, kOut, dst);
+                    widen(winV16[h], (t % window) * dim, vOut, dst);
                 } else {
                     System.arraycopy(winK[h], (t % window) * dim, kOut, dst, dim);
                     System.arraycopy(winV[h], (t % window) * dim, vOut, dst, dim);
@@ -150,14 +172,14 @@ final class TurboStore implements LayerStore {
     public long bytesUsed() {
         long c = compressed();
         long w = length - c;
-        return heads * (c * (kc.recordBytes() + vc.recordBytes()) + w * 2L * dim * 4);
+        return heads * (c * (kc.recordBytes() + vc.recordBytes()) + w * 2L * dim * windowBytes());
     }
 
     @Override
     public long bytesAllocated() {
         long b = 0;
         for (int h = 0; h < heads; h++) {
-            b += keys[h].bytesAllocated() + values[h].bytesAllocated() + 2L * window * dim * 4;
+            b += keys[h].bytesAllocated() + values[h].bytesAllocated() + 2L * window * dim * windowBytes();
         }
         return b;
     }
@@ -165,11 +187,13 @@ final class TurboStore implements LayerStore {
     @Override
     public void clear() {
         length = 0;
+        pinned = 0;
     }
 
     @Override
     public void close() {
         length = 0;
+        pinned = 0;
     }
 
     /** Tokens per kernel call in {@link #accumulate} (bounds the scaled-weight scratch). */
@@ -215,8 +239,13 @@ final class TurboStore implements LayerStore {
         }
         for (; t < to; t++) {
             int w = (t % window) * dim;
+            float[] row = winK16 == null ? winK[head] : rows(1);
+            if (winK16 != null) {
+                widen(winK16[head], w, row, 0);
+                w = 0;
+            }
             for (int i = 0; i < nq; i++) {
-                out[i * stride + t - from] = ops.dot(states, i * ss + fs, winK[head], w, dim);
+                out[i * stride + t - from] = ops.dot(states, i * ss + fs, row, w, dim);
             }
         }
     }
@@ -244,10 +273,15 @@ final class TurboStore implements LayerStore {
         }
         for (; t < to; t++) {
             int w = (t % window) * dim;
+            float[] row = winV16 == null ? winV[head] : rows(1);
+            if (winV16 != null) {
+                widen(winV16[head], w, row, 0);
+                w = 0;
+            }
             for (int i = 0; i < nq; i++) {
                 float x = p[i * stride + t - from];
                 if (x != 0f) {
-                    ops.axpy(x, winV[head], w, acc, i * as + fs, dim);
+                    ops.axpy(x, row, w, acc, i * as + fs, dim);
                 }
             }
         }
@@ -297,15 +331,17 @@ final class TurboStore implements LayerStore {
 
     @Override
     public void expandKeys(int head, int from, int to, float[] dst, int ld) {
-        expand(keys[head], kLayout, winK[head], from, to, dst, ld);
+        expand(keys[head], kLayout, winK16 != null ? null : winK[head], winK16 != null ? winK16[head] : null, from, to, dst, ld);
     }
 
     @Override
     public void expandValues(int head, int from, int to, float[] dst, int ld) {
-        expand(values[head], vLayout, winV[head], from, to, dst, ld);
+        expand(values[head], vLayout, winV16 != null ? null : winV[head], winV16 != null ? winV16[head] : null, from, to, dst, ld);
     }
 
-    private void expand(PagedRecords pr, io.kvquant.simd.CodeLayout lay, float[] win, int from, int to, float[] dst, int ld) {
+    /** Codes to feature rows, or window rows (fp32 {@code win}, or fp16 {@code win16} widened). */
+    private void expand(PagedRecords pr, io.kvquant.simd.CodeLayout lay, float[] win, short[] win16, int from, int to, float[] dst,
+                        int ld) {
         int c = compressed();
         if (from < c) {
             VectorOps ops = Simd.ops();
@@ -314,8 +350,51 @@ final class TurboStore implements LayerStore {
             }
         } else {
             for (int t = from; t < to; t++) {
-                System.arraycopy(win, (t % window) * dim, dst, (t - from) * ld, dim);
+                if (win16 != null) {
+                    widen(win16, (t % window) * dim, dst, (t - from) * ld);
+                } else {
+                    System.arraycopy(win, (t % window) * dim, dst, (t - from) * ld, dim);
+                }
             }
+        }
+    }
+
+
+    // ---- the full-precision window (fp32, or fp16 widened on read) ----
+
+    private int windowBytes() {
+        return winK16 != null ? 2 : 4;
+    }
+
+    private final ThreadLocal<float[]> rowScratch = ThreadLocal.withInitial(() -> new float[0]);
+
+    /** A per-thread scratch of {@code n} rows. */
+    private float[] rows(int n) {
+        float[] f = rowScratch.get();
+        if (f.length < n * dim) {
+            f = new float[n * dim];
+            rowScratch.set(f);
+        }
+        return f;
+    }
+
+    private void widen(short[] src, int so, float[] dst, int doff) {
+        for (int j = 0; j < dim; j++) {
+            dst[doff + j] = Float.float16ToFloat(src[so + j]);
+        }
+    }
+
+    /** Stores token {@code t}'s key and value rows in the window ring (rounded to fp16 for an fp16 window). */
+    private void putWindow(int h, int t, float[] k, int ko, float[] v, int vo) {
+        int o = (t % window) * dim;
+        if (winK16 == null) {
+            System.arraycopy(k, ko, winK[h], o, dim);
+            System.arraycopy(v, vo, winV[h], o, dim);
+            return;
+        }
+        for (int j = 0; j < dim; j++) {
+            winK16[h][o + j] = Float.floatToFloat16(k[ko + j]);
+            winV16[h][o + j] = Float.floatToFloat16(v[vo + j]);
         }
     }
 
@@ -347,28 +426,26 @@ final class TurboStore implements LayerStore {
     @Override
     public void importRecords(MemorySegment k, long kOff, MemorySegment v, long vOff, int n, float[] wk, float[] wv, int w) {
         if (length != compressed()) {
-            throw new IllegalArgumentException("raw records are imported into an empty store (this one holds " + length + " tokens)");
+            throw new IllegalArgumentException("raw records are imported into a store without window tokens (this one holds "
+                    + (length - compressed()) + ")");
         }
-        int newLen = length + n + w;
-        int newC = Math.max(0, newLen - window);
-        if (newC > length + n) {
+        int at = length;
+        if (w > window) {
             throw new IllegalArgumentException(w + " full-precision tokens after " + n + " records do not fit a window of " + window);
         }
+        // the records stay records, even those that a cache computing these tokens would still hold
+        // in its window: they read back exactly as saved (an fp16 window could not hold their
+        // decoding exactly); later tokens leave the window as usual
         int krb = kc.recordBytes();
         int vrb = vc.recordBytes();
         for (int h = 0; h < heads; h++) {
-            keys[h].copyIn(k, kOff + (long) h * n * krb, length, newC - length);
-            values[h].copyIn(v, vOff + (long) h * n * vrb, length, newC - length);
-            for (int t = newC; t < length + n; t++) {     // records that belong in the window are decoded into it
-                kc.decode(k, kOff + ((long) h * n + t - length) * krb, winK[h], (t % window) * dim);
-                vc.decode(v, vOff + ((long) h * n + t - length) * vrb, winV[h], (t % window) * dim);
-            }
+            keys[h].copyIn(k, kOff + (long) h * n * krb, at, n);
+            values[h].copyIn(v, vOff + (long) h * n * vrb, at, n);
             for (int i = 0; i < w; i++) {
-                int t = length + n + i;
-                System.arraycopy(wk, (h * w + i) * dim, winK[h], (t % window) * dim, dim);
-                System.arraycopy(wv, (h * w + i) * dim, winV[h], (t % window) * dim, dim);
+                putWindow(h, at + n + i, wk, (h * w + i) * dim, wv, (h * w + i) * dim);
             }
         }
-        length = newLen;
+        pinned = at + n;
+        length = at + n + w;
     }
 }

@@ -27,8 +27,13 @@ import java.util.List;
 public final class CacheFile {
 
     static final byte[] MAGIC = "KVQCACHE".getBytes(StandardCharsets.US_ASCII);
-    /** The format version this build writes and the newest it reads. */
-    public static final int VERSION = 1;
+    /**
+     * The format version this build writes and the newest it reads. 2: the presets' records at head
+     * dims below 128 are trimmed ({@code KvCaches.codeBits}); the byte format is unchanged, so
+     * version 1 files are read as before, and one whose records no longer match its config's codecs
+     * is refused by the per-layer layout check (record bytes and codec fingerprint).
+     */
+    public static final int VERSION = 2;
     static final int HEAD = tag("HEAD");
     static final int TOKS = tag("TOKS");
     static final int LOGT = tag("LOGT");
@@ -389,7 +394,7 @@ public final class CacheFile {
         /**
          * Restores only the first {@code upTo} tokens (the keys and values of a prefix do not depend
          * on what follows it). Tokens saved in a full-precision window come back exactly; records
-         * that a shorter cache keeps in its window are decoded into it (as with prefix blocks).
+         * stay records, even where a shorter cache would hold those tokens in its window.
          */
         public void restore(LayeredKvCache cache, int upTo) throws CacheRefusedException {
             if (upTo < 0 || upTo > tokens.length) {

@@ -23,7 +23,8 @@ import java.util.List;
 public final class PrefixBlocks {
 
     static final byte[] MAGIC = "KVQBLOCK".getBytes(StandardCharsets.US_ASCII);
-    public static final int VERSION = 1;
+    /** 2: trimmed preset records below head dim 128 (see CacheFile.VERSION); the version is in every block key, so v1 blocks are not looked up. */
+    public static final int VERSION = 2;
     public static final int DEFAULT_BLOCK_TOKENS = 256;
     private static final int TAGGED = 1;
 

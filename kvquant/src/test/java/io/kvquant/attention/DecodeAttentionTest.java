@@ -151,8 +151,17 @@ class DecodeAttentionTest {
             q[i] = (float) r.nextGaussian();
         }
         float[] ref = reference(q, kv[0], kv[1], 4, 2, 100, d, (float) (1 / Math.sqrt(d)));
-        // a window as large as the context: nothing is quantized
-        assertTrue(relErr(ref, run("turbo2,window=128", kv, q, 4, 2, 100, d, 1)) < 1e-5);
+        // a window as large as the context: nothing is quantized (fp32 window: exact)
+        assertTrue(relErr(ref, run("turbo2,window=128,winbits=32", kv, q, 4, 2, 100, d, 1)) < 1e-5);
+        // the default fp16 window: exact attention over the fp16-rounded keys and values
+        float[][] kv16 = {kv[0].clone(), kv[1].clone()};
+        for (float[] a : kv16) {
+            for (int i = 0; i < a.length; i++) {
+                a[i] = Float.float16ToFloat(Float.floatToFloat16(a[i]));
+            }
+        }
+        float[] ref16 = reference(q, kv16[0], kv16[1], 4, 2, 100, d, (float) (1 / Math.sqrt(d)));
+        assertTrue(relErr(ref16, run("turbo2,window=128", kv, q, 4, 2, 100, d, 1)) < 1e-5);
         // a window of 60: a mix of both paths, better than no window
         double mixed = relErr(ref, run("turbo2,window=60", kv, q, 4, 2, 100, d, 1));
         double none = relErr(ref, run("turbo2,window=0", kv, q, 4, 2, 100, d, 1));

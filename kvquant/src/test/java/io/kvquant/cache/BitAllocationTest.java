@@ -14,7 +14,7 @@ class BitAllocationTest {
 
     @Test
     void distortionFallsWithEveryHalfBitAndMatchesTheLloydMaxFigures() {
-        double[] d = BitAllocation.distortions(AUTO, 64);
+        double[] d = BitAllocation.distortions(AUTO.withWindow(0), 64); // untrimmed: the codec at its nominal rate
         assertEquals(13, d.length); // 2, 2.5, ..., 8
         for (int i = 1; i < d.length; i++) {
             assertTrue(d[i] < d[i - 1], "D must fall: " + java.util.Arrays.toString(d));
@@ -23,6 +23,11 @@ class BitAllocationTest {
         assertEquals(0.1160, d[0], 0.1160 * 0.06);
         assertEquals(0.0340, d[2], 0.0340 * 0.06);
         assertEquals(0.00931, d[4], 0.00931 * 0.06);
+        // with the window the presets trim 1/8 code bit at d = 64: more distortion at each nominal rate, still falling
+        double[] t = BitAllocation.distortions(AUTO, 64);
+        for (int i = 0; i < t.length; i++) {
+            assertTrue(t[i] > d[i] && (i == 0 || t[i] < t[i - 1]), "trimmed " + java.util.Arrays.toString(t));
+        }
     }
 
     @Test
@@ -79,31 +84,74 @@ class BitAllocationTest {
     @Test
     void planProbesEachComponentAloneAndFollowsTheSensitivity() {
         List<KvQuantConfig> seen = new ArrayList<>();
+        List<KvQuantConfig> checked = new ArrayList<>();
         // a model whose layer 2 keys are very sensitive and everything else barely
         BitAllocation.Plan p = BitAllocation.plan(AUTO, 4, 64, s -> {
-            seen.add(s);
-            int quantized = -1;
-            for (int l = 0; l < 4; l++) {
-                if (s.layerKind(l, 4) == KvQuantConfig.Kind.TURBO) {
-                    assertEquals(-1, quantized, "one layer at a time: " + s);
-                    quantized = l;
-                }
-            }
-            boolean key = s.layerKeyBits(quantized) == BitAllocation.PROBE_BITS;
-            assertTrue(key ^ s.layerValueBits(quantized) == BitAllocation.PROBE_BITS, s.toString());
             assertEquals(0, s.window(), "probed without a window");
-            return quantized == 2 && key ? 0.05 : 0.001;
+            int quantized = 0;
+            for (int l = 0; l < 4; l++) {
+                quantized += s.layerKind(l, 4) == KvQuantConfig.Kind.TURBO ? 1 : 0;
+            }
+            if (quantized == 4) { // a candidate plan, checked after the probes: KL from the same model
+                checked.add(s);
+                double kl = 0;
+                for (int l = 0; l < 4; l++) {
+                    kl += (l == 2 ? 0.05 : 0.001) * Math.pow(2, -2 * (s.layerKeyBits(l) - 2)) + 0.001 * Math.pow(2, -2 * (s.layerValueBits(l) - 2));
+                }
+                return kl;
+            }
+            assertEquals(1, quantized, "one layer at a time: " + s);
+            assertTrue(checked.isEmpty(), "components are probed before the candidates");
+            seen.add(s);
+            int layer = 0;
+            while (s.layerKind(layer, 4) != KvQuantConfig.Kind.TURBO) {
+                layer++;
+            }
+            boolean key = s.layerKeyBits(layer) == BitAllocation.PROBE_BITS;
+            assertTrue(key ^ s.layerValueBits(layer) == BitAllocation.PROBE_BITS, s.toString());
+            return layer == 2 && key ? 0.05 : 0.001;
         });
         assertEquals(8, seen.size());
+        assertEquals(4, checked.size(), "the allocation and the 3 uniform settings of the budget: " + checked);
         assertTrue(p.keyBits()[2] > 3.5, p.describe());
         for (int l = 0; l < 4; l++) {
             if (l != 2) {
                 assertTrue(p.keyBits()[l] <= p.keyBits()[2] && p.valueBits()[l] <= p.keyBits()[2], p.describe());
             }
         }
-        assertTrue(p.describe().contains("L2 k"), p.describe());
+        assertTrue(p.describe().contains("L2 k") && p.describe().contains("allocated kept"), p.describe());
         assertTrue(!p.setting().needsCalibration() && p.setting().window() == KvQuantConfig.DEFAULT_TURBO_WINDOW);
         assertEquals(p.setting(), KvQuantConfig.parse(p.setting().toString()), "the plan's text form round-trips");
+    }
+
+    @Test
+    void theCheckKeepsTheCandidateWithTheLowestMeasuredKl() {
+        // the probes say values matter everywhere, keys nowhere; but measured on the whole plan, uniform k4v3 is best
+        BitAllocation.Plan p = BitAllocation.plan(AUTO, 4, 64, s -> {
+            int quantized = 0;
+            for (int l = 0; l < 4; l++) {
+                quantized += s.layerKind(l, 4) == KvQuantConfig.Kind.TURBO ? 1 : 0;
+            }
+            if (quantized == 4) {
+                boolean k4v3 = true;
+                for (int l = 0; l < 4; l++) {
+                    k4v3 &= s.layerKeyBits(l) == 4 && s.layerValueBits(l) == 3;
+                }
+                return k4v3 ? 0.001 : 0.002;
+            }
+            int layer = 0;
+            while (s.layerKind(layer, 4) != KvQuantConfig.Kind.TURBO) {
+                layer++;
+            }
+            return s.layerKeyBits(layer) == BitAllocation.PROBE_BITS ? 0.0001 : 0.01;
+        });
+        for (int l = 0; l < 4; l++) {
+            assertEquals(4, p.keyBits()[l], p.describe());
+            assertEquals(3, p.valueBits()[l], p.describe());
+            assertEquals(4, p.setting().layerKeyBits(l));
+            assertEquals(3, p.setting().layerValueBits(l));
+        }
+        assertTrue(p.describe().contains("k4v3 0.00100") && p.describe().contains("uniform kept"), p.describe());
     }
 
     @Test

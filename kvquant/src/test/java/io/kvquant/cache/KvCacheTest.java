@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.kvquant.codec.VectorCodec;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -56,8 +57,17 @@ class KvCacheTest {
         return e / n;
     }
 
+    /** Relative MSE of the rotated Lloyd-Max codec at b code bits per coordinate (a split mixes its two integer rates). */
+    static double lloydMax(double b) {
+        double[] d = {1, 0.363, 0.116, 0.034, 0.0093, 0.0025};
+        int lo = (int) Math.floor(b);
+        double f = b - lo;
+        return (1 - f) * d[lo] + f * d[lo + 1];
+    }
+
     @ParameterizedTest
-    @ValueSource(strings = {"full", "fp16", "turbo4", "turbo3.5", "turbo2.5", "k4v3,qjl=k", "kivi4", "kivi2", "turbo3,window=5"})
+    @ValueSource(strings = {"full", "fp16", "turbo4", "turbo3.5", "turbo2.5", "k4v3,qjl=k", "kivi4", "kivi2", "turbo3,window=5",
+            "turbo3,window=5,trim=off", "turbo3,window=5,trim=kv", "turbo3,window=5,winbits=32"})
     void everyCacheRoundTripsWithinItsDistortion(String spec) {
         int d = 64;
         try (LayeredKvCache c = KvCaches.create(spec, 2, 2, d)) {
@@ -87,6 +97,13 @@ class KvCacheTest {
             if (spec.startsWith("k4v3")) {
                 // QJL keys: the unbiased reconstruction has larger MSE; values are 3-bit mse
                 assertTrue(ev < 0.034 * 1.3, spec + " values " + ev);
+            } else if (spec.startsWith("turbo3,")) {
+                // with a window the records are trimmed at d = 64 (KvCaches.codeBits): the bound is the
+                // Lloyd-Max distortion of the codec's own split, a mix of its two integer rates
+                double kb = KvCaches.codeBits(c.config(), d, 1, true);
+                double vb = KvCaches.codeBits(c.config(), d, 1, false);
+                assertTrue(ek <= lloydMax(kb) * 1.3 && ev <= lloydMax(vb) * 1.3, spec + " rel. MSE keys " + ek + " at " + kb
+                        + " bits, values " + ev + " at " + vb + " bits");
             } else {
                 assertTrue(ek <= bound && ev <= bound, spec + " rel. MSE keys " + ek + " values " + ev + " bound " + bound);
             }
@@ -95,13 +112,14 @@ class KvCacheTest {
                 assertArrayEquals(kv[1], v);
             }
             if (spec.contains("window=5")) {
-                // the last 5 tokens are exact
+                // the last 5 tokens are exact in an fp32 window (winbits=32), fp16-rounded in the default fp16 one
+                boolean fp32 = spec.contains("winbits=32");
                 for (int h = 0; h < 2; h++) {
                     for (int t = len - 5; t < len; t++) {
                         for (int j = 0; j < d; j++) {
                             int i = (h * len + t) * d + j;
-                            assertEquals(kv[0][i], k[i], 0f);
-                            assertEquals(kv[1][i], v[i], 0f);
+                            assertEquals(fp32 ? kv[0][i] : Float.float16ToFloat(Float.floatToFloat16(kv[0][i])), k[i], 0f);
+                            assertEquals(fp32 ? kv[1][i] : Float.float16ToFloat(Float.floatToFloat16(kv[1][i])), v[i], 0f);
                         }
                     }
                 }
@@ -196,9 +214,51 @@ class KvCacheTest {
             double r25 = (double) fp16.bytesUsed() / t25.bytesUsed();
             assertTrue(r35 >= 4.4 && r25 >= 6.0, "ratios " + r35 + " " + r25);
             assertTrue(t35.bytesAllocated() >= t35.bytesUsed());
-            // the plain preset: a 64-token fp32 window (K and V) and, centered, one fp32 key mean per head
-            assertEquals(36L * heads * 2 * (2 + 56) + 64L * heads * 2 * d * 4, presetOff.bytesUsed());
+            // the plain preset: a 64-token fp16 window (K and V) and, centered, one fp32 key mean per head
+            assertEquals(36L * heads * 2 * (2 + 56) + 64L * heads * 2 * d * 2, presetOff.bytesUsed());
             assertEquals(presetOff.bytesUsed() + 4L * heads * d, preset.bytesUsed());
+        }
+    }
+
+    /**
+     * Issue #17's budget: the presets hold at most 3.75 real bits per element at 16K tokens, at the
+     * bundled model's head dim (64) and at 128, everything counted (records with their fp16 norms,
+     * the 64-token fp32 window, the fp32 key means). At d = 64 that needs the trimmed codec: the
+     * untrimmed one spends 3.75 bits in its records alone, so any window breaks the budget.
+     */
+    @Test
+    void presetsHoldAtMost375BitsPerElementAt16K() {
+        int tokens = 16_384;
+        int heads = 2;
+        for (int d : new int[]{64, 128}) {
+            for (String spec : new String[]{"turbo3.5", "turbo2.5", "turbo3.5,trim=off", "k4v3", "turbo3.5,trim=kv"}) {
+                try (LayeredKvCache c = KvCaches.create(spec, 1, heads, d)) {
+                    Random r = new Random(SEED + d);
+                    for (int done = 0; done < tokens; done += 1024) {
+                        c.append(0, gaussian(r, heads * 1024 * d, 1.5f), gaussian(r, heads * 1024 * d, 1f), 1024);
+                    }
+                    double bits = c.bytesUsed() * 8.0 / (2.0 * tokens * heads * d);
+                    // the exact count: compressed records, the window in fp32, one fp32 key mean per head
+                    VectorCodec kc = KvCaches.keyCodec(c.config(), d, 0);
+                    VectorCodec vc = KvCaches.valueCodec(c.config(), d, 0);
+                    long expect = heads * ((tokens - 64L) * (kc.recordBytes() + vc.recordBytes())
+                            + 64L * 2 * d * c.config().windowBits() / 8 + 4L * d);
+                    assertEquals(expect, c.bytesUsed(), spec + " at d = " + d);
+                    // what kvq generate reports as kv_bytes: pages as allocated (whole pages of records, so
+                    // 16,320 records take 64 pages of 256) with the window and the key means, all under the budget
+                    double held = c.bytesAllocated() * 8.0 / (2.0 * tokens * heads * d);
+                    double nominal = (c.config().keyBits() + c.config().valueBits()) / 2;
+                    double codec = (kc.bitsPerElement() + vc.bitsPerElement()) / 2;
+                    if (spec.contains("trim=off") && d == 64) {
+                        assertEquals(3.75, codec, 1e-9, "untrimmed 3.5-bit records at d = 64");
+                        assertTrue(bits > 3.75, "untrimmed at d = 64: " + bits);
+                    } else {
+                        assertEquals(nominal + 0.125, codec, 1e-9, spec + " records at d = " + d + ": b + 1/8 bits");
+                        assertTrue(bits <= nominal + 0.25 && held <= nominal + 0.25, spec + " at d = " + d + ": " + bits
+                                + " bits per element (" + held + " as allocated)");
+                    }
+                }
+            }
         }
     }
 

@@ -16,10 +16,26 @@ class KvQuantConfigTest {
     @ValueSource(strings = {"full", "fp16", "turbo3.5", "turbo2.5", "turbo4", "k4v3", "kivi2", "kivi4",
             "turbo3.5,window=128,boundary=2,qjl=k", "k4v2.5,qjl=kv,sjl=orthogonal,rot=haar,normfix=on,seed=7,page=64",
             "kivi2,window=64,group=64", "turbo3.5,window=0,center=off", "full,center=on", "auto:3.5", "auto:2.5,window=0",
-            "turbo3.5,layers=0-1:k8v4,layers=3:full", "k4v3,layers=2:fp16,layers=0:turbo2.5", "kivi2,center=on"})
+            "turbo3.5,layers=0-1:k8v4,layers=3:full", "k4v3,layers=2:fp16,layers=0:turbo2.5", "kivi2,center=on",
+            "turbo3.5,trim=off", "turbo3.5,trim=kv,winbits=32", "auto:3.5,winbits=32"})
     void compactFormRoundTrips(String s) {
         KvQuantConfig c = KvQuantConfig.parse(s);
         assertEquals(c, KvQuantConfig.parse(c.toString()), s + " -> " + c);
+    }
+
+    @Test
+    void thePresetsCarryTheMeasuredDefaults() {
+        KvQuantConfig c = KvQuantConfig.parse("turbo3.5");
+        assertEquals(64, c.window());
+        assertEquals(16, c.windowBits());
+        assertEquals(KvQuantConfig.Trim.V, c.trim());
+        assertTrue(c.center());
+        assertEquals("turbo3.5", c.toString());
+        KvQuantConfig old = KvQuantConfig.parse("turbo3.5,trim=off,winbits=32");
+        assertEquals(KvQuantConfig.Trim.OFF, old.trim());
+        assertEquals(32, old.windowBits());
+        assertEquals(32, KvQuantConfig.parse("full").windowBits());
+        assertEquals(KvQuantConfig.Trim.OFF, KvQuantConfig.parse("kivi2").trim());
     }
 
     @Test
@@ -80,13 +96,17 @@ class KvQuantConfigTest {
             assertTrue(cache.store(1) instanceof DenseStore);
             assertEquals(2L * 2 * 10 * 64 * 4, cache.store(1).bytesUsed(), "full layer: fp32 K and V");
             assertEquals(2L * 2 * 10 * 64 * 2, cache.store(2).bytesUsed(), "fp16 layer");
-            assertEquals(12.0, KvCaches.keyCodec(cache.config(), 64, 0).bitsPerElement() + KvCaches.valueCodec(cache.config(), 64, 0)
-                    .bitsPerElement() - 0.5, 1e-9, "k8v4 codecs (one fp16 norm each: 0.25 bit at d = 64)");
+            assertEquals(12.25, KvCaches.keyCodec(cache.config(), 64, 0).bitsPerElement() + KvCaches.valueCodec(cache.config(), 64, 0)
+                    .bitsPerElement(), 1e-9, "k8v4 codecs trimmed to b + 1/8 bits per element with their fp16 norm at d = 64");
         }
     }
 
     @Test
     void errorsNameTheBadPart() {
+        assertMessage("turbo3.5,trim=x", "trim must be kv, v or off");
+        assertMessage("turbo3.5,winbits=8", "winbits must be 16 or 32");
+        assertMessage("kivi2,trim=v", "TurboQuant");
+        assertMessage("kivi2,winbits=16", "TurboQuant");
         assertMessage("turbo3.5,layers=0-1", "layers=<layer or range>:<setting>");
         assertMessage("turbo3.5,layers=a-1:k8v4", "'a-1'");
         assertMessage("turbo3.5,layers=2-1:k8v4", "'2-1'");

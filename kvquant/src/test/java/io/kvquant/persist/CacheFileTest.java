@@ -263,9 +263,9 @@ class CacheFileTest {
         assertTrue(refusal(f, "turbo2.5", SHA).contains("made with cache config 'turbo3.5,window=0', this run uses 'turbo2.5'"));
         assertTrue(refusal(f, "turbo3.5,seed=7", SHA).contains("cache config"));
         byte[] b = Files.readAllBytes(f);
-        b[8] = 2;
+        b[8] = 3;
         Files.write(f, b);
-        assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("format version 2, newer than this kvquant reads (1)"));
+        assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("format version 3, newer than this kvquant reads (2)"));
         Files.writeString(f, "not a cache at all, just text");
         assertTrue(refusal(f, "turbo3.5,window=0", SHA).contains("not a kvquant cache file"));
     }

@@ -67,6 +67,11 @@ public final class PerplexityCommand implements Callable<Integer> {
             description = "Windows to score; 0 = as many as the text holds (default: ${DEFAULT-VALUE}).")
     int windows;
 
+    @Option(names = "--per-token", paramLabel = "FILE",
+            description = "Also write every scored position to FILE (CSV: window, position, token, then the NLL and the "
+                    + "KL against full of each setting), to find where the KL comes from.")
+    Path perToken;
+
     @Option(names = "--json", description = "Print the results as JSON on stdout (instead of the table).")
     boolean json;
 
@@ -131,6 +136,15 @@ public final class PerplexityCommand implements Callable<Integer> {
                 scores[i] = new Score(settings.get(i).toString());
             }
             int perWindow = ctx - pre;
+            PrintWriter tokCsv = null;
+            if (perToken != null) {
+                tokCsv = new PrintWriter(Files.newBufferedWriter(perToken));
+                StringBuilder h = new StringBuilder("window,position,token");
+                for (KvQuantConfig c : settings) {
+                    h.append(",\"nll ").append(c).append("\",\"kl ").append(c).append('"');
+                }
+                tokCsv.println(h);
+            }
             Progress bar = new Progress(err, "perplexity", (long) starts.size() * perWindow * settings.size());
             long done = 0;
             int vocab = -1;
@@ -170,9 +184,18 @@ public final class PerplexityCommand implements Callable<Integer> {
                         int target = (int) ids[s0 + t];
                         logSoftmax(logits[0], ref);
                         int refTop = Sampler.argmax(logits[0]);
+                        StringBuilder row = tokCsv == null ? null : new StringBuilder().append(w).append(',').append(t)
+                                .append(',').append(target);
                         for (int i = 0; i < settings.size(); i++) {
                             double[] mine = i == 0 ? ref : logSoftmax(logits[i], lp);
-                            scores[i].add(-mine[target], kl(ref, mine), Sampler.argmax(logits[i]) == refTop);
+                            double k = kl(ref, mine);
+                            scores[i].add(-mine[target], k, Sampler.argmax(logits[i]) == refTop);
+                            if (row != null) {
+                                row.append(String.format(Locale.ROOT, ",%.5f,%.6f", -mine[target], k));
+                            }
+                        }
+                        if (row != null) {
+                            tokCsv.println(row);
                         }
                         if (t + 1 < ctx) {
                             for (int i = 0; i < settings.size(); i++) {
@@ -201,6 +224,9 @@ public final class PerplexityCommand implements Callable<Integer> {
                 }
             }
             bar.done();
+            if (tokCsv != null) {
+                tokCsv.close();
+            }
             if (json) {
                 stdout.println(Json.write(document(runMeta, scores, true)));
             } else {

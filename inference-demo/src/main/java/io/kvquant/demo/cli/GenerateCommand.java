@@ -87,6 +87,9 @@ public final class GenerateCommand implements Callable<Integer> {
     @CommandLine.Mixin
     io.kvquant.demo.store.PromptCacheOptions promptCache = new io.kvquant.demo.store.PromptCacheOptions();
 
+    /** The plan an auto: setting resolved to (printed, and saved in --stats-json), or null. */
+    private String autoPlan;
+
     @Override
     public Integer call() throws IOException {
         if (PlainOrtGenerate.selected(kv)) { // --kv ort, ort-int8, ort-int4: ONNX Runtime alone (the bench baselines)
@@ -111,6 +114,11 @@ public final class GenerateCommand implements Callable<Integer> {
         }
         Sampler sampler = new Sampler(temperature, topK, topP, seed);
         io.kvquant.demo.store.PromptCache.Settings cacheSettings = promptCache.settings();
+        if (kvCfg.needsCalibration() && (m == Decoder.Mode.GRAPH || cacheSettings.any())) { // auto: probes the prompt first
+            throw new IllegalArgumentException("--kv " + kvCfg + " chooses its bits by probing the prompt: "
+                    + (m == Decoder.Mode.GRAPH ? "--mode graph is prepared for one fixed setting" : "a prompt cache needs a fixed setting")
+                    + "; give one (e.g. --kv turbo3.5, or the setting an auto plan printed)");
+        }
         if (cacheSettings.any()) {
             // refused before the model is opened (and perhaps prepared), not after
             String why = io.kvquant.persist.CacheFile.unsupported(kvCfg);
@@ -155,6 +163,13 @@ public final class GenerateCommand implements Callable<Integer> {
             if (ctx > 0 && ids.length > ctx) {
                 throw new IllegalArgumentException("the prompt is " + ids.length + " tokens, longer than the model's context of "
                         + ctx + " tokens; shorten it");
+            }
+            if (kvCfg.needsCalibration()) { // auto:<b>: the probe runs on the prompt's first chunk, the plan is the setting
+                io.kvquant.cache.BitAllocation.Plan plan = io.kvquant.demo.onnx.AutoCalibration.plan(dm, prefillChunk, kvCfg, ids);
+                autoPlan = plan.describe();
+                err.println(autoPlan);
+                err.flush();
+                kvCfg = plan.setting();
             }
             try (KvCache cache = KvCaches.create(kvCfg, dm.layers(), dm.kvHeads(), dm.headDim());
                  var pc = io.kvquant.demo.store.PromptCache.open(cacheSettings, dm.file(), cache, err)) {
@@ -218,6 +233,10 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("past_bytes_per_decode_step", inner instanceof io.kvquant.demo.onnx.GraphDecoder gd ? gd.lastStepBytes()
                 : m == Decoder.Mode.ROUNDTRIP ? denseStep : 0L);
         st.fields.put("kv", kvCfg.toString());
+        if (autoPlan != null) {
+            st.fields.put("kv_requested", kv);
+            st.fields.put("auto_plan", autoPlan);
+        }
         st.fields.put("mode", m.cli);
         st.fields.put("prompt_cache", pc.stats());
         Map<String, Object> cfg = new LinkedHashMap<>();

@@ -184,7 +184,7 @@ class PromptCacheTest {
         String[][] cases = {
                 {"truncated.kvq", "is truncated"},
                 {"corrupted.kvq", "is corrupted (checksum mismatch"},
-                {"future.kvq", "format version 7, newer than this kvquant reads (1)"},
+                {"future.kvq", "format version 7, newer than this kvquant reads (2)"},
                 {"other-model.kvq", "made for a different model"},
                 {"missing.kvq", "does not exist yet"},
         };
