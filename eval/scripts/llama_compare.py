@@ -17,7 +17,10 @@ Protocols, so the numbers are comparable:
 - speed: a prompt of CONTEXT tokens, then 64 generated tokens. llama.cpp: llama-bench `-p CONTEXT -n 0`
   (prefill) and `-p 0 -n 64 -d CONTEXT` (decode at that depth), flash attention on, one process per
   row under /usr/bin/time for peak RSS; kvq: `kvq generate` with a CONTEXT-token prompt, 64 new
-  tokens, `--no-stop`, stats JSON (peak RSS is the process's VmHWM), `-Xmx` fixed.
+  tokens, `--no-stop`, stats JSON (peak RSS is the process's VmHWM), `-Xmx` fixed. llama-bench
+  leaves a warm-up run out of its figure; kvq's decode tok/s is the whole decode, JIT warm-up
+  included, so kvq rows also report `decode_tokens_per_s_steady` (the second half of the decode
+  steps), and the ratios are given for both.
 - quality: windows of 2,048 tokens of models/data/heldout.txt; the first half is context, the second
   half is scored: llama-perplexity -c 2048 scores tokens [1025, 2048) of each window (the logits at
   positions 1024..2046), so kvq eval perplexity runs with --context 2048 --prefix 1025, which scores
@@ -114,6 +117,7 @@ def kvq_speed(model_dir, ctx, kv, threads, new, heap, mode):
     # K and V: tokens x layers x KV heads x head dim
     elems = 2 * s["kv_tokens"] * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"]
     return {"prefill_tokens_per_s": s["prefill_tokens_per_s"], "decode_tokens_per_s": s["decode_tokens_per_s"],
+            "decode_tokens_per_s_steady": s.get("decode_tokens_per_s_steady"), "jvm_gc": s.get("run", {}).get("jvm_gc"),
             "peak_rss_bytes": s["peak_rss_bytes"], "kv_bytes": s["kv_bytes"], "prompt_tokens": s["prompt_tokens"],
             "bits_per_element": 8.0 * s["kv_bytes"] / elems, "mode": s.get("mode"), "model_shape": d}
 
@@ -246,6 +250,8 @@ def markdown(res):
         b.append("")
     if res["speed"]:
         b += [f"Speed and memory (prompt of CONTEXT tokens, then {res['meta']['new_tokens']} generated):", "",
+              "kvq decode: whole decode (JIT warm-up included) / steady (second half of the steps; llama-bench "
+              "also leaves its warm-up out).", "",
               "| context | tool | kv | decode tok/s | prefill tok/s | peak RSS MiB | decode vs llama f16 | decode vs llama q4_0 |",
               "|---:|---|---|---:|---:|---:|---:|---:|"]
         for s in res["speed"]:
@@ -253,11 +259,16 @@ def markdown(res):
                 return next((x.get("decode_tokens_per_s") for x in res["speed"]
                              if x["tool"] == "llama.cpp" and x["kv"] == kv and x["context"] == s["context"]), None)
             d = s.get("decode_tokens_per_s")
+            ds = s.get("decode_tokens_per_s_steady")
             f16, q4 = ref("f16"), ref("q4_0")
             rss = s.get("peak_rss_bytes")
-            b.append(f"| {s['context']} | {s['tool']} | {s['kv']} | {fmt(d)} | {fmt(s.get('prefill_tokens_per_s'))} | "
-                     f"{fmt(rss / 2**20 if rss else None)} | {fmt(d / f16 if d and f16 else None, 2)}x | "
-                     f"{fmt(d / q4 if d and q4 else None, 2)}x |" + (f" error: {s['error'][:80]}" if "error" in s else ""))
+
+            def vs(r):
+                x = f"{fmt(d / r if d and r else None, 2)}x"
+                return x + (f" / {fmt(ds / r, 2)}x" if ds and r else "")
+            b.append(f"| {s['context']} | {s['tool']} | {s['kv']} | {fmt(d)}{' / ' + fmt(ds) if ds else ''} | "
+                     f"{fmt(s.get('prefill_tokens_per_s'))} | {fmt(rss / 2**20 if rss else None)} | {vs(f16)} | {vs(q4)} |"
+                     + (f" error: {s['error'][:80]}" if "error" in s else ""))
     return "\n".join(b) + "\n"
 
 

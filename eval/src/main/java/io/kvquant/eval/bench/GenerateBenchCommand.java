@@ -386,6 +386,11 @@ public final class GenerateBenchCommand implements Callable<Integer> {
     private List<String> javaCommand(String xmx) {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        for (String o : System.getProperty("kvq.jvm.defaults", "").split(" ")) { // the kvq launcher's (collector, young size)
+            if (!o.isBlank()) {
+                cmd.add(o);
+            }
+        }
         cmd.add("-Xms64m");
         cmd.add("-Xmx" + xmx);
         cmd.add("--add-modules");

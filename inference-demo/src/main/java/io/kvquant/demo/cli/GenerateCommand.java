@@ -193,8 +193,9 @@ public final class GenerateCommand implements Callable<Integer> {
             bar.done();
         }
         long t2 = System.nanoTime();
-        Decoded run = decode(logits, dec::step, dec::position, sampler, tok, maxNewTokens, noStop, dm.maxContext(),
-                dm.eosTokenId(), out);
+        StepClock clock = new StepClock(maxNewTokens);
+        Decoded run = decode(logits, t -> clock.tick(dec.step(t)), dec::position, sampler, tok, maxNewTokens, noStop,
+                dm.maxContext(), dm.eosTokenId(), out);
         int generated = run.generated();
         String stop = run.stop();
         long t3 = System.nanoTime();
@@ -213,6 +214,7 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("prefill_seconds", (t1 - t0) / 1e9);
         st.fields.put("prefill_tokens_per_s", prefillTps);
         st.fields.put("decode_tokens_per_s", decodeTps);
+        st.fields.put("decode_tokens_per_s_steady", clock.steadyTokensPerSecond());
         st.fields.put("kv_tokens", cache.length(0));
         // everything held for the past: the cache's pages as allocated (slack included), its
         // full-precision windows, and what the decoder holds besides (round-trip: a dense mirror
@@ -265,6 +267,40 @@ public final class GenerateCommand implements Callable<Integer> {
             st.writeAtomically(statsJson);
         }
         return 0;
+    }
+
+    /**
+     * When each decode step ended, for {@code decode_tokens_per_s_steady}: the rate over the second
+     * half of the steps, i.e. without the first steps' JIT warm-up (llama-bench leaves its warm-up
+     * out the same way). {@code decode_tokens_per_s} stays the whole decode, warm-up included.
+     */
+    static final class StepClock {
+        private final long[] ends;
+        private int n;
+
+        StepClock(int max) {
+            ends = new long[Math.max(0, max)];
+        }
+
+        float[] tick(float[] logits) {
+            record(System.nanoTime());
+            return logits;
+        }
+
+        void record(long nanos) {
+            if (n < ends.length) {
+                ends[n++] = nanos;
+            }
+        }
+
+        /** Steps per second over the second half of the steps; NaN below 8 steps. */
+        double steadyTokensPerSecond() {
+            if (n < 8) {
+                return Double.NaN;
+            }
+            int h = n / 2;
+            return (n - h) / ((ends[n - 1] - ends[h - 1]) / 1e9);
+        }
     }
 
     /** What the decode loop did: tokens sampled and why it stopped. */

@@ -48,11 +48,22 @@ public final class RunStats {
         m.put("simd", Simd.describe());
         m.put("simd_bits", Simd.vectorBitSize());
         m.put("threads", threads);
+        m.put("jvm_gc", gcNames());
+        m.put("jvm_max_heap_bytes", Runtime.getRuntime().maxMemory());
         m.put("timestamp", Instant.now().toString());
         return m;
     }
 
     /** The commit of the checkout kvq runs from ("-dirty" if tracked files changed), "unknown" outside git. */
+    /** The JVM's collectors, e.g. "Copy+MarkSweepCompact" (serial) or "G1 Young Generation+G1 Concurrent GC+G1 Old Generation". */
+    static String gcNames() {
+        StringBuilder b = new StringBuilder();
+        for (var gc : java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()) {
+            b.append(b.isEmpty() ? "" : "+").append(gc.getName());
+        }
+        return b.toString();
+    }
+
     public static String gitCommit() {
         String home = System.getProperty("kvq.home", ".");
         try {

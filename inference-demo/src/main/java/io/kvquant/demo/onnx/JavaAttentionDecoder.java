@@ -346,7 +346,10 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             throw new IllegalArgumentException("java-attention mode takes fp32, fp16 or bf16 attention inputs; " + name + " is "
                     + type);
         }
-        FloatBuffer fb = t.getFloatBuffer(); // fp16 and bf16 widened to fp32 exactly
+        FloatBuffer fb = t.getFloatBuffer(); // a fresh copy; fp16 and bf16 widened to fp32 exactly
+        if (fb.hasArray() && fb.arrayOffset() == 0 && fb.position() == 0 && fb.remaining() == fb.array().length) {
+            return fb.array(); // the copy's own array: no second copy
+        }
         float[] a = new float[fb.remaining()];
         fb.get(a);
         return a;

@@ -383,10 +383,7 @@ public final class JavaAttentionModel implements ModelRunner {
         }
         JavaAttentionModel jm = new JavaAttentionModel(modelDir.resolve("model.onnx"), cfg, layers, pieces, opts, dir);
         try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
-            // The pieces run one after another with Java attention in between: ONNX Runtime's
-            // worker threads must not spin-wait for work, or they take the cores the running
-            // piece and the attention threads need.
-            so.addConfigEntry("session.intra_op.allow_spinning", "0");
+            engineSessionOptions(so);
             for (Path f : files) {
                 jm.sessions.add(DecoderModel.environment().createSession(f.toString(), so));
             }
@@ -395,6 +392,35 @@ public final class JavaAttentionModel implements ModelRunner {
             throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
         return jm;
+    }
+
+    /**
+     * The engine's session options on top of {@link DecoderModel#sessionOptions}. The pieces run one
+     * after another with Java attention in between: ONNX Runtime's worker threads must not
+     * spin-wait for work, or they take the cores the running piece and the attention threads need.
+     * Diagnostics (docs/engine.md, "Per-token overhead"), as system properties:
+     * {@code kvq.engine.spin=1} lets them spin, {@code kvq.engine.ortThreads=N} gives the pieces N
+     * intra-op threads instead of {@code --threads}, {@code kvq.engine.arena=off} and
+     * {@code kvq.engine.memPattern=off} turn off ONNX Runtime's CPU arena and memory-pattern planning, {@code kvq.engine.ortProfile=PREFIX} writes ONNX Runtime's per-node profile of
+     * every piece to PREFIX_*.json.
+     */
+    static void engineSessionOptions(OrtSession.SessionOptions so) throws OrtException {
+        so.addConfigEntry("session.intra_op.allow_spinning", "1".equals(System.getProperty("kvq.engine.spin")) ? "1" : "0");
+        Integer ot = Integer.getInteger("kvq.engine.ortThreads");
+        if (ot != null && ot > 0) {
+            so.setIntraOpNumThreads(ot);
+        }
+        if ("off".equals(System.getProperty("kvq.engine.arena"))) {
+            // measured: no lower peak RSS at 8K (docs/engine.md), so ONNX Runtime's default stays
+            so.setCPUArenaAllocator(false);
+        }
+        if ("off".equals(System.getProperty("kvq.engine.memPattern"))) {
+            so.setMemoryPatternOptimization(false);
+        }
+        String prof = System.getProperty("kvq.engine.ortProfile");
+        if (prof != null && !prof.isBlank()) {
+            so.enableProfiling(prof);
+        }
     }
 
     /** The prepared folder this engine runs from. */
