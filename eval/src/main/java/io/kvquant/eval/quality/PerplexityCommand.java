@@ -140,7 +140,7 @@ public final class PerplexityCommand implements Callable<Integer> {
             if (perToken != null) {
                 tokCsv = new PrintWriter(Files.newBufferedWriter(perToken));
                 StringBuilder h = new StringBuilder("window,position,token");
-                for (KvQuantConfig c : settings) {
+                for (Object c : settings) {
                     h.append(",\"nll ").append(c).append("\",\"kl ").append(c).append('"');
                 }
                 tokCsv.println(h);
