@@ -2,7 +2,6 @@ package io.kvquant.attention;
 
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.kvquant.cache.KvCaches;
 import io.kvquant.cache.LayeredKvCache;
 import java.util.Random;
 import java.util.stream.Stream;
@@ -25,63 +24,6 @@ class AttentionKernelTest {
 
     static final String[] CODECS = {"full", "fp16", "turbo2.5", "turbo3.5", "turbo4", "turbo3.5,qjl=k", "turbo2.5,qjl=kv",
             "kivi2", "kivi4"};
-
-    /** Keys with a few outlier channels, values Gaussian, queries scaled so the softmax is neither flat nor one-hot. */
-    private static float[][] data(Random r, int kvHeads, int len, int d) {
-        float[] k = new float[kvHeads * len * d];
-        float[] v = new float[kvHeads * len * d];
-        for (int i = 0; i < k.length; i++) {
-            k[i] = (float) r.nextGaussian() * ((i % d) % 16 == 3 ? 4f : 1f);
-            v[i] = (float) r.nextGaussian();
-        }
-        return new float[][]{k, v};
-    }
-
-    /** Appends [kvHeads][len][d] data in uneven chunks (so pages and windows are crossed mid-append). */
-    private static LayeredKvCache fill(String spec, float[][] kv, int kvHeads, int len, int d) {
-        LayeredKvCache c = KvCaches.create(spec, 1, kvHeads, d);
-        int[] chunks = {37, 1, 16, 5, 64};
-        int t0 = 0;
-        for (int ci = 0; t0 < len; ci++) {
-            int n = Math.min(chunks[ci % chunks.length], len - t0);
-            float[] k = new float[kvHeads * n * d];
-            float[] v = new float[kvHeads * n * d];
-            for (int h = 0; h < kvHeads; h++) {
-                System.arraycopy(kv[0], (h * len + t0) * d, k, h * n * d, n * d);
-                System.arraycopy(kv[1], (h * len + t0) * d, v, h * n * d, n * d);
-            }
-            c.append(0, k, v, n);
-            t0 += n;
-        }
-        return c;
-    }
-
-    /** Exact attention of query q[qo..] over the first {@code visible} dequantized tokens of KV head g. */
-    private static void exact(float[] q, int qo, float[] k, float[] v, int g, int len, int visible, int d, float scale,
-                              double[] out, int oo) {
-        double[] p = new double[visible];
-        double max = Double.NEGATIVE_INFINITY;
-        for (int t = 0; t < visible; t++) {
-            double s = 0;
-            for (int j = 0; j < d; j++) {
-                s += (double) q[qo + j] * k[(g * len + t) * d + j];
-            }
-            p[t] = s * scale;
-            max = Math.max(max, p[t]);
-        }
-        double sum = 0;
-        for (int t = 0; t < visible; t++) {
-            p[t] = Math.exp(p[t] - max);
-            sum += p[t];
-        }
-        for (int j = 0; j < d; j++) {
-            double a = 0;
-            for (int t = 0; t < visible; t++) {
-                a += p[t] * v[(g * len + t) * d + j];
-            }
-            out[oo + j] = a / sum;
-        }
-    }
 
     private static double relErr(double[] ref, float[] got) {
         double e = 0;
@@ -123,19 +65,19 @@ class AttentionKernelTest {
         Random r = new Random(SEED + len * 7L + d);
         int kvHeads = group == 8 ? 1 : 2;
         int qHeads = kvHeads * group;
-        float[][] kv = data(r, kvHeads, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, kvHeads, len, d);
         float[] q = new float[qHeads * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian() * 0.7f;
         }
         float scale = (float) (1 / Math.sqrt(d));
-        try (LayeredKvCache c = fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads, splits)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads, splits)) {
             float[] k = new float[kvHeads * len * d];
             float[] v = new float[kvHeads * len * d];
             c.read(0, 0, len, k, v);
             double[] ref = new double[qHeads * d];
             for (int h = 0; h < qHeads; h++) {
-                exact(q, h * d, k, v, h / group, len, len, d, scale, ref, h * d);
+                DecodeAttentionReference.exact(q, h * d, k, v, h / group, len, len, d, scale, ref, h * d);
             }
             float[] out = new float[qHeads * d];
             att.attend(c, 0, q, qHeads, scale, out);
@@ -166,20 +108,20 @@ class AttentionKernelTest {
         int kvHeads = group == 8 ? 1 : 2;
         int qHeads = kvHeads * group;
         int len = past + n;
-        float[][] kv = data(r, kvHeads, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, kvHeads, len, d);
         float[] q = new float[qHeads * n * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian() * 0.7f;
         }
         float scale = (float) (1 / Math.sqrt(d));
-        try (LayeredKvCache c = fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads)) {
             float[] k = new float[kvHeads * len * d];
             float[] v = new float[kvHeads * len * d];
             c.read(0, 0, len, k, v);
             double[] ref = new double[qHeads * n * d];
             for (int h = 0; h < qHeads; h++) {
                 for (int i = 0; i < n; i++) {
-                    exact(q, (h * n + i) * d, k, v, h / group, len, past + i + 1, d, scale, ref, (h * n + i) * d);
+                    DecodeAttentionReference.exact(q, (h * n + i) * d, k, v, h / group, len, past + i + 1, d, scale, ref, (h * n + i) * d);
                 }
             }
             float[] out = new float[qHeads * n * d];

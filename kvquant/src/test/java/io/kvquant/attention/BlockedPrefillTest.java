@@ -74,7 +74,7 @@ class BlockedPrefillTest {
             for (int h = 0; h < qHeads; h++) {
                 for (int i = 0; i < n; i++) {
                     int o = (h * n + i) * d;
-                    DecodeAttentionReference.exact(q, o, k, v, h / group, len, past + i + 1, d, scale, ref);
+                    DecodeAttentionReference.exact(q, o, k, v, h / group, len, past + i + 1, d, scale, ref, 0);
                     worst = Math.max(worst, relErr(ref, out, o));
                     worstTiles = Math.max(worstTiles, relErr(ref, viaTiles, o));
                 }

@@ -44,34 +44,6 @@ class ScoreModsKernelTest {
                 kind.equals("alibi") || all ? slopes : null, kind.equals("sinks") || all ? sinks : null);
     }
 
-    private static float[][] data(Random r, int kvHeads, int len, int d) {
-        float[] k = new float[kvHeads * len * d];
-        float[] v = new float[kvHeads * len * d];
-        for (int i = 0; i < k.length; i++) {
-            k[i] = (float) r.nextGaussian() * ((i % d) % 16 == 3 ? 4f : 1f);
-            v[i] = (float) r.nextGaussian();
-        }
-        return new float[][]{k, v};
-    }
-
-    private static LayeredKvCache fill(String spec, float[][] kv, int kvHeads, int len, int d) {
-        LayeredKvCache c = KvCaches.create(spec, 1, kvHeads, d);
-        int[] chunks = {37, 1, 16, 5, 64};
-        int t0 = 0;
-        for (int ci = 0; t0 < len; ci++) {
-            int n = Math.min(chunks[ci % chunks.length], len - t0);
-            float[] k = new float[kvHeads * n * d];
-            float[] v = new float[kvHeads * n * d];
-            for (int h = 0; h < kvHeads; h++) {
-                System.arraycopy(kv[0], (h * len + t0) * d, k, h * n * d, n * d);
-                System.arraycopy(kv[1], (h * len + t0) * d, v, h * n * d, n * d);
-            }
-            c.append(0, k, v, n);
-            t0 += n;
-        }
-        return c;
-    }
-
     /**
      * Exact attention with modifiers, in double, written from the definitions (not from the
      * kernel): query head h at position p over keys t of KV head g, p − window < t ≤ p; score
@@ -150,14 +122,14 @@ class ScoreModsKernelTest {
         Random r = new Random(SEED + len * 7L + d + kind.hashCode());
         int kvHeads = group == 8 ? 1 : 2;
         int qHeads = kvHeads * group;
-        float[][] kv = data(r, kvHeads, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, kvHeads, len, d);
         float[] q = new float[qHeads * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian() * 1.2f;
         }
         float scale = (float) (1 / Math.sqrt(d));
         ScoreMods m = mods(kind, qHeads, window);
-        try (LayeredKvCache c = fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads, splits)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads, splits)) {
             float[] k = new float[kvHeads * len * d];
             float[] v = new float[kvHeads * len * d];
             c.read(0, 0, len, k, v);
@@ -200,14 +172,14 @@ class ScoreModsKernelTest {
         int kvHeads = group == 8 ? 1 : 2;
         int qHeads = kvHeads * group;
         int len = past + n;
-        float[][] kv = data(r, kvHeads, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, kvHeads, len, d);
         float[] q = new float[qHeads * n * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian() * 1.2f;
         }
         float scale = (float) (1 / Math.sqrt(d));
         ScoreMods m = mods(kind, qHeads, window);
-        try (LayeredKvCache c = fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill(spec, kv, kvHeads, len, d); DecodeAttention att = new DecodeAttention(threads)) {
             float[] k = new float[kvHeads * len * d];
             float[] v = new float[kvHeads * len * d];
             c.read(0, 0, len, k, v);
@@ -231,12 +203,12 @@ class ScoreModsKernelTest {
         int d = 64;
         int len = 600;
         Random r = new Random(SEED);
-        float[][] kv = data(r, 2, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, 2, len, d);
         float[] q = new float[8 * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian() * 1.2f;
         }
-        try (LayeredKvCache c = fill("full", kv, 2, len, d); DecodeAttention att = new DecodeAttention(1)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill("full", kv, 2, len, d); DecodeAttention att = new DecodeAttention(1)) {
             float[] plain = new float[q.length];
             att.attend(c, 0, q, 8, 0.125f, plain);
             for (String kind : KINDS) {
@@ -259,12 +231,12 @@ class ScoreModsKernelTest {
         int d = 128;
         int len = 530;
         Random r = new Random(SEED + 1);
-        float[][] kv = data(r, 2, len, d);
+        float[][] kv = DecodeAttentionReference.data(r, 2, len, d);
         float[] q = new float[4 * 3 * d];
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian();
         }
-        try (LayeredKvCache c = fill("turbo3.5", kv, 2, len, d); DecodeAttention att = new DecodeAttention(2, 3)) {
+        try (LayeredKvCache c = DecodeAttentionReference.fill("turbo3.5", kv, 2, len, d); DecodeAttention att = new DecodeAttention(2, 3)) {
             float[] a = new float[4 * d];
             float[] b = new float[4 * d];
             float[] qd = java.util.Arrays.copyOf(q, 4 * d);
