@@ -23,8 +23,8 @@ final class BlockedPrefill {
 
     /** Tokens per tile: the expanded key and value tiles (2 × 64 × featureSize floats) stay in L2. */
     static final int TILE = 64;
-    /** Queries per score block: their score rows (QB × TILE floats) stay in L1. */
-    static final int QB = 32;
+    /** Queries per score block, a multiple of the six-query register block: their score rows (QB × TILE floats) stay in L1. */
+    static final int QB = 36;
 
     private final ThreadLocal<Scratch> scratch = ThreadLocal.withInitial(Scratch::new);
 

@@ -9,14 +9,15 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 /**
  * The Vector API tile products against the scalar reference, for every tail: query counts that
- * are not multiples of four, token counts that are not multiples of the vector width, widths
+ * are not multiples of the six- and four-query blocks, token counts that are not multiples of the vector width, widths
  * with leftover channels. Both compute the same sums in a different order: the bound is a few
  * float ulps of the magnitude of the terms (sqrt(w) · 1e-6 relative to the sum of |terms|).
  */
 class TileOpsParityTest {
 
     @ParameterizedTest(name = "nq={0} n={1} w={2}")
-    @CsvSource({"1,1,8", "3,7,64", "4,16,128", "5,33,96", "9,64,256", "32,64,128", "7,50,100", "2,64,12"})
+    @CsvSource({"1,1,8", "3,7,64", "4,16,128", "5,33,96", "9,64,256", "32,64,128", "7,50,100", "2,64,12", "6,9,8", "11,64,24",
+        "13,40,40", "36,64,128", "17,57,136"})
     void vectorTileProductsMatchTheScalarReference(int nq, int n, int w) {
         TileOps vec = TileOps.vectorOrNull();
         assertNotNull(vec, "these tests run with jdk.incubator.vector (see the pom's surefire arguments)");
