@@ -84,11 +84,18 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--stats-json", paramLabel = "FILE", description = "Also write the figures as JSON to FILE.")
     Path statsJson;
 
+    @Option(names = "--warmup", negatable = true, defaultValue = "true", fallbackValue = "true",
+            description = "Engine: compile the attention kernels on a small synthetic cache while ONNX Runtime loads the "
+                    + "model, so the first prefill and decode steps do not pay the JIT (default: on; --no-warmup for measurements).")
+    boolean warmup;
+
     @CommandLine.Mixin
     io.kvquant.demo.store.PromptCacheOptions promptCache = new io.kvquant.demo.store.PromptCacheOptions();
 
     /** The plan an auto: setting resolved to (printed, and saved in --stats-json), or null. */
     private String autoPlan;
+    /** The kernel warm-up started before the model loads (engine only), or null. */
+    private java.util.concurrent.CompletableFuture<Double> warming;
 
     @Override
     public Integer call() throws IOException {
@@ -149,6 +156,9 @@ public final class GenerateCommand implements Callable<Integer> {
 
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
+        if (warmup && m == Decoder.Mode.JAVA_ATTENTION && !kvCfg.needsCalibration()) {
+            warming = startWarmup(dir, kvCfg);
+        }
         try (TextTokenizer tok = TextTokenizer.open(dir);
              ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider), kvCfg,
                      line -> {
@@ -181,6 +191,7 @@ public final class GenerateCommand implements Callable<Integer> {
     private int generate(ModelRunner dm, TextTokenizer tok, KvCache cache, long[] ids, Sampler sampler,
                          KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err,
                          io.kvquant.demo.store.PromptCache pc) throws IOException {
+        double[] warm = awaitWarmup(err);
         Decoder inner = dm.newDecoder(cache, prefillChunk);
         Decoder dec = pc.track(inner);
         java.io.Console console = System.console();
@@ -216,6 +227,10 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("decode_tokens_per_s", decodeTps);
         st.fields.put("decode_tokens_per_s_steady", clock.steadyTokensPerSecond());
         st.fields.put("kv_tokens", cache.length(0));
+        if (warm != null) { // ran beside the model's loading; the wait is what it added to the start
+            st.fields.put("warmup_seconds", warm[0]);
+            st.fields.put("warmup_wait_seconds", warm[1]);
+        }
         // everything held for the past: the cache's pages as allocated (slack included), its
         // full-precision windows, and what the decoder holds besides (round-trip: a dense mirror
         // and the dense past handed to ONNX Runtime; the engine: nothing)
@@ -267,6 +282,39 @@ public final class GenerateCommand implements Callable<Integer> {
             st.writeAtomically(statsJson);
         }
         return 0;
+    }
+
+    /**
+     * Starts {@link io.kvquant.attention.KernelWarmup} for this model's geometry (config.json) and
+     * {@code kvCfg}, or returns null where config.json does not give the geometry (the engine then
+     * reports that itself).
+     */
+    private java.util.concurrent.CompletableFuture<Double> startWarmup(Path dir, KvQuantConfig kvCfg) throws IOException {
+        io.kvquant.demo.onnx.ModelConfig mc = io.kvquant.demo.onnx.ModelConfig.read(dir.resolve("config.json"));
+        int qHeads = io.kvquant.demo.onnx.ModelConfig.queryHeads(dir.resolve("config.json"));
+        if (mc.kvHeads() <= 0 || mc.headDim() <= 0 || qHeads < mc.kvHeads() || qHeads % mc.kvHeads() != 0) {
+            return null;
+        }
+        int att = threads > 0 ? threads : Runtime.getRuntime().availableProcessors(); // as the engine's attention
+        return io.kvquant.attention.KernelWarmup.start(kvCfg, mc.kvHeads(), mc.headDim(), qHeads, att);
+    }
+
+    /** Waits for the warm-up; {seconds it ran, seconds waited for it here}, or null when none ran or it failed. */
+    private double[] awaitWarmup(PrintWriter err) {
+        if (warming == null) {
+            return null;
+        }
+        long t0 = System.nanoTime();
+        try {
+            double ran = warming.join();
+            return new double[] {ran, (System.nanoTime() - t0) / 1e9};
+        } catch (java.util.concurrent.CompletionException e) { // it only compiles code: the run goes on without it
+            err.println("kernel warm-up failed (the run goes on without it): " + e.getCause());
+            err.flush();
+            return null;
+        } finally {
+            warming = null;
+        }
     }
 
     /**

@@ -9,6 +9,18 @@ import java.util.Map;
 /** The few fields of a Hugging Face config.json the runner uses; -1 where absent. */
 public record ModelConfig(int maxPositions, int eosTokenId, int kvHeads, int headDim) {
 
+    /** num_attention_heads of config.json, or -1 where the file or the field is absent. */
+    public static int queryHeads(Path configJson) throws IOException {
+        if (!Files.isRegularFile(configJson)) {
+            return -1;
+        }
+        try {
+            return Json.parse(Files.readString(configJson)) instanceof Map<?, ?> m ? intOf(m, "num_attention_heads") : -1;
+        } catch (IllegalArgumentException e) {
+            return -1; // read() names the problem
+        }
+    }
+
     public static ModelConfig read(Path configJson) throws IOException {
         if (!Files.isRegularFile(configJson)) {
             return new ModelConfig(-1, -1, -1, -1);
