@@ -250,9 +250,11 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         }
         int kStride = f.packed() ? stride : nkv * d;
         int past = cache.length(layer);
-        float[] qh = new float[nq * len * d];
-        float[] kh = new float[nkv * len * d];
-        float[] vh = new float[nkv * len * d];
+        // reused across calls (a prefill chunk's arrays are megabytes; fresh ones per layer and chunk
+        // grew the heap: docs/engine.md); the cache copies what it keeps, the outputs go to ONNX Runtime
+        float[] qh = fusedScratch(0, nq * len * d);
+        float[] kh = fusedScratch(1, nkv * len * d);
+        float[] vh = fusedScratch(2, nkv * len * d);
         for (int t = 0; t < len; t++) {
             for (int h = 0; h < nq; h++) {
                 System.arraycopy(q, t * stride + qOff + h * d, qh, (h * len + t) * d, d);
@@ -265,19 +267,31 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             }
         }
         cache.append(layer, kh, vh, len);
-        float[] out = new float[nq * len * d];
+        float[] out = fusedScratch(3, nq * len * d);
         if (len == 1) {
             attention.attend(cache, layer, qh, nq, (float) li.scale(), out, li.mods());
         } else {
             attention.attendPrefill(cache, layer, qh, nq, len, (float) li.scale(), out, li.mods());
         }
-        float[] bsnh = new float[out.length];
+        float[] bsnh = fusedScratch(4, out.length);
         for (int h = 0; h < nq; h++) {
             for (int t = 0; t < len; t++) {
                 System.arraycopy(out, (h * len + t) * d, bsnh, (t * nq + h) * d, d);
             }
         }
         put(avail, owned, li.output(), output(bsnh, new long[] {1, len, (long) nq * d}, avail.get(li.query()).getInfo().type));
+    }
+
+    /** Scratch arrays of the fused (GroupQueryAttention) path: queries, keys, values, output, transposed output. */
+    private final float[][] fused = new float[5][];
+
+    /** Scratch array {@code i} of exactly {@code n} floats (callers copy into them whole, or fill every element). */
+    private float[] fusedScratch(int i, int n) {
+        float[] a = fused[i];
+        if (a == null || a.length != n) {
+            a = fused[i] = new float[n];
+        }
+        return a;
     }
 
     /**
