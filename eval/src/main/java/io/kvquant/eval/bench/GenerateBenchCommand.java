@@ -467,7 +467,8 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         Map<String, Object> s = (Map<String, Object>) io.kvquant.demo.onnx.Json.parse(Files.readString(stats));
         res.put("status", "ok");
         for (String k : List.of("prompt_tokens", "peak_rss_bytes", "kv_bytes", "kv_bytes_used", "kv_bytes_fp16_equivalent", "decode_tokens_per_s",
-                "decode_tokens_per_s_steady", "prefill_tokens_per_s", "prefill_seconds", "decode_steps", "kv_tokens")) {
+                "decode_tokens_per_s_steady", "prefill_tokens_per_s", "prefill_seconds", "decode_steps", "kv_tokens",
+                "warmup_seconds", "warmup_wait_seconds")) {
             res.put(k, s.get(k));
         }
         if (s.get("calibration_seconds") != null) { // ort-int8/ort-int4: the unquantized scale-calibration run
