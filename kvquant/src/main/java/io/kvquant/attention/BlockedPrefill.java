@@ -21,8 +21,8 @@ import java.util.Arrays;
  */
 final class BlockedPrefill {
 
-    /** Tokens per tile: the expanded key and value tiles (2 × 64 × featureSize floats) stay in L2. */
-    static final int TILE = 64;
+    /** Tokens per tile: the expanded key and value tiles (2 × 128 × featureSize floats, 128 KB at d = 128) stay in L2. */
+    static final int TILE = 128;
     /** Queries per score block, a multiple of the six-query register block: their score rows (QB × TILE floats) stay in L1. */
     static final int QB = 36;
 
