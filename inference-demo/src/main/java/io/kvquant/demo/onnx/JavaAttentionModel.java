@@ -56,6 +56,8 @@ public final class JavaAttentionModel implements ModelRunner {
     final List<LayerInfo> layers;
     final List<PieceInfo> pieces;
     final List<OrtSession> sessions = new ArrayList<>();
+    /** The one-token forms of the pieces, run for decode steps; null: the general sessions run every step. */
+    DecodeSessions decode;
     private final Path file;
     private final ModelConfig config;
     private final io.kvquant.attention.DecodeAttention attention;
@@ -391,6 +393,7 @@ public final class JavaAttentionModel implements ModelRunner {
             jm.close();
             throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
+        jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
         return jm;
     }
 
@@ -438,6 +441,10 @@ public final class JavaAttentionModel implements ModelRunner {
             }
         }
         sessions.clear();
+        if (decode != null) {
+            decode.close();
+            decode = null;
+        }
         attention.close();
     }
 
