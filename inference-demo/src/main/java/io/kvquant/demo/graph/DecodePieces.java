@@ -91,7 +91,7 @@ public final class DecodePieces {
     }
 
     /** What is fixed about node {@code n}'s outputs, given its inputs'. */
-    static Fixed of(Node n, Map<String, Fixed> fixed) {
+    public static Fixed of(Node n, Map<String, Fixed> fixed) {
         if (!n.domain().isEmpty() && !n.domain().equals("ai.onnx")) {
             return Fixed.NONE;
         }
