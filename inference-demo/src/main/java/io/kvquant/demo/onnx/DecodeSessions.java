@@ -137,7 +137,7 @@ final class DecodeSessions implements AutoCloseable {
      * {@code sessions}, reading {@code inputs} per piece (null: the general pieces' inputs);
      * every piece output goes into {@code outputs}. Returns every tensor fed to a piece, by name.
      */
-    private static Map<String, OnnxTensor> probe(JavaAttentionModel jm, List<OrtSession> sessions, List<List<String>> inputs,
+    static Map<String, OnnxTensor> probe(JavaAttentionModel jm, List<OrtSession> sessions, List<List<String>> inputs,
                                                  Map<String, OnnxTensor> outputs, List<AutoCloseable> owned)
             throws OrtException {
         Map<String, OnnxTensor> avail = new HashMap<>();
@@ -260,7 +260,7 @@ final class DecodeSessions implements AutoCloseable {
         return r;
     }
 
-    private static void closeAll(List<AutoCloseable> owned) {
+    static void closeAll(List<AutoCloseable> owned) {
         for (AutoCloseable c : owned) {
             try {
                 c.close();

@@ -45,6 +45,31 @@ public final class DecodeStepBench {
             variants.put("one-token 1 thread", DecodeSessions.build(m, files(m), m.preparedDir(), opts, System.err::println));
             System.clearProperty("kvq.engine.decodeThreads");
             Map<String, List<Double>> times = new LinkedHashMap<>();
+            // ONNX Runtime alone: the five piece runs of one dummy step (zeros as attention outputs)
+            Map<String, List<Double>> ort = new LinkedHashMap<>();
+            Map<String, Double> cpuMs = new LinkedHashMap<>();
+            for (int r = 0; r < rounds; r++) {
+                for (Map.Entry<String, DecodeSessions> v : variants.entrySet()) {
+                    List<Double> list = ort.computeIfAbsent(v.getKey(), k -> new ArrayList<>());
+                    long c0 = cpu();
+                    for (int s = 0; s < steps; s++) {
+                        List<AutoCloseable> owned = new ArrayList<>();
+                        long t0 = System.nanoTime();
+                        DecodeSessions.probe(m, v.getValue() == null ? m.sessions : v.getValue().sessions,
+                                v.getValue() == null ? null : v.getValue().inputs, new java.util.HashMap<>(), owned);
+                        long t1 = System.nanoTime();
+                        DecodeSessions.closeAll(owned);
+                        if (r > 0) {
+                            list.add((t1 - t0) / 1e6);
+                        }
+                    }
+                    if (r > 0) {
+                        cpuMs.merge(v.getKey(), (cpu() - c0) / 1e6 / steps / (rounds - 1), Double::sum);
+                    }
+                }
+            }
+            print("ONNX Runtime only (5 piece runs)", ort);
+            cpuMs.forEach((k, c) -> System.out.printf("  %-20s process CPU %.3f ms/step%n", k, c));
             try (KvCache cache = KvCaches.create(kv, m.layers(), m.kvHeads(), m.headDim())) {
                 Decoder d = m.newDecoder(cache, 256);
                 float[] logits = d.prefill(prompt, null);
@@ -65,19 +90,29 @@ public final class DecodeStepBench {
                     }
                 }
             }
-            System.out.printf("context %d, %s, %d rounds x %d steps per variant (first round left out)%n", context, kv,
-                    rounds, steps);
-            for (Map.Entry<String, List<Double>> e : times.entrySet()) {
-                double[] a = e.getValue().stream().mapToDouble(Double::doubleValue).sorted().toArray();
-                System.out.printf("%-20s min %.3f  p10 %.3f  median %.3f ms/step%n", e.getKey(), a[0], a[a.length / 10],
-                        a[a.length / 2]);
-            }
+            print(String.format("decode steps, context %d, %s, %d rounds x %d steps per variant (first round left out)",
+                    context, kv, rounds, steps), times);
             for (DecodeSessions v : variants.values()) {
                 if (v != null) {
                     v.close();
                 }
             }
             m.decode = null;
+        }
+    }
+
+    /** The process's CPU time so far (all threads), ns. */
+    private static long cpu() {
+        return ((com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory
+                .getOperatingSystemMXBean()).getProcessCpuTime();
+    }
+
+    private static void print(String title, Map<String, List<Double>> times) {
+        System.out.println(title);
+        for (Map.Entry<String, List<Double>> e : times.entrySet()) {
+            double[] a = e.getValue().stream().mapToDouble(Double::doubleValue).sorted().toArray();
+            System.out.printf("  %-20s min %.3f  p10 %.3f  median %.3f ms/step%n", e.getKey(), a[0], a[a.length / 10],
+                    a[a.length / 2]);
         }
     }
 
