@@ -405,7 +405,7 @@ public final class JavaAttentionModel implements ModelRunner {
      * {@code kvq.engine.spin=1} lets them spin, {@code kvq.engine.ortThreads=N} gives the pieces N
      * intra-op threads instead of {@code --threads}, {@code kvq.engine.arena=off} and
      * {@code kvq.engine.memPattern=off} turn off ONNX Runtime's CPU arena and memory-pattern planning, {@code kvq.engine.ortProfile=PREFIX} writes ONNX Runtime's per-node profile of
-     * every piece to PREFIX_*.json.
+     * every piece to PREFIX_*.json. The decode sessions ({@link DecodeSessions}) get these too.
      */
     static void engineSessionOptions(OrtSession.SessionOptions so) throws OrtException {
         so.addConfigEntry("session.intra_op.allow_spinning", "1".equals(System.getProperty("kvq.engine.spin")) ? "1" : "0");
