@@ -45,6 +45,7 @@ public final class DecodeStepBench {
             variants.put("one-token 1 thread", DecodeSessions.build(m, files(m), m.preparedDir(), opts, System.err::println));
             System.clearProperty("kvq.engine.decodeThreads");
             Map<String, List<Double>> times = new LinkedHashMap<>();
+            List<Double> warm = new ArrayList<>(); // round 0, every variant in turn: the JIT's warm-up
             // ONNX Runtime alone: the five piece runs of one dummy step (zeros as attention outputs)
             Map<String, List<Double>> ort = new LinkedHashMap<>();
             Map<String, Double> cpuMs = new LinkedHashMap<>();
@@ -84,12 +85,19 @@ public final class DecodeStepBench {
                             long t1 = System.nanoTime();
                             if (r > 0) { // round 0 warms up
                                 list.add((t1 - t0) / 1e6);
+                            } else {
+                                warm.add((t1 - t0) / 1e6);
                             }
                             t = io.kvquant.demo.sampling.Sampler.argmax(logits);
                         }
                     }
                 }
             }
+            StringBuilder w = new StringBuilder("first decode steps after the prefill, mean ms per 16 steps:");
+            for (int i = 0; i + 16 <= warm.size(); i += 16) {
+                w.append(String.format(" %.2f", warm.subList(i, i + 16).stream().mapToDouble(Double::doubleValue).sum() / 16));
+            }
+            System.out.println(w);
             print(String.format("decode steps, context %d, %s, %d rounds x %d steps per variant (first round left out)",
                     context, kv, rounds, steps), times);
             for (DecodeSessions v : variants.values()) {
