@@ -88,18 +88,19 @@ public final class JavaAttentionDecoder extends CacheDecoder {
                         new long[] {1, past + len}));
             }
             int stages = model.pieces.size();
+            DecodeSessions one = len == 1 ? model.decode : null; // a decode step: the one-token pieces
             for (int s = 0; s < stages; s++) {
                 JavaAttentionModel.PieceInfo piece = model.pieces.get(s);
                 Map<String, OnnxTensor> in = pieceInputs.get(s);
                 in.clear();
-                for (String name : piece.inputs()) {
+                for (String name : one != null ? one.inputs.get(s) : piece.inputs()) {
                     OnnxTensor t = avail.get(name);
                     if (t == null) {
                         throw new IllegalStateException("piece " + s + " needs " + name + ", which no earlier piece made");
                     }
                     in.put(name, t);
                 }
-                OrtSession.Result r = model.sessions.get(s).run(in);
+                OrtSession.Result r = (one != null ? one.sessions : model.sessions).get(s).run(in);
                 owned.add(r);
                 for (String name : piece.outputs()) {
                     OnnxValue v = r.get(name).orElseThrow(() -> new IllegalStateException("piece output " + name + " missing"));

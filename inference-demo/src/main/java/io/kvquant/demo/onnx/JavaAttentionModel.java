@@ -56,6 +56,8 @@ public final class JavaAttentionModel implements ModelRunner {
     final List<LayerInfo> layers;
     final List<PieceInfo> pieces;
     final List<OrtSession> sessions = new ArrayList<>();
+    /** The one-token forms of the pieces, run for decode steps; null: the general sessions run every step. */
+    DecodeSessions decode;
     private final Path file;
     private final ModelConfig config;
     private final io.kvquant.attention.DecodeAttention attention;
@@ -391,6 +393,7 @@ public final class JavaAttentionModel implements ModelRunner {
             jm.close();
             throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
+        jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
         return jm;
     }
 
@@ -402,7 +405,7 @@ public final class JavaAttentionModel implements ModelRunner {
      * {@code kvq.engine.spin=1} lets them spin, {@code kvq.engine.ortThreads=N} gives the pieces N
      * intra-op threads instead of {@code --threads}, {@code kvq.engine.arena=off} and
      * {@code kvq.engine.memPattern=off} turn off ONNX Runtime's CPU arena and memory-pattern planning, {@code kvq.engine.ortProfile=PREFIX} writes ONNX Runtime's per-node profile of
-     * every piece to PREFIX_*.json.
+     * every piece to PREFIX_*.json. The decode sessions ({@link DecodeSessions}) get these too.
      */
     static void engineSessionOptions(OrtSession.SessionOptions so) throws OrtException {
         so.addConfigEntry("session.intra_op.allow_spinning", "1".equals(System.getProperty("kvq.engine.spin")) ? "1" : "0");
@@ -438,6 +441,10 @@ public final class JavaAttentionModel implements ModelRunner {
             }
         }
         sessions.clear();
+        if (decode != null) {
+            decode.close();
+            decode = null;
+        }
         attention.close();
     }
 
