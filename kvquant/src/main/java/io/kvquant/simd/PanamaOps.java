@@ -618,8 +618,11 @@ final class PanamaOps implements VectorOps {
         // the run of records is copied once into a per-thread heap buffer with slack after it: the
         // kernels then read int words from a byte[] (bounds checks C2 hoists out of the loops, and
         // the last record of a page needs no special case)
-        byte[] buf = codeBuffer(seg, off, n, lay.recordBytes);
-        scoresRange(lay, buf, 0, n, g, go, gs, nq, out, oo, os);
+        for (int t = 0; t < n; t += COPY_RUN) {
+            int m = Math.min(COPY_RUN, n - t);
+            byte[] buf = codeBuffer(seg, off + (long) t * lay.recordBytes, m, lay.recordBytes);
+            scoresRange(lay, buf, 0, m, g, go, gs, nq, out, oo + t, os);
+        }
     }
 
     /** Scores of n records whose word reads all stay inside {@code seg}. */
@@ -777,6 +780,8 @@ final class PanamaOps implements VectorOps {
         return Float.float16ToFloat((short) SHORT_LE.get(buf, pos));
     }
 
+    /** Most records copied at once (callers pass runs of up to 256: one attention tile). */
+    private static final int COPY_RUN = 256;
     /** Slack after a copied run: a group's int word reads at most 3 bytes past its record. */
     private static final int SLACK = 8;
     private static final ThreadLocal<byte[]> CODES = ThreadLocal.withInitial(() -> new byte[0]);
@@ -789,7 +794,7 @@ final class PanamaOps implements VectorOps {
         int bytes = n * rb;
         byte[] buf = CODES.get();
         if (buf.length < bytes + SLACK) {
-            buf = new byte[Math.max(bytes + SLACK, 256 * rb + SLACK)];
+            buf = new byte[Math.max(bytes, COPY_RUN * rb) + SLACK];
             CODES.set(buf);
         }
         java.lang.foreign.MemorySegment.copy(seg, java.lang.foreign.ValueLayout.JAVA_BYTE, off, buf, 0, bytes);
@@ -839,8 +844,11 @@ final class PanamaOps implements VectorOps {
     @Override
     public void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
                                float[] acc, int ao, int as, float[] scratch) {
-        byte[] buf = codeBuffer(seg, off, n, lay.recordBytes);
-        accumulateRange(lay, buf, 0, n, w, wo, ws, nq, acc, ao, as, scratch);
+        for (int t = 0; t < n; t += COPY_RUN) {
+            int m = Math.min(COPY_RUN, n - t);
+            byte[] buf = codeBuffer(seg, off + (long) t * lay.recordBytes, m, lay.recordBytes);
+            accumulateRange(lay, buf, 0, m, w, wo + t, ws, nq, acc, ao, as, scratch);
+        }
     }
 
     /** Accumulation of n records whose word reads all stay inside {@code seg}. */

@@ -111,7 +111,8 @@ class CodeKernelParityTest {
     /**
      * The vector kernels read a run of records through one bulk copy: a run must give bit for
      * bit what the same records give one call at a time (scores are per token; a value sum adds
-     * the tokens in the same order either way), including the last record of a segment.
+     * the tokens in the same order either way), including the last record of a segment, over more
+     * records than one bulk copy takes.
      */
     @Test
     void aRunOfRecordsEqualsTheRecordsOneAtATimeBitForBit() {
@@ -121,7 +122,7 @@ class CodeKernelParityTest {
             for (int[][] sh : shapes) {
                 CodeLayout lay = layout(sh[0], sh[1], r);
                 int rb = lay.recordBytes();
-                int tokens = 37;
+                int tokens = 300; // more than one copied run (256 records)
                 MemorySegment seg = arena.allocate((long) rb * tokens);
                 for (long b = 0; b < seg.byteSize(); b++) {
                     seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
