@@ -437,6 +437,9 @@ public final class DecodeAttention implements AutoCloseable {
         }
     }
 
+    /** How long the caller spins for helpers still running their last task before it blocks. */
+    static final long END_SPIN_NANOS = 200_000;
+
     private interface Task {
         void run(int i);
     }
@@ -461,9 +464,17 @@ public final class DecodeAttention implements AutoCloseable {
             }
         };
         int helpers = Math.min(threads, count) - 1;
+        java.util.concurrent.atomic.AtomicInteger busy = new java.util.concurrent.atomic.AtomicInteger(helpers);
+        Runnable helper = () -> {
+            try {
+                worker.run();
+            } finally {
+                busy.decrementAndGet();
+            }
+        };
         java.util.concurrent.ForkJoinTask<?>[] submitted = new java.util.concurrent.ForkJoinTask<?>[helpers];
         for (int h = 0; h < helpers; h++) {
-            submitted[h] = pool.submit(worker);
+            submitted[h] = pool.submit(helper);
         }
         RuntimeException failure = null;
         try {
@@ -471,6 +482,13 @@ public final class DecodeAttention implements AutoCloseable {
         } catch (RuntimeException e) {
             next.set(count); // the others stop after their current task
             failure = e;
+        }
+        // the helpers are finishing their last tasks (a fraction of a millisecond): wait for them
+        // spinning for a while rather than parking at once, so that the step does not end with an
+        // OS wake-up of the caller on its critical path
+        long spinEnd = System.nanoTime() + END_SPIN_NANOS;
+        while (busy.get() > 0 && System.nanoTime() < spinEnd) {
+            Thread.onSpinWait();
         }
         for (java.util.concurrent.ForkJoinTask<?> f : submitted) {
             try {

@@ -31,7 +31,6 @@ final class HadamardRotation implements Rotation {
      * un-rotating, the same round's) sign flip are one multiply: (v·s)·(±1) = v·(±s) exactly.
      */
     private final float[][] scaledSigns;
-    private final float[] ones;
     private final float[][] blockScales; // blockScale[b] repeated blockSize[b] times
 
     HadamardRotation(int dim, long seed) {
@@ -80,8 +79,6 @@ final class HadamardRotation implements Rotation {
             }
         }
         scratch = ThreadLocal.withInitial(() -> new float[dim]);
-        ones = new float[dim];
-        java.util.Arrays.fill(ones, 1f);
         blockScales = new float[nb][];
         for (int b = 0; b < nb; b++) {
             blockScales[b] = new float[blockSize[b]];
@@ -114,9 +111,9 @@ final class HadamardRotation implements Rotation {
     public void rotate(float[] x, int xOff, float[] y, int yOff) {
         VectorOps ops = Simd.ops();
         if (scaledSigns != null) {
-            // round 0: signs, H, scale (and round 1's signs); round 1: H, scale. Bit-identical to the loop below.
+            // round 0: signs, H, scale (and round 1's signs); round 1: H, scale (no pre-multiply: ×1 is exact). Bit-identical to the loop below.
             ops.hadamardRound(x, xOff, y, yOff, dim, signs[0], scaledSigns[1]);
-            ops.hadamardRound(y, yOff, y, yOff, dim, ones, blockScales[0]);
+            ops.hadamardRound(y, yOff, y, yOff, dim, blockScales[0]);
             return;
         }
         if (y != x || yOff != xOff) {
@@ -135,8 +132,8 @@ final class HadamardRotation implements Rotation {
     public void unrotate(float[] y, int yOff, float[] x, int xOff) {
         VectorOps ops = Simd.ops();
         if (scaledSigns != null) {
-            ops.hadamardRound(y, yOff, x, xOff, dim, ones, scaledSigns[1]);
-            ops.hadamardRound(x, xOff, x, xOff, dim, ones, scaledSigns[0]);
+            ops.hadamardRound(y, yOff, x, xOff, dim, scaledSigns[1]);
+            ops.hadamardRound(x, xOff, x, xOff, dim, scaledSigns[0]);
             return;
         }
         if (y != x || yOff != xOff) {
@@ -170,7 +167,7 @@ final class HadamardRotation implements Rotation {
     private void blockTransform(VectorOps ops, float[] v, int off) {
         for (int b = 0; b < blockStart.length; b++) {
             int o = off + blockStart[b];
-            ops.hadamardRound(v, o, v, o, blockSize[b], ones, blockScales[b]);
+            ops.hadamardRound(v, o, v, o, blockSize[b], blockScales[b]);
         }
     }
 

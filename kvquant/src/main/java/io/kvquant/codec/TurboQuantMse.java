@@ -272,10 +272,9 @@ public final class TurboQuantMse implements VectorCodec {
 
     @Override
     public void decode(MemorySegment src, long off, float[] out, int oo) {
-        Scratch t = scratch.get();
-        // expanded in place from the record (no heap copy), then un-rotated
-        Simd.ops().codeDecode(layout, src, off, t.y, 0);
-        rotation.unrotate(t.y, 0, out, oo);
+        // expanded in place from the record (no heap copy) straight into out, then un-rotated in place
+        Simd.ops().codeDecode(layout, src, off, out, oo);
+        rotation.unrotate(out, oo, out, oo);
     }
 
     @Override

@@ -270,6 +270,82 @@ final class PanamaOps implements VectorOps {
         }
     }
 
+    /** {@link #hadamardRound} with pre = ones (skipped: a multiply by one is exact), for 4, 8 or 16 vectors. */
+    private static void roundNoPre(float[] x, int xo, float[] y, int yo, int n, float[] post) {
+        int nv = n / L;
+        for (int i = 0; i < n; i += 4 * L) {
+            FloatVector a = FloatVector.fromArray(F, x, xo + i);
+            FloatVector b = FloatVector.fromArray(F, x, xo + i + L);
+            FloatVector c = FloatVector.fromArray(F, x, xo + i + 2 * L);
+            FloatVector d = FloatVector.fromArray(F, x, xo + i + 3 * L);
+            a = bf(bf(bf(a, SW1, SG1), SW2, SG2), SW4, SG4);
+            b = bf(bf(bf(b, SW1, SG1), SW2, SG2), SW4, SG4);
+            c = bf(bf(bf(c, SW1, SG1), SW2, SG2), SW4, SG4);
+            d = bf(bf(bf(d, SW1, SG1), SW2, SG2), SW4, SG4);
+            if (L == 16) {
+                a = bf(a, SW8, SG8);
+                b = bf(b, SW8, SG8);
+                c = bf(c, SW8, SG8);
+                d = bf(d, SW8, SG8);
+            }
+            FloatVector a1 = a.add(b);
+            FloatVector b1 = a.sub(b);
+            FloatVector c1 = c.add(d);
+            FloatVector d1 = c.sub(d);
+            a = a1.add(c1);
+            c = a1.sub(c1);
+            b = b1.add(d1);
+            d = b1.sub(d1);
+            if (nv == 4) {
+                a = a.mul(FloatVector.fromArray(F, post, i));
+                b = b.mul(FloatVector.fromArray(F, post, i + L));
+                c = c.mul(FloatVector.fromArray(F, post, i + 2 * L));
+                d = d.mul(FloatVector.fromArray(F, post, i + 3 * L));
+            }
+            a.intoArray(y, yo + i);
+            b.intoArray(y, yo + i + L);
+            c.intoArray(y, yo + i + 2 * L);
+            d.intoArray(y, yo + i + 3 * L);
+        }
+        if (nv == 8) {
+            // width 4L: vectors r and r + 4
+            for (int r = 0; r < 4; r++) {
+                int i = r * L;
+                FloatVector a = FloatVector.fromArray(F, y, yo + i);
+                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
+                (a.add(b)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
+                (a.sub(b)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
+            }
+        } else if (nv == 16) {
+            // widths 4L and 8L: vectors r, r + 4, r + 8, r + 12
+            for (int r = 0; r < 4; r++) {
+                int i = r * L;
+                FloatVector a = FloatVector.fromArray(F, y, yo + i);
+                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
+                FloatVector c = FloatVector.fromArray(F, y, yo + i + 8 * L);
+                FloatVector d = FloatVector.fromArray(F, y, yo + i + 12 * L);
+                FloatVector a1 = a.add(b);
+                FloatVector b1 = a.sub(b);
+                FloatVector c1 = c.add(d);
+                FloatVector d1 = c.sub(d);
+                (a1.add(c1)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
+                (b1.add(d1)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
+                (a1.sub(c1)).mul(FloatVector.fromArray(F, post, i + 8 * L)).intoArray(y, yo + i + 8 * L);
+                (b1.sub(d1)).mul(FloatVector.fromArray(F, post, i + 12 * L)).intoArray(y, yo + i + 12 * L);
+            }
+        }
+    }
+
+    @Override
+    public void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] post) {
+        int nv = n / L;
+        if (!FWHT_IN_VECTOR || n % L != 0 || (nv != 4 && nv != 8 && nv != 16)) {
+            VectorOps.super.hadamardRound(x, xo, y, yo, n, post);
+            return;
+        }
+        roundNoPre(x, xo, y, yo, n, post);
+    }
+
     private static final VectorSpecies<Double> D = jdk.incubator.vector.DoubleVector.SPECIES_PREFERRED;
 
     @Override
@@ -539,15 +615,18 @@ final class PanamaOps implements VectorOps {
     @Override
     public void codeScores(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs, int nq,
                            float[] out, int oo, int os) {
-        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
-        scoresRange(lay, seg, off, safe, g, go, gs, nq, out, oo, os);
-        for (int t = safe; t < n; t++) {
-            scoresRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, g, go, gs, nq, out, oo + t, os);
+        // the run of records is copied once into a per-thread heap buffer with slack after it: the
+        // kernels then read int words from a byte[] (bounds checks C2 hoists out of the loops, and
+        // the last record of a page needs no special case)
+        for (int t = 0; t < n; t += COPY_RUN) {
+            int m = Math.min(COPY_RUN, n - t);
+            byte[] buf = codeBuffer(seg, off + (long) t * lay.recordBytes, m, lay.recordBytes);
+            scoresRange(lay, buf, 0, m, g, go, gs, nq, out, oo + t, os);
         }
     }
 
     /** Scores of n records whose word reads all stay inside {@code seg}. */
-    private static void scoresRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go, int gs,
+    private static void scoresRange(CodeLayout lay, byte[] seg, int off, int n, float[] g, int go, int gs,
                                     int nq, float[] out, int oo, int os) {
         int rb = lay.recordBytes;
         for (int i = 0; i < nq; i++) {
@@ -566,8 +645,8 @@ final class PanamaOps implements VectorOps {
             boolean tt = (1 << bits) > L;
             int groups = lay.count[p] / L;
             int gb = L * bits / 8; // bytes per group
-            long co = lay.codeOff[p];
-            long so = lay.scaleOff[p];
+            int co = lay.codeOff[p];
+            int so = lay.scaleOff[p];
             int fo = go + lay.featOff[p];
             int i = 0;
             // eight queries per pass when the group has them: one expansion of the codes for all
@@ -591,11 +670,11 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 8 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ8(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+    private static void scoresQ8(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
-            long rec = off + (long) t * rb;
+            int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             FloatVector a1 = FloatVector.zero(F);
             FloatVector a2 = FloatVector.zero(F);
@@ -605,7 +684,7 @@ final class PanamaOps implements VectorOps {
             FloatVector a6 = FloatVector.zero(F);
             FloatVector a7 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -629,17 +708,17 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 4 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ4(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+    private static void scoresQ4(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
-            long rec = off + (long) t * rb;
+            int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             FloatVector a1 = FloatVector.zero(F);
             FloatVector a2 = FloatVector.zero(F);
             FloatVector a3 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -655,15 +734,15 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 2 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ2(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+    private static void scoresQ2(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
-            long rec = off + (long) t * rb;
+            int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             FloatVector a1 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -675,14 +754,14 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 1 query (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ1(java.lang.foreign.MemorySegment seg, long off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, long co, long so,
+    private static void scoresQ1(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
+                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
-            long rec = off + (long) t * rb;
+            int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + (long) k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
             }
@@ -695,18 +774,67 @@ final class PanamaOps implements VectorOps {
         return Float.float16ToFloat(seg.get(SHORT_SEG, pos));
     }
 
+    private static final VarHandle SHORT_LE = MethodHandles.byteArrayViewVarHandle(short[].class, ByteOrder.LITTLE_ENDIAN);
+
+    private static float half(byte[] buf, int pos) {
+        return Float.float16ToFloat((short) SHORT_LE.get(buf, pos));
+    }
+
+    /** Most records copied at once (callers pass runs of up to 256: one attention tile). */
+    private static final int COPY_RUN = 256;
+    /** Slack after a copied run: a group's int word reads at most 3 bytes past its record. */
+    private static final int SLACK = 8;
+    private static final ThreadLocal<byte[]> CODES = ThreadLocal.withInitial(() -> new byte[0]);
+
+    /**
+     * Records [off, off + n·rb) of {@code seg} copied (one bulk copy, one bounds check) to the
+     * start of this thread's heap buffer, which has at least {@link #SLACK} bytes after them.
+     */
+    private static byte[] codeBuffer(java.lang.foreign.MemorySegment seg, long off, int n, int rb) {
+        int bytes = n * rb;
+        byte[] buf = CODES.get();
+        if (buf.length < bytes + SLACK) {
+            buf = new byte[Math.max(bytes, COPY_RUN * rb) + SLACK];
+            CODES.set(buf);
+        }
+        java.lang.foreign.MemorySegment.copy(seg, java.lang.foreign.ValueLayout.JAVA_BYTE, off, buf, 0, bytes);
+        return buf;
+    }
+
+    /** As {@link #codeLanes(java.lang.foreign.MemorySegment, long, int, IntVector, IntVector)} from a heap buffer. */
+    private static IntVector codeLanes(byte[] buf, int pos, int bits, IntVector shifts, IntVector mask) {
+        IntVector v = IntVector.broadcast(I, (int) INT_LE.get(buf, pos));
+        if (L == 16) {
+            v = v.blend(IntVector.broadcast(I, (int) INT_LE.get(buf, pos + bits)), UPPER);
+        }
+        return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
+    }
+
+    /** Code j of part p of the record at {@code rec} of a heap buffer (the scalar tails). */
+    private static int codeAt(CodeLayout lay, int p, byte[] buf, int rec, int j) {
+        int bits = lay.bits[p];
+        int bit = j * bits;
+        int idx = rec + lay.codeOff[p] + (bit >>> 3);
+        int shift = bit & 7;
+        int v = Byte.toUnsignedInt(buf[idx]) >>> shift;
+        if (shift + bits > 8) {
+            v |= Byte.toUnsignedInt(buf[idx + 1]) << (8 - shift);
+        }
+        return v & ((1 << bits) - 1);
+    }
+
     /** Scalar scores of codes [j0, j1) of part p, added to out. */
-    private static void scalarPartScores(CodeLayout lay, int p, java.lang.foreign.MemorySegment seg, long off, int n, float[] g, int go,
+    private static void scalarPartScores(CodeLayout lay, int p, byte[] seg, int off, int n, float[] g, int go,
                                          int gs, int nq, float[] out, int oo, int os, int j0, int j1) {
         float[] tab = lay.table[p];
         for (int t = 0; t < n; t++) {
-            long rec = off + (long) t * lay.recordBytes;
-            float sc = ScalarOps.scaleOf(lay, p, seg, rec);
+            int rec = off + t * lay.recordBytes;
+            float sc = half(seg, rec + lay.scaleOff[p]);
             for (int i = 0; i < nq; i++) {
                 int qb = go + i * gs + lay.featOff[p];
                 float s = 0f;
                 for (int j = j0; j < j1; j++) {
-                    s += tab[ScalarOps.code(lay, p, seg, rec, j)] * g[qb + j];
+                    s += tab[codeAt(lay, p, seg, rec, j)] * g[qb + j];
                 }
                 out[oo + i * os + t] += sc * s;
             }
@@ -716,15 +844,15 @@ final class PanamaOps implements VectorOps {
     @Override
     public void codeAccumulate(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws, int nq,
                                float[] acc, int ao, int as, float[] scratch) {
-        int safe = safeRecords(off, lay.recordBytes, n, seg.byteSize());
-        accumulateRange(lay, seg, off, safe, w, wo, ws, nq, acc, ao, as, scratch);
-        for (int t = safe; t < n; t++) {
-            accumulateRange(lay, padded(lay, seg, off + (long) t * lay.recordBytes), 0, 1, w, wo + t, ws, nq, acc, ao, as, scratch);
+        for (int t = 0; t < n; t += COPY_RUN) {
+            int m = Math.min(COPY_RUN, n - t);
+            byte[] buf = codeBuffer(seg, off + (long) t * lay.recordBytes, m, lay.recordBytes);
+            accumulateRange(lay, buf, 0, m, w, wo + t, ws, nq, acc, ao, as, scratch);
         }
     }
 
     /** Accumulation of n records whose word reads all stay inside {@code seg}. */
-    private static void accumulateRange(CodeLayout lay, java.lang.foreign.MemorySegment seg, long off, int n, float[] w, int wo, int ws,
+    private static void accumulateRange(CodeLayout lay, byte[] seg, int off, int n, float[] w, int wo, int ws,
                                         int nq, float[] acc, int ao, int as, float[] scratch) {
         int rb = lay.recordBytes;
         int lastScale = -1;
@@ -735,7 +863,7 @@ final class PanamaOps implements VectorOps {
                 lastScale = lay.scaleOff[p];
                 int nb = nq * n;
                 for (int t = 0; t < n; t++) {
-                    scratch[nb + t] = half(seg, off + (long) t * rb + lastScale);
+                    scratch[nb + t] = half(seg, off + t * rb + lastScale);
                 }
                 for (int i = 0; i < nq; i++) {
                     ScalarOps.multiplyInto(w, wo + i * ws, scratch, nb, scratch, i * n, n);
@@ -749,7 +877,7 @@ final class PanamaOps implements VectorOps {
                 IntVector t1 = tableVector(lay.table[p], L);
                 boolean tt = (1 << bits) > L;
                 int gb = L * bits / 8;
-                long co = off + lay.codeOff[p];
+                int co = off + lay.codeOff[p];
                 // token-major over a block of two output vectors: the accumulators of up to four
                 // queries stay in registers for the whole run of tokens
                 int base = ao + lay.featOff[p];
@@ -777,12 +905,12 @@ final class PanamaOps implements VectorOps {
             if (j0 < lay.count[p]) {
                 float[] tab = lay.table[p];
                 for (int t = 0; t < n; t++) {
-                    long rec = off + (long) t * rb;
+                    int rec = off + t * rb;
                     for (int i = 0; i < nq; i++) {
                         float wn = scratch[i * n + t];
                         int a = ao + i * as + lay.featOff[p];
                         for (int j = j0; j < lay.count[p]; j++) {
-                            acc[a + j] += wn * tab[ScalarOps.code(lay, p, seg, rec, j)];
+                            acc[a + j] += wn * tab[codeAt(lay, p, seg, rec, j)];
                         }
                     }
                 }
@@ -794,7 +922,7 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 4 queries (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ4(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+    private static void accumulateQ4(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
@@ -805,7 +933,7 @@ final class PanamaOps implements VectorOps {
         FloatVector a21 = FloatVector.fromArray(F, acc, ab + 2 * as + L);
         FloatVector a30 = FloatVector.fromArray(F, acc, ab + 3 * as);
         FloatVector a31 = FloatVector.fromArray(F, acc, ab + 3 * as + L);
-        long pos = co + (long) k * gb;
+        int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
             FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
             FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
@@ -836,14 +964,14 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 2 queries (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ2(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+    private static void accumulateQ2(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
         FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
         FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
-        long pos = co + (long) k * gb;
+        int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
             FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
             FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
@@ -864,12 +992,12 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 1 query (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ1(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+    private static void accumulateQ1(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
-        long pos = co + (long) k * gb;
+        int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
             FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
             FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
@@ -882,11 +1010,11 @@ final class PanamaOps implements VectorOps {
     }
 
     /** As {@link #accumulateQ1} for a single output vector (the last group of an odd count), one query. */
-    private static void accumulateOne(java.lang.foreign.MemorySegment seg, long co, int rb, int nt, int n, int k, int bits,
+    private static void accumulateOne(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
                                       IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
                                       float[] scratch, int wb, float[] acc, int ab) {
         FloatVector a = FloatVector.fromArray(F, acc, ab);
-        long pos = co + (long) k * gb;
+        int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
             a = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt).fma(FloatVector.broadcast(F, scratch[wb + t]), a);
         }

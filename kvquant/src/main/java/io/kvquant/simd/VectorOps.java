@@ -116,6 +116,18 @@ public interface VectorOps {
     void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post);
 
     /**
+     * {@link #hadamardRound} with pre = ones: y[yo+i] = post[i] · (H·x[xo..xo+n))_i, bit-identical
+     * to it (a multiply by one is exact) without the multiply.
+     */
+    default void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] post) {
+        if (x != y || xo != yo) {
+            System.arraycopy(x, xo, y, yo, n);
+        }
+        fwht(y, yo, n);
+        multiply(y, yo, post, 0, y, yo, n);
+    }
+
+    /**
      * Σ (double) x[o+i]² in an order of the backend's choosing: each square is exact in double,
      * so it differs from the sequential sum by at most 2·(n−1)·2^-53 of the sum (finite inputs).
      * Non-finite inputs give a non-finite sum.

@@ -108,6 +108,63 @@ class CodeKernelParityTest {
         }
     }
 
+    /**
+     * The vector kernels read a run of records through one bulk copy: a run must give bit for
+     * bit what the same records give one call at a time (scores are per token; a value sum adds
+     * the tokens in the same order either way), including the last record of a segment, over more
+     * records than one bulk copy takes.
+     */
+    @Test
+    void aRunOfRecordsEqualsTheRecordsOneAtATimeBitForBit() {
+        Random r = new Random(SEED + 2);
+        int[][][] shapes = {{{4, 3}, {64, 64}}, {{3, 2}, {64, 64}}, {{3}, {96}}, {{2, 3, 4}, {8, 24, 9}}, {{4, 1}, {128, 128}}};
+        try (Arena arena = Arena.ofConfined()) {
+            for (int[][] sh : shapes) {
+                CodeLayout lay = layout(sh[0], sh[1], r);
+                int rb = lay.recordBytes();
+                int tokens = 300; // more than one copied run (256 records)
+                MemorySegment seg = arena.allocate((long) rb * tokens);
+                for (long b = 0; b < seg.byteSize(); b++) {
+                    seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
+                }
+                for (int t = 0; t < tokens; t++) {
+                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb, Float.floatToFloat16((float) r.nextDouble() + 0.5f));
+                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb + 2, Float.floatToFloat16((float) r.nextDouble()));
+                }
+                int fs = lay.featureSize();
+                for (int nq : new int[]{1, 3, 8}) {
+                    float[] g = new float[nq * fs];
+                    for (int i = 0; i < g.length; i++) {
+                        g[i] = (float) r.nextGaussian();
+                    }
+                    float[] run = new float[nq * tokens];
+                    float[] one = new float[nq * tokens];
+                    vector.codeScores(lay, seg, 0, tokens, g, 0, fs, nq, run, 0, tokens);
+                    for (int t = 0; t < tokens; t++) {
+                        vector.codeScores(lay, seg, (long) t * rb, 1, g, 0, fs, nq, one, t, tokens);
+                    }
+                    for (int i = 0; i < run.length; i++) {
+                        assertEquals(Float.floatToRawIntBits(one[i]), Float.floatToRawIntBits(run[i]), "scores nq=" + nq + " i=" + i);
+                    }
+                    float[] w = new float[nq * tokens];
+                    for (int i = 0; i < w.length; i++) {
+                        w[i] = (float) r.nextDouble();
+                    }
+                    float[] accRun = new float[nq * fs];
+                    float[] accOne = new float[nq * fs];
+                    vector.codeAccumulate(lay, seg, 0, tokens, w, 0, tokens, nq, accRun, 0, fs, new float[(nq + 1) * tokens]);
+                    for (int t = 0; t < tokens; t++) {
+                        vector.codeAccumulate(lay, seg, (long) t * rb, 1, w, t, tokens, nq, accOne, 0, fs, new float[nq + 1]);
+                    }
+                    for (int i = 0; i < accRun.length; i++) {
+                        assertEquals(Float.floatToRawIntBits(accOne[i]), Float.floatToRawIntBits(accRun[i]),
+                                "accumulate nq=" + nq + " i=" + i);
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     void maxAndExpSumAgree() {
         Random r = new Random(SEED + 1);

@@ -99,6 +99,34 @@ class SimdParityTest {
         }
     }
 
+    /** The round without a pre-multiply equals fwht, multiply bit for bit (and the round with pre = ones). */
+    @Test
+    void hadamardRoundWithoutPreIsBitIdenticalToFwhtMultiply() {
+        Random r = new Random(SEED + 9);
+        for (int n = 1; n <= 512; n <<= 1) {
+            float[] post = rand(r, n);
+            float[] ones = new float[n];
+            java.util.Arrays.fill(ones, 1f);
+            float[] x = rand(r, n + 5);
+            float[] ref = new float[n + 4];
+            System.arraycopy(x, 2, ref, 4, n);
+            scalar.fwht(ref, 4, n);
+            scalar.multiply(ref, 4, post, 0, ref, 4, n);
+            for (VectorOps ops : new VectorOps[]{scalar, vector}) {
+                float[] y = new float[n + 4];
+                ops.hadamardRound(x, 2, y, 4, n, post);
+                assertArrayClose(ref, y, 0f, ops.name() + " hadamardRound without pre n=" + n);
+                float[] z = new float[n + 4];
+                System.arraycopy(x, 2, z, 4, n);
+                ops.hadamardRound(z, 4, z, 4, n, post);
+                assertArrayClose(ref, z, 0f, ops.name() + " in-place hadamardRound without pre n=" + n);
+                float[] w = new float[n + 4];
+                ops.hadamardRound(x, 2, w, 4, n, ones, post);
+                assertArrayClose(ref, w, 0f, ops.name() + " hadamardRound with pre = ones n=" + n);
+            }
+        }
+    }
+
     /** The reordered double sum of squares stays within its stated bound of the sequential sum. */
     @Test
     void sumOfSquaresDoubleIsWithinItsBound() {
