@@ -109,13 +109,16 @@ class CodeKernelParityTest {
     }
 
     /**
-     * The vector kernels read a run of records through one bulk copy: a run must give bit for
-     * bit what the same records give one call at a time (scores are per token; a value sum adds
-     * the tokens in the same order either way), including the last record of a segment, over more
-     * records than one bulk copy takes.
+     * The vector kernels read a run of records through one bulk copy: a run must give what the
+     * same records give one call at a time (scores are per token; a value sum adds the tokens in
+     * the same order either way), including the last record of a segment, over more records than
+     * one bulk copy takes. Equal up to float rounding, not bit for bit: the two calls can meet the
+     * kernels in different JIT states (the Vector API's Java fallback reduces lanes in order,
+     * compiled code as a tree), and this test ran green or 1 ulp apart depending on which tests
+     * ran before it. A wrong record would be off by the size of the scores themselves.
      */
     @Test
-    void aRunOfRecordsEqualsTheRecordsOneAtATimeBitForBit() {
+    void aRunOfRecordsEqualsTheRecordsOneAtATime() {
         Random r = new Random(SEED + 2);
         int[][][] shapes = {{{4, 3}, {64, 64}}, {{3, 2}, {64, 64}}, {{3}, {96}}, {{2, 3, 4}, {8, 24, 9}}, {{4, 1}, {128, 128}}};
         try (Arena arena = Arena.ofConfined()) {
@@ -144,7 +147,7 @@ class CodeKernelParityTest {
                         vector.codeScores(lay, seg, (long) t * rb, 1, g, 0, fs, nq, one, t, tokens);
                     }
                     for (int i = 0; i < run.length; i++) {
-                        assertEquals(Float.floatToRawIntBits(one[i]), Float.floatToRawIntBits(run[i]), "scores nq=" + nq + " i=" + i);
+                        assertEquals(one[i], run[i], 1e-5f * Math.max(1f, Math.abs(one[i])), "scores nq=" + nq + " i=" + i);
                     }
                     float[] w = new float[nq * tokens];
                     for (int i = 0; i < w.length; i++) {
@@ -157,7 +160,7 @@ class CodeKernelParityTest {
                         vector.codeAccumulate(lay, seg, (long) t * rb, 1, w, t, tokens, nq, accOne, 0, fs, new float[nq + 1]);
                     }
                     for (int i = 0; i < accRun.length; i++) {
-                        assertEquals(Float.floatToRawIntBits(accOne[i]), Float.floatToRawIntBits(accRun[i]),
+                        assertEquals(accOne[i], accRun[i], 1e-5f * Math.max(1f, Math.abs(accOne[i])),
                                 "accumulate nq=" + nq + " i=" + i);
                     }
                 }
