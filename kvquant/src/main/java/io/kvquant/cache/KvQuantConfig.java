@@ -35,7 +35,7 @@ import java.util.Locale;
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
-                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits) {
+                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits, double keyScale) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -89,7 +89,11 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     public static final Trim DEFAULT_TRIM = Trim.V;
     /** Bits per element of the TurboQuant presets' full-precision window (fp16: measured to cost nothing, docs/quality.md). */
     public static final int DEFAULT_WINDOW_BITS = 16;
-    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "trim", "layers", "qjl", "sjl", "rot",
+    /** Exponent of {@code kscale=on}: s = (channel RMS)^½, see {@link LayeredKvCache}. */
+    public static final double KEY_SCALE_ON = 0.5;
+    /** The TurboQuant presets' per-channel key scaling exponent (0: off; chosen by measurement, docs/quality.md). */
+    public static final double DEFAULT_KEY_SCALE = 0;
+    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -97,7 +101,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0);
     }
 
     public KvQuantConfig {
@@ -123,6 +127,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
         }
         trim = trim == null ? Trim.OFF : trim;
+        if (!(keyScale >= 0 && keyScale <= 1)) {
+            throw new IllegalArgumentException("kscale must be on, off or an exponent in [0, 1], got " + keyScale);
+        }
+        if (keyScale != 0 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("kscale applies to TurboQuant settings, not " + kind);
+        }
         if (windowBits != 16 && windowBits != 32) {
             throw new IllegalArgumentException("winbits must be 16 or 32, got " + windowBits);
         }
@@ -184,6 +194,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         boolean center = false;
         Trim trim = Trim.OFF;
         int winBits = 32;
+        double kscale = 0;
         switch (preset) {
             case "full", "fp32" -> kind = Kind.FULL;
             case "fp16" -> kind = Kind.FP16;
@@ -221,6 +232,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             center = DEFAULT_CENTER;
             trim = DEFAULT_TRIM;
             winBits = DEFAULT_WINDOW_BITS;
+            kscale = DEFAULT_KEY_SCALE;
         }
         boolean kq = false;
         boolean vq = false;
@@ -249,6 +261,29 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "page" -> page = integer(val, p, text);
                 case "seed" -> seed = integer(val, p, text);
                 case "center" -> center = onOff(val, "center", text);
+                case "kscale" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'kscale' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    kscale = switch (val) {
+                        case "on", "true" -> KEY_SCALE_ON;
+                        case "off", "false" -> 0;
+                        default -> {
+                            double a;
+                            try {
+                                a = Double.parseDouble(val);
+                            } catch (NumberFormatException e) {
+                                a = -1;
+                            }
+                            if (!(a >= 0 && a <= 1)) {
+                                throw new IllegalArgumentException("kscale must be on, off or an exponent in [0, 1], not '" + val
+                                        + "' in '" + text + "'");
+                            }
+                            yield a;
+                        }
+                    };
+                }
                 case "winbits" -> {
                     if (kind != Kind.TURBO) {
                         throw new IllegalArgumentException("option 'winbits' applies to TurboQuant settings, not '" + preset
@@ -326,7 +361,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto, trim, winBits);
+                    overrides, auto, trim, winBits, kscale);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -430,6 +465,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
             p.add("center=" + (center ? "on" : "off"));
         }
+        if (kind == Kind.TURBO && keyScale != DEFAULT_KEY_SCALE) {
+            p.add("kscale=" + (keyScale == 0 ? "off" : keyScale == KEY_SCALE_ON ? "on" : Double.toString(keyScale)));
+        }
         if (kind == Kind.TURBO && windowBits != DEFAULT_WINDOW_BITS) {
             p.add("winbits=" + windowBits);
         }
@@ -517,19 +555,25 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale);
+    }
+
+    /** This setting with per-channel key scaling at exponent {@code alpha} (0: off). */
+    public KvQuantConfig withKeyScale(double alpha) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */
