@@ -91,8 +91,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     public static final int DEFAULT_WINDOW_BITS = 16;
     /** Exponent of {@code kscale=on}: s = (channel RMS)^½, see {@link LayeredKvCache}. */
     public static final double KEY_SCALE_ON = 0.5;
-    /** The TurboQuant presets' per-channel key scaling exponent (0: off; chosen by measurement, docs/quality.md). */
-    public static final double DEFAULT_KEY_SCALE = 0;
+    /**
+     * The TurboQuant presets' per-channel key scaling exponent (0: off; chosen by measurement,
+     * docs/quality.md); it goes with centering: a setting with {@code center=off} has none unless
+     * {@code kscale=} says so.
+     */
+    public static final double DEFAULT_KEY_SCALE = KEY_SCALE_ON;
     private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
@@ -232,8 +236,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             center = DEFAULT_CENTER;
             trim = DEFAULT_TRIM;
             winBits = DEFAULT_WINDOW_BITS;
-            kscale = DEFAULT_KEY_SCALE;
         }
+        boolean kscaleGiven = false;
         boolean kq = false;
         boolean vq = false;
         QjlKind sjl = QjlKind.GAUSSIAN;
@@ -266,6 +270,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                         throw new IllegalArgumentException("option 'kscale' applies to TurboQuant settings, not '" + preset
                                 + "' in '" + text + "'");
                     }
+                    kscaleGiven = true;
                     kscale = switch (val) {
                         case "on", "true" -> KEY_SCALE_ON;
                         case "off", "false" -> 0;
@@ -358,6 +363,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             if (kind == Kind.KIVI && (key.equals("qjl") || key.equals("sjl") || key.equals("rot") || key.equals("normfix"))) {
                 throw new IllegalArgumentException("option '" + key + "' does not apply to KIVI in '" + text + "'");
             }
+        }
+        if (!kscaleGiven) {
+            kscale = defaultKeyScale(kind, center);
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
@@ -465,7 +473,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
             p.add("center=" + (center ? "on" : "off"));
         }
-        if (kind == Kind.TURBO && keyScale != DEFAULT_KEY_SCALE) {
+        if (kind == Kind.TURBO && keyScale != defaultKeyScale(kind, center)) {
             p.add("kscale=" + (keyScale == 0 ? "off" : keyScale == KEY_SCALE_ON ? "on" : Double.toString(keyScale)));
         }
         if (kind == Kind.TURBO && windowBits != DEFAULT_WINDOW_BITS) {
@@ -556,6 +564,15 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
                 boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale);
+    }
+
+    /**
+     * The key scaling a TurboQuant setting gets when {@code kscale=} is not given: the presets'
+     * ({@link #DEFAULT_KEY_SCALE}) with centering, none without it, so that {@code center=off}
+     * (e.g. {@code turbo3.5,window=0,center=off}, the bare codec) keeps the raw keys.
+     */
+    static double defaultKeyScale(Kind kind, boolean center) {
+        return kind == Kind.TURBO && center ? DEFAULT_KEY_SCALE : 0;
     }
 
     /** This setting with per-channel key scaling at exponent {@code alpha} (0: off). */

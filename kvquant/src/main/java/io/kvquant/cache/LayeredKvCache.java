@@ -124,6 +124,10 @@ public final class LayeredKvCache implements KvCache {
             throw new IllegalArgumentException("the stored key codes are centered (center=on in '" + config + "'); a consumer "
                     + "that decodes them itself must use center=off");
         }
+        if (key && config.keyScale() > 0) {
+            throw new IllegalArgumentException("the stored key codes are scaled per channel (kscale in '" + config + "'); a "
+                    + "consumer that decodes them itself must use kscale=off");
+        }
         ts.copyRecords(key, head, from, to, dst, dstOff);
     }
 
@@ -238,14 +242,14 @@ public final class LayeredKvCache implements KvCache {
         ((TurboStore) stores[layer]).queryScale(keyScale[layer]);
     }
 
-    /** Bounds of a channel's key scale, relative to the channels' geometric mean. */
-    static final float MAX_SCALE = 8f;
+    /** Bounds of a channel's key scale, relative to the channels' geometric mean: 2^±3. */
+    static final int MAX_LOG2_SCALE = 3;
 
     /**
      * The per-channel key scale of a layer from its first chunk's (centered) keys, over all KV heads:
-     * s_j = (r_j / g)^α, r_j the RMS of channel j over the chunk (averaged with its rotary partner
-     * j ± d/2, so that a pair whose energy turns from one channel to the other later keeps one scale),
-     * g their geometric mean and α the setting's exponent; clamped to [1/8, 8]. Why it pays: the
+     * s_j = (r_j / g)^α rounded to a power of two, r_j the RMS of channel j over the chunk (averaged
+     * with its rotary partner j ± d/2, so that a pair whose energy turns from one channel to the other
+     * later keeps one scale), g their geometric mean and α the setting's exponent; clamped to [1/8, 8]. Why it pays: the
      * rotation spreads a key's error evenly over the channels, in proportion to its norm, so the
      * error of a score is ∝ ‖k ⊘ s‖·‖q ∘ s‖; with a few dominant channels, dividing them down
      * shrinks the first factor more than the query's growth costs (for isotropic queries, α = ½
@@ -282,8 +286,10 @@ public final class LayeredKvCache implements KvCache {
         }
         double g = Math.exp(logMean / headDim);
         for (int j = 0; j < headDim; j++) {
-            double v = Math.pow(rr[j] / g, config.keyScale());
-            s[j] = (float) Math.max(1 / MAX_SCALE, Math.min(MAX_SCALE, v));
+            // a power of two: k ⊘ s and q ∘ s are then exact in floating point (and in the fp16 window),
+            // so scores are bit-identical and read() gives the stored keys back bit for bit
+            double e = Math.rint(config.keyScale() * Math.log(rr[j] / g) / Math.log(2));
+            s[j] = (float) Math.scalb(1.0, (int) Math.max(-MAX_LOG2_SCALE, Math.min(MAX_LOG2_SCALE, e)));
         }
         return s;
     }
