@@ -17,6 +17,8 @@ import java.util.Locale;
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
+ * {@code kscale=on|off|<α>} (store keys divided by a per-layer, per-channel power-of-two scale and
+ * multiply queries by it; exact: see {@link LayeredKvCache}; on by default with centering),
  * {@code winbits=16|32} (the TurboQuant window in fp16, the presets' default, or fp32),
  * {@code trim=kv|v|off} (with a window, at head dims below 128 the records spend b + 1/8 bits per
  * element with their norm, as at d = 128, so that the window fits: {@link KvCaches#codeBits}),
@@ -27,7 +29,7 @@ import java.util.Locale;
  * ({@link #withLayers}) before a cache is built.
  *
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
- * keys centered ({@link #DEFAULT_CENTER}), a {@link #DEFAULT_TURBO_WINDOW}-token
+ * keys centered ({@link #DEFAULT_CENTER}) and scaled per channel ({@link #DEFAULT_KEY_SCALE}), a {@link #DEFAULT_TURBO_WINDOW}-token
  * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), and below head dim 128 value
  * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.

@@ -19,6 +19,12 @@ import java.lang.foreign.Arena;
  * shared by all keys (constant key biases, as in Qwen2's projections) would eat their range; the
  * centered keys are small. {@link #read} adds μ back, so reconstructed keys estimate the
  * originals. Values are not centered (their mean would have to be added to attention outputs).
+ *
+ * <p><b>Key scaling</b> ({@code kscale}, TurboQuant layers): keys are also divided by a per-layer,
+ * per-channel power-of-two scale s (from the first chunk, frozen; how: the private {@code scale}) and the store
+ * multiplies every query by s ({@code TurboStore.prepareQuery}): ⟨q ∘ s, (k − μ) ⊘ s⟩ = ⟨q, k − μ⟩
+ * bit for bit, while the quantizer, which spreads its error over the channels in proportion to the
+ * key's norm, loses less on keys whose spread is dominated by a few channels.
  */
 public final class LayeredKvCache implements KvCache {
 
