@@ -88,8 +88,9 @@ class PromptCacheCliTest {
         assertEquals(Boolean.TRUE, row.get("file_restore_identical"), row.toString());
         assertEquals(96, ((Number) row.get("dir_load_tokens")).intValue(), row.toString());
         // bundled model: 4 layers x 2 kv heads x (K, V) x 30-byte records = 480 bytes per token, plus the
-        // key means of centering (4 layers x 2 kv heads x 64 fp32) spread over the 96 tokens; fp16 2048
-        assertEquals(480.0 + 4 * 2 * 64 * 4 / 96.0, ((Number) row.get("cache_bytes_per_token")).doubleValue(), 1e-9);
+        // key means of centering (4 layers x 2 kv heads x 64 fp32) and the key scales (4 layers x 64 fp32)
+        // spread over the 96 tokens; fp16 2048
+        assertEquals(480.0 + (4 * 2 * 64 * 4 + 4 * 64 * 4) / 96.0, ((Number) row.get("cache_bytes_per_token")).doubleValue(), 1e-9);
         assertEquals(2048, ((Number) row.get("fp16_bytes_per_token")).intValue());
     }
 

@@ -80,7 +80,7 @@ public final class BitAllocation {
         o.add(new KvQuantConfig.LayerOverride(0, layers - 1, KvQuantConfig.Kind.FULL, 32, 32));
         o.add(new KvQuantConfig.LayerOverride(layer, layer, KvQuantConfig.Kind.TURBO, key ? bits : MAX_BITS,
                 key ? MAX_BITS : bits));
-        return auto.withLayers(List.of()).withWindow(0).withLayers(o);
+        return auto.withLayers(List.of()).withLayers(o);
     }
 
     /** Probes every component of {@code auto} and allocates its budget. */
@@ -94,63 +94,112 @@ public final class BitAllocation {
             kk[l] = probe.kl(probeSetting(auto, layers, l, true, PROBE_BITS));
             vk[l] = probe.kl(probeSetting(auto, layers, l, false, PROBE_BITS));
         }
-        // the probe runs without a window, so its codec is untrimmed; the plan's codecs are as the setting builds them
-        double dProbe = distortions(auto.withWindow(0), headDim)[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))];
+        // the probes run as the setting would (window included), so the probe codec is trimmed as the plan's are
         double[] d = distortions(auto, headDim);
+        double dProbe = d[(int) Math.round(2 * (PROBE_BITS - MIN_BITS))];
         Plan dp = allocate(auto, kk, vk, d, dProbe);
         return check(auto, layers, probe, dp, d, dProbe);
     }
 
     /**
      * The allocation's model (KL proportional to MSE, components adding up) is an approximation, so
-     * the plan is checked on the probe text against the uniform settings of the same budget (every
-     * layer at b bits, and at k(b+½)v(b−½) and k(b−½)v(b+½)): each candidate runs once, with every
-     * layer quantized as it says and no window (the window is the same for all of them and would hide
-     * the differences), and the one with the lowest measured KL is the plan. So on the probe text the
-     * plan is never worse than the fixed settings of its budget.
+     * the plan is not taken on its prediction: the allocated plan and the fixed settings of the same
+     * budget — every layer at b bits (the plain preset), at k(b+½)v(b−½) and k(b−½)v(b+½), and the
+     * boundary plan (first and last layer at b + 1, the others paying for it) — each run once on the
+     * probe text, as they would run (window included), and the one with the lowest measured KL is the
+     * plan. So on the probe text the plan is never worse than any fixed setting of its budget.
      */
     static Plan check(KvQuantConfig auto, int layers, Probe probe, Plan dp, double[] d, double dProbe) {
         double b = Math.rint(auto.autoBits() * 2) / 2;
         List<Plan> candidates = new ArrayList<>();
+        List<String> names = new ArrayList<>();
         candidates.add(dp);
+        names.add("allocated");
         for (double[] kv : new double[][]{{b, b}, {b + 0.5, b - 0.5}, {b - 0.5, b + 0.5}}) {
-            if (kv[0] < MIN_BITS || kv[1] < MIN_BITS || kv[0] > MAX_BITS || kv[1] > MAX_BITS) {
-                continue;
-            }
             double[] kb = new double[layers];
             double[] vb = new double[layers];
             java.util.Arrays.fill(kb, kv[0]);
             java.util.Arrays.fill(vb, kv[1]);
-            if (java.util.Arrays.equals(kb, dp.keyBits()) && java.util.Arrays.equals(vb, dp.valueBits())) {
-                continue;
-            }
-            List<KvQuantConfig.LayerOverride> o = new ArrayList<>();
-            for (int l = 0; l < layers; l++) {
-                o.add(new KvQuantConfig.LayerOverride(l, l, KvQuantConfig.Kind.TURBO, kv[0], kv[1]));
-            }
-            double predicted = 0;
-            for (int l = 0; l < layers; l++) {
-                predicted += Math.max(KL_FLOOR, dp.keyKl()[l]) / dProbe * d[(int) Math.round(2 * (kv[0] - MIN_BITS))]
-                        + Math.max(KL_FLOOR, dp.valueKl()[l]) / dProbe * d[(int) Math.round(2 * (kv[1] - MIN_BITS))];
-            }
-            candidates.add(new Plan(auto.withLayers(o), dp.keyKl(), dp.valueKl(), kb, vb, predicted));
+            addCandidate(auto, dp, d, dProbe, kb, vb, "k" + fmt(kv[0]) + "v" + fmt(kv[1]), candidates, names);
+        }
+        double[][] ends = boundaryPlan(layers, b);
+        if (ends != null) {
+            addCandidate(auto, dp, d, dProbe, ends[0], ends[1], "ends+1", candidates, names);
         }
         if (candidates.size() == 1) {
             return dp;
         }
-        Plan best = null;
+        int best = -1;
         double bestKl = Double.POSITIVE_INFINITY;
         StringBuilder what = new StringBuilder("probe KL");
-        for (Plan c : candidates) {
-            double kl = probe.kl(c.setting().withWindow(0));
-            what.append(c == dp ? " allocated " : " k" + fmt(c.keyBits()[0]) + "v" + fmt(c.valueBits()[0]) + " ")
-                    .append(String.format(java.util.Locale.ROOT, "%.5f", kl));
+        for (int i = 0; i < candidates.size(); i++) {
+            double kl = probe.kl(candidates.get(i).setting());
+            what.append(' ').append(names.get(i)).append(' ').append(String.format(java.util.Locale.ROOT, "%.5f", kl));
             if (kl < bestKl) {
                 bestKl = kl;
-                best = c;
+                best = i;
             }
         }
-        return best.checked(what.append(best == dp ? ", allocated kept" : ", uniform kept").toString());
+        return candidates.get(best).checked(what.append(", ").append(names.get(best)).append(" kept").toString());
+    }
+
+    /** Adds the candidate with these bits per layer unless a bit width is out of range or it is the allocated plan. */
+    private static void addCandidate(KvQuantConfig auto, Plan dp, double[] d, double dProbe, double[] kb, double[] vb,
+                                     String name, List<Plan> candidates, List<String> names) {
+        int layers = kb.length;
+        for (int l = 0; l < layers; l++) {
+            if (kb[l] < MIN_BITS || vb[l] < MIN_BITS || kb[l] > MAX_BITS || vb[l] > MAX_BITS) {
+                return;
+            }
+        }
+        if (java.util.Arrays.equals(kb, dp.keyBits()) && java.util.Arrays.equals(vb, dp.valueBits())) {
+            return;
+        }
+        List<KvQuantConfig.LayerOverride> o = new ArrayList<>();
+        double predicted = 0;
+        for (int l = 0; l < layers; l++) {
+            o.add(new KvQuantConfig.LayerOverride(l, l, KvQuantConfig.Kind.TURBO, kb[l], vb[l]));
+            predicted += Math.max(KL_FLOOR, dp.keyKl()[l]) / dProbe * d[(int) Math.round(2 * (kb[l] - MIN_BITS))]
+                    + Math.max(KL_FLOOR, dp.valueKl()[l]) / dProbe * d[(int) Math.round(2 * (vb[l] - MIN_BITS))];
+        }
+        candidates.add(new Plan(auto.withLayers(o), dp.keyKl(), dp.valueKl(), kb.clone(), vb.clone(), predicted));
+        names.add(name);
+    }
+
+    /**
+     * The boundary plan of budget b: the first and last layer at b + 1 bits for keys and values, the
+     * 4 bits this costs taken back half a bit at a time from the other layers' components in turn
+     * (values first, from layer 1 on), so the total is the uniform setting's; null with fewer than 3
+     * layers or where a component would leave [{@link #MIN_BITS}, {@link #MAX_BITS}].
+     */
+    static double[][] boundaryPlan(int layers, double b) {
+        if (layers < 3) {
+            return null;
+        }
+        double[] kb = new double[layers];
+        double[] vb = new double[layers];
+        java.util.Arrays.fill(kb, b);
+        java.util.Arrays.fill(vb, b);
+        kb[0] += 1;
+        vb[0] += 1;
+        kb[layers - 1] += 1;
+        vb[layers - 1] += 1;
+        int middle = 2 * (layers - 2);
+        for (int step = 0; step < 8; step++) {
+            int c = step % middle;
+            int l = 1 + c % (layers - 2);
+            if (c < layers - 2) {
+                vb[l] -= 0.5;
+            } else {
+                kb[l] -= 0.5;
+            }
+        }
+        for (int l = 0; l < layers; l++) {
+            if (kb[l] < MIN_BITS || vb[l] < MIN_BITS || kb[l] > MAX_BITS || vb[l] > MAX_BITS) {
+                return null;
+            }
+        }
+        return new double[][] {kb, vb};
     }
 
     /**

@@ -17,6 +17,8 @@ import java.util.Locale;
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
+ * {@code kscale=on|off|<α>} (store keys divided by a per-layer, per-channel power-of-two scale and
+ * multiply queries by it; exact: see {@link LayeredKvCache}; on by default with centering),
  * {@code winbits=16|32} (the TurboQuant window in fp16, the presets' default, or fp32),
  * {@code trim=kv|v|off} (with a window, at head dims below 128 the records spend b + 1/8 bits per
  * element with their norm, as at d = 128, so that the window fits: {@link KvCaches#codeBits}),
@@ -27,7 +29,7 @@ import java.util.Locale;
  * ({@link #withLayers}) before a cache is built.
  *
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
- * keys centered ({@link #DEFAULT_CENTER}), a {@link #DEFAULT_TURBO_WINDOW}-token
+ * keys centered ({@link #DEFAULT_CENTER}) and scaled per channel ({@link #DEFAULT_KEY_SCALE}), a {@link #DEFAULT_TURBO_WINDOW}-token
  * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), and below head dim 128 value
  * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
@@ -35,7 +37,7 @@ import java.util.Locale;
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
-                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits) {
+                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits, double keyScale) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -89,7 +91,15 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     public static final Trim DEFAULT_TRIM = Trim.V;
     /** Bits per element of the TurboQuant presets' full-precision window (fp16: measured to cost nothing, docs/quality.md). */
     public static final int DEFAULT_WINDOW_BITS = 16;
-    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "trim", "layers", "qjl", "sjl", "rot",
+    /** Exponent of {@code kscale=on}: s = (channel RMS)^½, see {@link LayeredKvCache}. */
+    public static final double KEY_SCALE_ON = 0.5;
+    /**
+     * The TurboQuant presets' per-channel key scaling exponent (0: off; chosen by measurement,
+     * docs/quality.md); it goes with centering: a setting with {@code center=off} has none unless
+     * {@code kscale=} says so.
+     */
+    public static final double DEFAULT_KEY_SCALE = KEY_SCALE_ON;
+    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -97,7 +107,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0);
     }
 
     public KvQuantConfig {
@@ -123,6 +133,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
         }
         trim = trim == null ? Trim.OFF : trim;
+        if (!(keyScale >= 0 && keyScale <= 1)) {
+            throw new IllegalArgumentException("kscale must be on, off or an exponent in [0, 1], got " + keyScale);
+        }
+        if (keyScale != 0 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("kscale applies to TurboQuant settings, not " + kind);
+        }
         if (windowBits != 16 && windowBits != 32) {
             throw new IllegalArgumentException("winbits must be 16 or 32, got " + windowBits);
         }
@@ -184,6 +200,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         boolean center = false;
         Trim trim = Trim.OFF;
         int winBits = 32;
+        double kscale = 0;
         switch (preset) {
             case "full", "fp32" -> kind = Kind.FULL;
             case "fp16" -> kind = Kind.FP16;
@@ -222,6 +239,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             trim = DEFAULT_TRIM;
             winBits = DEFAULT_WINDOW_BITS;
         }
+        boolean kscaleGiven = false;
         boolean kq = false;
         boolean vq = false;
         QjlKind sjl = QjlKind.GAUSSIAN;
@@ -249,6 +267,30 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "page" -> page = integer(val, p, text);
                 case "seed" -> seed = integer(val, p, text);
                 case "center" -> center = onOff(val, "center", text);
+                case "kscale" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'kscale' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    kscaleGiven = true;
+                    kscale = switch (val) {
+                        case "on", "true" -> KEY_SCALE_ON;
+                        case "off", "false" -> 0;
+                        default -> {
+                            double a;
+                            try {
+                                a = Double.parseDouble(val);
+                            } catch (NumberFormatException e) {
+                                a = -1;
+                            }
+                            if (!(a >= 0 && a <= 1)) {
+                                throw new IllegalArgumentException("kscale must be on, off or an exponent in [0, 1], not '" + val
+                                        + "' in '" + text + "'");
+                            }
+                            yield a;
+                        }
+                    };
+                }
                 case "winbits" -> {
                     if (kind != Kind.TURBO) {
                         throw new IllegalArgumentException("option 'winbits' applies to TurboQuant settings, not '" + preset
@@ -324,9 +366,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 throw new IllegalArgumentException("option '" + key + "' does not apply to KIVI in '" + text + "'");
             }
         }
+        if (!kscaleGiven) {
+            kscale = defaultKeyScale(kind, center);
+        }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto, trim, winBits);
+                    overrides, auto, trim, winBits, kscale);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -430,6 +475,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         if (center != (kind == Kind.TURBO && DEFAULT_CENTER)) {
             p.add("center=" + (center ? "on" : "off"));
         }
+        if (kind == Kind.TURBO && keyScale != defaultKeyScale(kind, center)) {
+            p.add("kscale=" + (keyScale == 0 ? "off" : keyScale == KEY_SCALE_ON ? "on" : Double.toString(keyScale)));
+        }
         if (kind == Kind.TURBO && windowBits != DEFAULT_WINDOW_BITS) {
             p.add("winbits=" + windowBits);
         }
@@ -517,19 +565,34 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale);
+    }
+
+    /**
+     * The key scaling a TurboQuant setting gets when {@code kscale=} is not given: the presets'
+     * ({@link #DEFAULT_KEY_SCALE}) with centering, none without it, so that {@code center=off}
+     * (e.g. {@code turbo3.5,window=0,center=off}, the bare codec) keeps the raw keys.
+     */
+    static double defaultKeyScale(Kind kind, boolean center) {
+        return kind == Kind.TURBO && center ? DEFAULT_KEY_SCALE : 0;
+    }
+
+    /** This setting with per-channel key scaling at exponent {@code alpha} (0: off). */
+    public KvQuantConfig withKeyScale(double alpha) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */

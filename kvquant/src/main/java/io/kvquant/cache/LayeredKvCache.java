@@ -19,6 +19,12 @@ import java.lang.foreign.Arena;
  * shared by all keys (constant key biases, as in Qwen2's projections) would eat their range; the
  * centered keys are small. {@link #read} adds μ back, so reconstructed keys estimate the
  * originals. Values are not centered (their mean would have to be added to attention outputs).
+ *
+ * <p><b>Key scaling</b> ({@code kscale}, TurboQuant layers): keys are also divided by a per-layer,
+ * per-channel power-of-two scale s (from the first chunk, frozen; how: the private {@code scale}) and the store
+ * multiplies every query by s ({@code TurboStore.prepareQuery}): ⟨q ∘ s, (k − μ) ⊘ s⟩ = ⟨q, k − μ⟩
+ * bit for bit, while the quantizer, which spreads its error over the channels in proportion to the
+ * key's norm, loses less on keys whose spread is dominated by a few channels.
  */
 public final class LayeredKvCache implements KvCache {
 
@@ -30,6 +36,8 @@ public final class LayeredKvCache implements KvCache {
     private final Arena arena;
     /** Per layer: the frozen key mean [kvHeads][headDim], or null before the layer's first append (centering only). */
     private final float[][] keyMean;
+    /** Per layer: the frozen per-channel key scale [headDim], or null before the layer's first append (kscale only). */
+    private final float[][] keyScale;
     private boolean closed;
 
     LayeredKvCache(KvQuantConfig config, int layers, int kvHeads, int headDim, LayerStore[] stores, Arena arena) {
@@ -40,6 +48,7 @@ public final class LayeredKvCache implements KvCache {
         this.stores = stores;
         this.arena = arena;
         this.keyMean = new float[layers][];
+        this.keyScale = new float[layers][];
     }
 
     /** True when keys are stored centered on a per-layer, per-head mean ({@code center=on}). */
@@ -121,6 +130,10 @@ public final class LayeredKvCache implements KvCache {
             throw new IllegalArgumentException("the stored key codes are centered (center=on in '" + config + "'); a consumer "
                     + "that decodes them itself must use center=off");
         }
+        if (key && config.keyScale() > 0) {
+            throw new IllegalArgumentException("the stored key codes are scaled per channel (kscale in '" + config + "'); a "
+                    + "consumer that decodes them itself must use kscale=off");
+        }
         ts.copyRecords(key, head, from, to, dst, dstOff);
     }
 
@@ -170,6 +183,17 @@ public final class LayeredKvCache implements KvCache {
             stored = centered(keys, mean, tokens);
             checkFinite(stored, "centered keys", layer, tokens, limit);
         }
+        float[] scale = keyScale[layer];
+        boolean scaling = config.keyScale() > 0 && kind == KvQuantConfig.Kind.TURBO;
+        if (scaling) {
+            if (scale == null) {
+                // estimated on the layer's first chunk; a layer that holds tokens without a scale (restored
+                // from a cache saved without one) keeps s = 1, as its stored keys were not scaled
+                scale = stores[layer].length() == 0 ? scale(stored, tokens) : ones();
+            }
+            stored = scaled(stored, scale, tokens, stored == keys);
+            checkFinite(stored, "scaled keys", layer, tokens, limit);
+        }
         if (kind == KvQuantConfig.Kind.TURBO) {
             checkNorms(stored, config.center() ? "centered keys" : "keys", layer, tokens);
             checkNorms(values, "values", layer, tokens);
@@ -178,6 +202,118 @@ public final class LayeredKvCache implements KvCache {
         if (config.center() && keyMean[layer] == null) {
             keyMean[layer] = mean; // frozen: every later key of this layer is centered with it
         }
+        if (scaling && keyScale[layer] == null) {
+            keyScale[layer] = scale; // frozen: every later key of this layer is divided by it, every query multiplied
+            ((TurboStore) stores[layer]).queryScale(scale);
+        }
+    }
+
+    /**
+     * The per-channel key scale of {@code layer} ([headDim], a copy), or null when the cache does
+     * not scale keys ({@code kscale=off}, or a layer that is not TurboQuant) or the layer has not
+     * been appended to yet. Keys are stored as (k − μ) ⊘ s and queries multiplied by s.
+     */
+    public float[] keyScale(int layer) {
+        checkOpen();
+        checkLayer(layer);
+        return keyScale[layer] == null ? null : keyScale[layer].clone();
+    }
+
+    /**
+     * Sets the key scale of {@code layer} when restoring a saved cache (its stored keys were
+     * divided by it). Refused if the layer does not scale keys, if the scale is already set, or if
+     * it is not {@code headDim} positive finite floats.
+     */
+    public void restoreKeyScale(int layer, float[] scale) {
+        checkOpen();
+        checkLayer(layer);
+        if (!(config.keyScale() > 0 && config.layerKind(layer, layers) == KvQuantConfig.Kind.TURBO)) {
+            throw new IllegalArgumentException("layer " + layer + " of this cache (" + config + ") does not scale keys: no key "
+                    + "scale to restore");
+        }
+        if (scale == null || scale.length != headDim) {
+            throw new IllegalArgumentException("layer " + layer + ": a key scale has " + headDim + " floats, got "
+                    + (scale == null ? "null" : scale.length));
+        }
+        for (float v : scale) {
+            if (!(Float.isFinite(v) && v > 0)) {
+                throw new IllegalArgumentException("layer " + layer + ": the key scale holds " + v);
+            }
+        }
+        if (keyScale[layer] != null) {
+            throw new IllegalArgumentException("layer " + layer + " already has a key scale; every key of a layer must be "
+                    + "scaled with the same scale");
+        }
+        keyScale[layer] = scale.clone();
+        ((TurboStore) stores[layer]).queryScale(keyScale[layer]);
+    }
+
+    /** Bounds of a channel's key scale, relative to the channels' geometric mean: 2^±3. */
+    static final int MAX_LOG2_SCALE = 3;
+
+    /**
+     * The per-channel key scale of a layer from its first chunk's (centered) keys, over all KV heads:
+     * s_j = (r_j / g)^α rounded to a power of two, r_j the RMS of channel j over the chunk (averaged
+     * with its rotary partner j ± d/2, so that a pair whose energy turns from one channel to the other
+     * later keeps one scale), g their geometric mean and α the setting's exponent; clamped to [1/8, 8]. Why it pays: the
+     * rotation spreads a key's error evenly over the channels, in proportion to its norm, so the
+     * error of a score is ∝ ‖k ⊘ s‖·‖q ∘ s‖; with a few dominant channels, dividing them down
+     * shrinks the first factor more than the query's growth costs (for isotropic queries, α = ½
+     * minimises the product's expectation). Any fixed s keeps attention exact: ⟨q ∘ s, k ⊘ s⟩ = ⟨q, k⟩.
+     */
+    private float[] scale(float[] keys, int tokens) {
+        float[] s = new float[headDim];
+        java.util.Arrays.fill(s, 1f);
+        if (tokens < MIN_MEAN_TOKENS) {
+            return s;
+        }
+        double[] r = new double[headDim];
+        for (int v = 0; v < kvHeads * tokens; v++) {
+            for (int j = 0; j < headDim; j++) {
+                double e = keys[v * headDim + j];
+                r[j] += e * e;
+            }
+        }
+        double[] rr = new double[headDim];
+        double max = 0;
+        for (int j = 0; j < headDim; j++) {
+            int p = headDim % 2 == 0 ? (j + headDim / 2) % headDim : j;
+            rr[j] = Math.sqrt((r[j] + r[p]) / 2);
+
+            max = Math.max(max, rr[j]);
+        }
+        if (max == 0) {
+            return s;
+        }
+        double logMean = 0;
+        for (int j = 0; j < headDim; j++) {
+            rr[j] = Math.max(rr[j], max * 1e-6);
+            logMean += Math.log(rr[j]);
+        }
+        double g = Math.exp(logMean / headDim);
+        for (int j = 0; j < headDim; j++) {
+            // a power of two: k ⊘ s and q ∘ s are then exact in floating point (and in the fp16 window),
+            // so scores are bit-identical and read() gives the stored keys back bit for bit
+            double e = Math.rint(config.keyScale() * Math.log(rr[j] / g) / Math.log(2));
+            s[j] = (float) Math.scalb(1.0, (int) Math.max(-MAX_LOG2_SCALE, Math.min(MAX_LOG2_SCALE, e)));
+        }
+        return s;
+    }
+
+    private float[] ones() {
+        float[] s = new float[headDim];
+        java.util.Arrays.fill(s, 1f);
+        return s;
+    }
+
+    private float[] scaled(float[] keys, float[] s, int tokens, boolean copy) {
+        float[] c = copy ? new float[keys.length] : keys;
+        for (int v = 0; v < kvHeads * tokens; v++) {
+            for (int j = 0; j < headDim; j++) {
+                c[v * headDim + j] = keys[v * headDim + j] / s[j];
+            }
+        }
+        return c;
     }
 
     /** Fewest tokens in a layer's first chunk for its key mean to be estimated (else the mean is 0: no centering). */
@@ -285,6 +421,14 @@ public final class LayeredKvCache implements KvCache {
             throw new IllegalArgumentException("output arrays need " + n + " floats, got " + keysOut.length + " and " + valuesOut.length);
         }
         stores[layer].read(from, to, keysOut, valuesOut);
+        float[] ks = keyScale[layer];
+        if (ks != null) {
+            for (int v = 0; v < kvHeads * (to - from); v++) {
+                for (int j = 0; j < headDim; j++) {
+                    keysOut[v * headDim + j] *= ks[j];
+                }
+            }
+        }
         float[] mu = keyMean[layer];
         if (mu != null) {
             int count = to - from;
@@ -308,6 +452,9 @@ public final class LayeredKvCache implements KvCache {
         for (float[] mu : keyMean) {
             b += mu == null ? 0 : 4L * mu.length; // the key means (fp32) are part of what the cache holds
         }
+        for (float[] ks : keyScale) {
+            b += ks == null ? 0 : 4L * ks.length; // and the key scales
+        }
         return b;
     }
 
@@ -319,6 +466,9 @@ public final class LayeredKvCache implements KvCache {
         }
         for (float[] mu : keyMean) {
             b += mu == null ? 0 : 4L * mu.length; // held too (kv_bytes counts everything held)
+        }
+        for (float[] ks : keyScale) {
+            b += ks == null ? 0 : 4L * ks.length;
         }
         return b;
     }
@@ -348,6 +498,12 @@ public final class LayeredKvCache implements KvCache {
             s.clear();
         }
         java.util.Arrays.fill(keyMean, null); // a new sequence estimates its own means
+        java.util.Arrays.fill(keyScale, null); // and scales
+        for (LayerStore s : stores) {
+            if (s instanceof TurboStore ts) {
+                ts.queryScale(null);
+            }
+        }
     }
 
     @Override

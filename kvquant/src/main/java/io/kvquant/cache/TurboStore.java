@@ -216,8 +216,26 @@ final class TurboStore implements LayerStore {
         return kc.featureSize() + dim;
     }
 
+    /** Per-channel query scale (keys were stored divided by it: {@code kscale}, see LayeredKvCache), or null. */
+    private volatile float[] qScale;
+
+    void queryScale(float[] s) {
+        qScale = s;
+    }
+
+    private final ThreadLocal<float[]> qScratch = ThreadLocal.withInitial(() -> new float[headDim()]);
+
     @Override
     public void prepareQuery(float[] q, int qo, float[] state, int so) {
+        float[] s = qScale;
+        if (s != null) { // ⟨q ∘ s, k ⊘ s⟩ = ⟨q, k⟩
+            float[] t = qScratch.get();
+            for (int j = 0; j < dim; j++) {
+                t[j] = q[qo + j] * s[j];
+            }
+            q = t;
+            qo = 0;
+        }
         kc.queryFeatures(q, qo, state, so);
         System.arraycopy(q, qo, state, so + kc.featureSize(), dim);
     }

@@ -21,8 +21,8 @@ public interface ExtraState {
     /** Restores state saved by {@link #save} into a freshly loaded cache; throws IllegalArgumentException if it does not fit. */
     void restore(LayeredKvCache cache, int layer, byte[] state);
 
-    /** The handlers consulted when saving and loading: the key mean of centering caches. */
-    List<ExtraState> REGISTERED = new CopyOnWriteArrayList<>(List.of(new KeyMeanState()));
+    /** The handlers consulted when saving and loading: the key mean of centering caches, the key scale of kscale caches. */
+    List<ExtraState> REGISTERED = new CopyOnWriteArrayList<>(List.of(new KeyMeanState(), new KeyScaleState()));
 
     /** Tag text as the int stored in files (little-endian ASCII). */
     static int tagInt(String tag) {

@@ -25,7 +25,7 @@ record LayerLayout(int kind, int keyRecordBytes, int valueRecordBytes, long fing
     static final int TURBO = 3;
 
     /** Options of the canonical config text this format saves completely (anything else is refused). */
-    private static final List<String> SAVED_OPTIONS = List.of("window", "winbits", "boundary", "center", "trim", "qjl", "sjl", "rot", "normfix",
+    private static final List<String> SAVED_OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "qjl", "sjl", "rot", "normfix",
             "seed", "page");
     private static final Map<String, Long> FINGERPRINTS = new ConcurrentHashMap<>();
 

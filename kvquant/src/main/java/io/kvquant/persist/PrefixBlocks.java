@@ -23,8 +23,12 @@ import java.util.List;
 public final class PrefixBlocks {
 
     static final byte[] MAGIC = "KVQBLOCK".getBytes(StandardCharsets.US_ASCII);
-    /** 2: trimmed preset records below head dim 128 (see CacheFile.VERSION); the version is in every block key, so v1 blocks are not looked up. */
-    public static final int VERSION = 2;
+    /**
+     * 3: the header carries each layer's key scale ({@code kscale}) after its key mean. 2: trimmed
+     * preset records below head dim 128 (see CacheFile.VERSION). The version is in every block key,
+     * so blocks of another version are not looked up.
+     */
+    public static final int VERSION = 3;
     public static final int DEFAULT_BLOCK_TOKENS = 256;
     private static final int TAGGED = 1;
 
@@ -141,6 +145,14 @@ public final class PrefixBlocks {
                 h.bytes(mu);
             }
         }
+        for (int l = 0; l < lay.length; l++) {
+            // and the key scale they were divided by (kscale): the same for every block of a prefix too
+            byte[] ks = KeyMeanState.toBytes(cache.keyScale(l));
+            h.i32(ks == null ? -1 : ks.length);
+            if (ks != null) {
+                h.bytes(ks);
+            }
+        }
         byte[] header = h.toBytes();
         long payload = 0;
         for (LayerLayout l : lay) {
@@ -212,8 +224,8 @@ public final class PrefixBlocks {
                 if (means != null && !sameMeans(means, mu)) {
                     // made by a run that centered its keys with another mean (another first chunk):
                     // its records do not continue this prefix's
-                    refused = "cache block " + i + " from " + store.describe() + " was centered with another key mean; "
-                            + "using the first " + i + " blocks";
+                    refused = "cache block " + i + " from " + store.describe() + " was centered with another key mean "
+                            + "or scaled with another key scale; using the first " + i + " blocks";
                     break;
                 }
                 means = mu;
@@ -258,6 +270,9 @@ public final class PrefixBlocks {
                 if (means.get(l) != null) {
                     cache.restoreKeyMean(l, KeyMeanState.fromBytes(means.get(l)));
                 }
+                if (means.get(lay.length + l) != null) {
+                    cache.restoreKeyScale(l, KeyMeanState.fromBytes(means.get(lay.length + l)));
+                }
             }
         } catch (IllegalArgumentException e) {
             cache.clear();
@@ -284,7 +299,10 @@ public final class PrefixBlocks {
         return true;
     }
 
-    /** Verifies one block; returns the offset of its payload (the key means it carries go to {@code means}). */
+    /**
+     * Verifies one block; returns the offset of its payload (the key means it carries go to
+     * {@code means}, one per layer, then the key scales, one per layer).
+     */
     int check(byte[] b, String key, int index, long[] ids, LayerLayout[] lay, List<List<Readback>> probes,
               List<byte[]> means) throws CacheRefusedException {
         String what = "cache block " + index + " (" + key.substring(0, 12) + "...) from " + store.describe();
@@ -299,6 +317,10 @@ public final class PrefixBlocks {
         if (version > VERSION) {
             throw new CacheRefusedException(what + " has format version " + version + ", newer than this kvquant reads ("
                     + VERSION + ")");
+        }
+        if (version < VERSION) {
+            throw new CacheRefusedException(what + " has format version " + version + ", older than this kvquant reads ("
+                    + VERSION + "); re-create it");
         }
         int crcAt = b.length - 4;
         if (seg.get(Le.I32, crcAt) != Le.crc(seg, 0, crcAt)) {
@@ -359,6 +381,13 @@ public final class PrefixBlocks {
             int len = r.i32();
             if (len < -1 || len > 4 * id.kvHeads() * id.headDim()) {
                 throw new CacheRefusedException(what + " is corrupted (a key mean of " + len + " bytes)");
+            }
+            means.add(len < 0 ? null : r.bytes(len));
+        }
+        for (int l = 0; l < lay.length; l++) {
+            int len = r.i32();
+            if (len < -1 || len > 4 * id.headDim()) {
+                throw new CacheRefusedException(what + " is corrupted (a key scale of " + len + " bytes)");
             }
             means.add(len < 0 ? null : r.bytes(len));
         }

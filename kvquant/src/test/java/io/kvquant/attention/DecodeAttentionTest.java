@@ -219,7 +219,8 @@ class DecodeAttentionTest {
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian();
         }
-        for (String spec : new String[]{"full", "turbo3", "kivi4"}) {
+        // kscale=off: the step cache's first chunk is one token (no key scale), the other's 50 tokens
+        for (String spec : new String[]{"full", "turbo3,kscale=off", "kivi4"}) {
             try (LayeredKvCache all = KvCaches.create(spec, 1, 2, d); LayeredKvCache step = KvCaches.create(spec, 1, 2, d);
                  DecodeAttention att = new DecodeAttention(2)) {
                 all.append(0, kv[0], kv[1], len);

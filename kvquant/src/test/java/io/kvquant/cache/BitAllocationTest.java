@@ -53,7 +53,7 @@ class BitAllocationTest {
         assertEquals(p.setting().layerKeyBits(0), p.keyBits()[0]);
         assertEquals(p.setting().layerValueBits(3), p.valueBits()[3]);
         // the resolved setting builds a cache whose bytes equal the uniform 3.5-bit one's
-        try (LayeredKvCache a = KvCaches.create(p.setting().withWindow(0).withCenter(false), 4, 2, 64);
+        try (LayeredKvCache a = KvCaches.create(p.setting().withWindow(0).withCenter(false).withKeyScale(0), 4, 2, 64);
              LayeredKvCache u = KvCaches.create("turbo3.5,window=0,center=off", 4, 2, 64)) {
             java.util.Random r = new java.util.Random(1);
             for (int l = 0; l < 4; l++) {
@@ -87,7 +87,7 @@ class BitAllocationTest {
         List<KvQuantConfig> checked = new ArrayList<>();
         // a model whose layer 2 keys are very sensitive and everything else barely
         BitAllocation.Plan p = BitAllocation.plan(AUTO, 4, 64, s -> {
-            assertEquals(0, s.window(), "probed without a window");
+            assertEquals(KvQuantConfig.DEFAULT_TURBO_WINDOW, s.window(), "probed as the setting runs, window included");
             int quantized = 0;
             for (int l = 0; l < 4; l++) {
                 quantized += s.layerKind(l, 4) == KvQuantConfig.Kind.TURBO ? 1 : 0;
@@ -112,7 +112,15 @@ class BitAllocationTest {
             return layer == 2 && key ? 0.05 : 0.001;
         });
         assertEquals(8, seen.size());
-        assertEquals(4, checked.size(), "the allocation and the 3 uniform settings of the budget: " + checked);
+        assertEquals(5, checked.size(), "the allocation, the 3 uniform settings and the boundary plan of the budget: " + checked);
+        assertTrue(checked.stream().anyMatch(c -> {
+                    for (int l = 0; l < 4; l++) {
+                        if (c.layerKeyBits(l) != 3.5 || c.layerValueBits(l) != 3.5) {
+                            return false;
+                        }
+                    }
+                    return true;
+                }), "the plain preset is a candidate: " + checked);
         assertTrue(p.keyBits()[2] > 3.5, p.describe());
         for (int l = 0; l < 4; l++) {
             if (l != 2) {
@@ -151,7 +159,47 @@ class BitAllocationTest {
             assertEquals(4, p.setting().layerKeyBits(l));
             assertEquals(3, p.setting().layerValueBits(l));
         }
-        assertTrue(p.describe().contains("k4v3 0.00100") && p.describe().contains("uniform kept"), p.describe());
+        assertTrue(p.describe().contains("k4v3 0.00100") && p.describe().contains("k4v3 kept"), p.describe());
+    }
+
+    @Test
+    void theBoundaryPlanSpendsTheSameBudgetAndBytesAndCanWin() {
+        for (int layers : new int[] {4, 12, 32}) {
+            double[][] p = BitAllocation.boundaryPlan(layers, 3.5);
+            double sum = 0;
+            for (int l = 0; l < layers; l++) {
+                sum += p[0][l] + p[1][l];
+                assertTrue(p[0][l] >= BitAllocation.MIN_BITS && p[1][l] >= BitAllocation.MIN_BITS, layers + " layers");
+            }
+            assertEquals(2 * layers * 3.5, sum, 1e-9, layers + " layers");
+            assertEquals(4.5, p[0][0]);
+            assertEquals(4.5, p[1][layers - 1]);
+        }
+        assertEquals(null, BitAllocation.boundaryPlan(2, 3.5));
+        assertEquals(null, BitAllocation.boundaryPlan(3, 3.5), "the middle layer would go below 2 bits");
+        // a model where only the end layers matter: the boundary plan is measured best and kept
+        BitAllocation.Plan p = BitAllocation.plan(AUTO, 4, 64, s -> {
+            int quantized = 0;
+            for (int l = 0; l < 4; l++) {
+                quantized += s.layerKind(l, 4) == KvQuantConfig.Kind.TURBO ? 1 : 0;
+            }
+            if (quantized == 4) {
+                return s.layerKeyBits(0) == 4.5 && s.layerValueBits(3) == 4.5 && s.layerKeyBits(1) == 2.5 ? 0.001 : 0.002;
+            }
+            return 0.001; // the probes see every component alike: the allocation is uniform
+        });
+        assertTrue(p.describe().contains("ends+1 0.00100") && p.describe().contains("ends+1 kept"), p.describe());
+        try (LayeredKvCache a = KvCaches.create(p.setting(), 4, 2, 64);
+             LayeredKvCache u = KvCaches.create("turbo3.5", 4, 2, 64)) {
+            java.util.Random r = new java.util.Random(2);
+            for (int l = 0; l < 4; l++) {
+                float[] k = KvCacheTest.gaussian(r, 2 * 300 * 64, 1f);
+                a.append(l, k, k, 300);
+                u.append(l, k, k, 300);
+            }
+            assertEquals(u.bytesUsed(), a.bytesUsed(), "same bytes as the plain preset");
+            assertEquals(u.bytesAllocated(), a.bytesAllocated());
+        }
     }
 
     @Test

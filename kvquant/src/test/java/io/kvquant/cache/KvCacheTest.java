@@ -215,8 +215,9 @@ class KvCacheTest {
             assertTrue(r35 >= 4.4 && r25 >= 6.0, "ratios " + r35 + " " + r25);
             assertTrue(t35.bytesAllocated() >= t35.bytesUsed());
             // the plain preset: a 64-token fp16 window (K and V) and, centered, one fp32 key mean per head
+            // and one fp32 key scale per layer (kscale goes with centering)
             assertEquals(36L * heads * 2 * (2 + 56) + 64L * heads * 2 * d * 2, presetOff.bytesUsed());
-            assertEquals(presetOff.bytesUsed() + 4L * heads * d, preset.bytesUsed());
+            assertEquals(presetOff.bytesUsed() + 4L * heads * d + 4L * d, preset.bytesUsed());
         }
     }
 
@@ -238,11 +239,11 @@ class KvCacheTest {
                         c.append(0, gaussian(r, heads * 1024 * d, 1.5f), gaussian(r, heads * 1024 * d, 1f), 1024);
                     }
                     double bits = c.bytesUsed() * 8.0 / (2.0 * tokens * heads * d);
-                    // the exact count: compressed records, the window in fp32, one fp32 key mean per head
+                    // the exact count: compressed records, the window, one fp32 key mean per head, one fp32 key scale
                     VectorCodec kc = KvCaches.keyCodec(c.config(), d, 0);
                     VectorCodec vc = KvCaches.valueCodec(c.config(), d, 0);
                     long expect = heads * ((tokens - 64L) * (kc.recordBytes() + vc.recordBytes())
-                            + 64L * 2 * d * c.config().windowBits() / 8 + 4L * d);
+                            + 64L * 2 * d * c.config().windowBits() / 8 + 4L * d) + 4L * d;
                     assertEquals(expect, c.bytesUsed(), spec + " at d = " + d);
                     // what kvq generate reports as kv_bytes: pages as allocated (whole pages of records, so
                     // 16,320 records take 64 pages of 256) with the window and the key means, all under the budget

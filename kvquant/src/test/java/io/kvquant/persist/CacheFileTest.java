@@ -126,6 +126,59 @@ class CacheFileTest {
         }
     }
 
+    /** Keys with a loud rotary pair (channels 0 and DIM/2 at 10x the spread) and a constant component on channel 5. */
+    static void fillLoud(LayeredKvCache c, int tokens, int chunk, long seed) {
+        Random r = new Random(seed);
+        for (int done = 0; done < tokens; ) {
+            int n = Math.min(chunk, tokens - done);
+            for (int l = 0; l < c.layers(); l++) {
+                float[] k = new float[HEADS * n * DIM];
+                float[] v = new float[HEADS * n * DIM];
+                for (int i = 0; i < k.length; i++) {
+                    int j = i % DIM;
+                    k[i] = (float) r.nextGaussian() * (j == 0 || j == DIM / 2 ? 10f : 1f) + (j == 5 ? 40f : 0f);
+                    v[i] = (float) r.nextGaussian();
+                }
+                c.append(l, k, v, n);
+            }
+            done += n;
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"turbo3.5", "turbo3.5,window=0,kscale=on,center=off", "k4v3,kscale=0.25,boundary=1"})
+    void aKeyScalingCacheKeepsItsKeyScale(String spec) throws IOException {
+        try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
+            fillLoud(a, 96, 32, 5);
+            float[] s = a.keyScale(1); // layer 1: not a boundary layer
+            assertTrue(s != null && s[0] != s[1], "a scale was taken: " + java.util.Arrays.toString(s));
+            Path f = tmp.resolve("ks.kvq");
+            CacheFile.write(f, a, SHA, ids(96, 2), null);
+            try (CacheFile.Loaded l = CacheFile.open(f, CacheIdentity.of(SHA, b))) {
+                l.restore(b);
+            }
+            for (int l = 0; l < LAYERS; l++) {
+                assertArrayEquals(a.keyScale(l), b.keyScale(l), "the key scale of layer " + l + " comes back");
+            }
+            assertSameCache(a, b);
+            fillLoud(a, 40, 32, 6);
+            fillLoud(b, 40, 32, 6);
+            assertSameCache(a, b);
+            try (DecodeAttention att = new DecodeAttention(1)) {
+                float[] q = new float[4 * DIM];
+                for (int i = 0; i < q.length; i++) {
+                    q[i] = (float) Math.sin(i);
+                }
+                float[] oa = new float[q.length];
+                float[] ob = new float[q.length];
+                att.attend(a, 1, q, 4, 0.125f, oa);
+                att.attend(b, 1, q, 4, 0.125f, ob);
+                assertArrayEquals(oa, ob, "attention over the restored cache (queries scaled alike)");
+            }
+        }
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"turbo3.5", "turbo3.5,window=0", "turbo3.5,window=0,center=off", "turbo2.5,window=16", "k4v3,qjl=k,boundary=1,page=16", "fp16", "full",
             "turbo3.5,rot=haar,window=5,page=8"})

@@ -98,6 +98,30 @@ class PrefixBlocksTest {
         }
     }
 
+    /** A key-scaling cache's blocks carry its key scale (format version 3): the restored prefix continues exactly. */
+    @Test
+    void blocksCarryTheKeyScale() throws IOException {
+        String spec = "turbo3.5,window=0";
+        try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM);
+             DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
+            CacheFileTest.fillLoud(a, 64, 32, 7);
+            long[] ids = ids(64, 2);
+            blocks(s, a, KEY).save(a, ids);
+            PrefixBlocks.Loaded ld = blocks(s, b, KEY).load(b, ids, 64);
+            assertEquals(64, ld.tokens());
+            assertNull(ld.refused());
+            for (int l = 0; l < LAYERS; l++) {
+                assertNotNull(a.keyScale(l));
+                assertArrayEquals(a.keyScale(l), b.keyScale(l), "layer " + l);
+            }
+            CacheFileTest.assertSameCache(a, b);
+            CacheFileTest.fillLoud(a, 20, 32, 8);
+            CacheFileTest.fillLoud(b, 20, 32, 8);
+            CacheFileTest.assertSameCache(a, b);
+        }
+    }
+
     /** With a window, tokens still in it at save time are not stored; restored records stay records and read back as saved. */
     @Test
     void windowedConfigStoresOnlyEncodedTokens() throws IOException {
