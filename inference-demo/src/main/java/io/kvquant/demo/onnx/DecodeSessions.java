@@ -52,7 +52,10 @@ final class DecodeSessions implements AutoCloseable {
      */
     static DecodeSessions build(JavaAttentionModel jm, List<Path> files, Path dir, DecoderModel.Options opts,
                                 java.util.function.Consumer<String> warn) {
-        if ("off".equals(System.getProperty("kvq.engine.decodePieces"))) {
+        if (!"on".equals(System.getProperty("kvq.engine.decodePieces"))) {
+            // opt-in: ONNX Runtime loads the weights a second time for these sessions (and prepacks
+            // them again); measured on the KV-heavy bench model +330 MiB peak RSS at 4K, for
+            // 0.1–0.3 ms per decode step on the bundled model (docs/engine.md)
             return null;
         }
         DecodeSessions ds = new DecodeSessions();
@@ -126,6 +129,9 @@ final class DecodeSessions implements AutoCloseable {
      */
     static void decodeSessionOptions(OrtSession.SessionOptions so, Path dir) throws OrtException {
         so.addConfigEntry("session.model_external_initializers_file_folder_path", dir.toAbsolutePath().toString());
+        if ("off".equals(System.getProperty("kvq.engine.decodePrepack"))) {
+            so.addConfigEntry("session.disable_prepacking", "1");
+        }
         Integer t = Integer.getInteger("kvq.engine.decodeThreads");
         if (t != null && t > 0) {
             so.setIntraOpNumThreads(t);
