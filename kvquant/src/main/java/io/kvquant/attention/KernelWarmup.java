@@ -58,32 +58,24 @@ public final class KernelWarmup {
 
     /** Runs the warm-up on the calling thread; returns its seconds. */
     static double run(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads) {
-        return run(cfg, kvHeads, headDim, qHeads, threads, PREFILL_TOKENS, CHUNK, DECODE_STEPS);
-    }
-
-    static double run(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads, int prefillTokens, int chunk,
-                      int decodeSteps) {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
         try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
              DecodeAttention att = new DecodeAttention(threads)) {
-            float[] k = gaussian(r, kvHeads * chunk * headDim);
-            float[] v = gaussian(r, kvHeads * chunk * headDim);
-            float[] q = gaussian(r, qHeads * chunk * headDim);
+            float[] k = gaussian(r, kvHeads * CHUNK * headDim);
+            float[] v = gaussian(r, kvHeads * CHUNK * headDim);
+            float[] q = gaussian(r, qHeads * CHUNK * headDim);
             float[] out = new float[q.length];
-            for (int done = 0; done < prefillTokens; done += chunk) {
-                cache.append(0, k, v, chunk);
-                att.attendPrefill(cache, 0, q, qHeads, chunk, scale, out);
-            }
-            if (Boolean.getBoolean("kvq.warmup.trace")) {
-                System.err.printf("warm-up prefill %.2f s%n", (System.nanoTime() - t0) / 1e9);
+            for (int done = 0; done < PREFILL_TOKENS; done += CHUNK) {
+                cache.append(0, k, v, CHUNK);
+                att.attendPrefill(cache, 0, q, qHeads, CHUNK, scale, out);
             }
             float[] k1 = gaussian(r, kvHeads * headDim);
             float[] v1 = gaussian(r, kvHeads * headDim);
             float[] q1 = gaussian(r, qHeads * headDim);
             float[] o1 = new float[q1.length];
-            for (int s = 0; s < decodeSteps; s++) {
+            for (int s = 0; s < DECODE_STEPS; s++) {
                 cache.append(0, k1, v1, 1);
                 att.attend(cache, 0, q1, qHeads, scale, o1);
             }

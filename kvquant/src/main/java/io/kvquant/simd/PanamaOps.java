@@ -200,6 +200,22 @@ final class PanamaOps implements VectorOps {
             ScalarOps.hadamardRoundWith(this, x, xo, y, yo, n, pre, post);
             return;
         }
+        round(x, xo, y, yo, n, pre, post);
+    }
+
+    @Override
+    public void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] post) {
+        int nv = n / L;
+        if (!FWHT_IN_VECTOR || n % L != 0 || (nv != 4 && nv != 8 && nv != 16)) {
+            VectorOps.super.hadamardRound(x, xo, y, yo, n, post);
+            return;
+        }
+        round(x, xo, y, yo, n, null, post);
+    }
+
+    /** The in-register round for 4, 8 or 16 vectors; {@code pre} null means ones. */
+    private static void round(float[] x, int xo, float[] y, int yo, int n, float[] pre, float[] post) {
+        int nv = n / L;
         // Phase A: blocks of four consecutive vectors: pre-multiply, in-vector butterflies, then the
         // butterflies of widths L and 2L between the four.
         for (int i = 0; i < n; i += 4 * L) {
@@ -207,10 +223,12 @@ final class PanamaOps implements VectorOps {
             FloatVector b = FloatVector.fromArray(F, x, xo + i + L);
             FloatVector c = FloatVector.fromArray(F, x, xo + i + 2 * L);
             FloatVector d = FloatVector.fromArray(F, x, xo + i + 3 * L);
-            a = a.mul(FloatVector.fromArray(F, pre, i));
-            b = b.mul(FloatVector.fromArray(F, pre, i + L));
-            c = c.mul(FloatVector.fromArray(F, pre, i + 2 * L));
-            d = d.mul(FloatVector.fromArray(F, pre, i + 3 * L));
+            if (pre != null) { // null: pre = ones, skipped (a multiply by one is exact)
+                a = a.mul(FloatVector.fromArray(F, pre, i));
+                b = b.mul(FloatVector.fromArray(F, pre, i + L));
+                c = c.mul(FloatVector.fromArray(F, pre, i + 2 * L));
+                d = d.mul(FloatVector.fromArray(F, pre, i + 3 * L));
+            }
             // butterflies of widths 1..L/2 inside each vector
             a = bf(bf(bf(a, SW1, SG1), SW2, SG2), SW4, SG4);
             b = bf(bf(bf(b, SW1, SG1), SW2, SG2), SW4, SG4);
@@ -268,82 +286,6 @@ final class PanamaOps implements VectorOps {
                 (b1.sub(d1)).mul(FloatVector.fromArray(F, post, i + 12 * L)).intoArray(y, yo + i + 12 * L);
             }
         }
-    }
-
-    /** {@link #hadamardRound} with pre = ones (skipped: a multiply by one is exact), for 4, 8 or 16 vectors. */
-    private static void roundNoPre(float[] x, int xo, float[] y, int yo, int n, float[] post) {
-        int nv = n / L;
-        for (int i = 0; i < n; i += 4 * L) {
-            FloatVector a = FloatVector.fromArray(F, x, xo + i);
-            FloatVector b = FloatVector.fromArray(F, x, xo + i + L);
-            FloatVector c = FloatVector.fromArray(F, x, xo + i + 2 * L);
-            FloatVector d = FloatVector.fromArray(F, x, xo + i + 3 * L);
-            a = bf(bf(bf(a, SW1, SG1), SW2, SG2), SW4, SG4);
-            b = bf(bf(bf(b, SW1, SG1), SW2, SG2), SW4, SG4);
-            c = bf(bf(bf(c, SW1, SG1), SW2, SG2), SW4, SG4);
-            d = bf(bf(bf(d, SW1, SG1), SW2, SG2), SW4, SG4);
-            if (L == 16) {
-                a = bf(a, SW8, SG8);
-                b = bf(b, SW8, SG8);
-                c = bf(c, SW8, SG8);
-                d = bf(d, SW8, SG8);
-            }
-            FloatVector a1 = a.add(b);
-            FloatVector b1 = a.sub(b);
-            FloatVector c1 = c.add(d);
-            FloatVector d1 = c.sub(d);
-            a = a1.add(c1);
-            c = a1.sub(c1);
-            b = b1.add(d1);
-            d = b1.sub(d1);
-            if (nv == 4) {
-                a = a.mul(FloatVector.fromArray(F, post, i));
-                b = b.mul(FloatVector.fromArray(F, post, i + L));
-                c = c.mul(FloatVector.fromArray(F, post, i + 2 * L));
-                d = d.mul(FloatVector.fromArray(F, post, i + 3 * L));
-            }
-            a.intoArray(y, yo + i);
-            b.intoArray(y, yo + i + L);
-            c.intoArray(y, yo + i + 2 * L);
-            d.intoArray(y, yo + i + 3 * L);
-        }
-        if (nv == 8) {
-            // width 4L: vectors r and r + 4
-            for (int r = 0; r < 4; r++) {
-                int i = r * L;
-                FloatVector a = FloatVector.fromArray(F, y, yo + i);
-                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
-                (a.add(b)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
-                (a.sub(b)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
-            }
-        } else if (nv == 16) {
-            // widths 4L and 8L: vectors r, r + 4, r + 8, r + 12
-            for (int r = 0; r < 4; r++) {
-                int i = r * L;
-                FloatVector a = FloatVector.fromArray(F, y, yo + i);
-                FloatVector b = FloatVector.fromArray(F, y, yo + i + 4 * L);
-                FloatVector c = FloatVector.fromArray(F, y, yo + i + 8 * L);
-                FloatVector d = FloatVector.fromArray(F, y, yo + i + 12 * L);
-                FloatVector a1 = a.add(b);
-                FloatVector b1 = a.sub(b);
-                FloatVector c1 = c.add(d);
-                FloatVector d1 = c.sub(d);
-                (a1.add(c1)).mul(FloatVector.fromArray(F, post, i)).intoArray(y, yo + i);
-                (b1.add(d1)).mul(FloatVector.fromArray(F, post, i + 4 * L)).intoArray(y, yo + i + 4 * L);
-                (a1.sub(c1)).mul(FloatVector.fromArray(F, post, i + 8 * L)).intoArray(y, yo + i + 8 * L);
-                (b1.sub(d1)).mul(FloatVector.fromArray(F, post, i + 12 * L)).intoArray(y, yo + i + 12 * L);
-            }
-        }
-    }
-
-    @Override
-    public void hadamardRound(float[] x, int xo, float[] y, int yo, int n, float[] post) {
-        int nv = n / L;
-        if (!FWHT_IN_VECTOR || n % L != 0 || (nv != 4 && nv != 8 && nv != 16)) {
-            VectorOps.super.hadamardRound(x, xo, y, yo, n, post);
-            return;
-        }
-        roundNoPre(x, xo, y, yo, n, post);
     }
 
     private static final VectorSpecies<Double> D = jdk.incubator.vector.DoubleVector.SPECIES_PREFERRED;

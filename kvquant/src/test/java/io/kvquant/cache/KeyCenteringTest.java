@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.kvquant.attention.DecodeAttention;
 import java.util.Random;
 import org.junit.jupiter.api.Test;
 
@@ -30,36 +29,11 @@ class KeyCenteringTest {
     }
 
     /**
-     * Appends the same chunks to each cache and after each chunk compares decode (one query) and
-     * prefill (every query of the chunk) attention; returns the largest relative L2 difference
-     * between the first cache's outputs and the second's.
+     * Attention of {@code a} against {@code b} on the same chunks ({@link CacheAttentionDifference});
+     * queries at 0.3: scores of a few units, attention neither flat nor one-hot.
      */
     private static double attentionDifference(LayeredKvCache a, LayeredKvCache b, int[] chunks, float bias, long seed) {
-        Random r = new Random(seed);
-        float scale = 1f / (float) Math.sqrt(D);
-        double worst = 0;
-        try (DecodeAttention att = new DecodeAttention(1)) {
-            for (int n : chunks) {
-                float[][] kv = chunk(r, n, bias);
-                a.append(0, kv[0], kv[1], n);
-                b.append(0, kv[0], kv[1], n);
-                float[] q = new float[Q_HEADS * n * D];
-                for (int i = 0; i < q.length; i++) {
-                    q[i] = (float) r.nextGaussian() * 0.3f; // scores of a few units: attention neither flat nor one-hot
-                }
-                float[] oa = new float[q.length];
-                float[] ob = new float[q.length];
-                if (n == 1) {
-                    att.attend(a, 0, q, Q_HEADS, scale, oa);
-                    att.attend(b, 0, q, Q_HEADS, scale, ob);
-                } else {
-                    att.attendPrefill(a, 0, q, Q_HEADS, n, scale, oa);
-                    att.attendPrefill(b, 0, q, Q_HEADS, n, scale, ob);
-                }
-                worst = Math.max(worst, KvCacheTest.relErr(ob, oa));
-            }
-        }
-        return Math.sqrt(worst);
+        return CacheAttentionDifference.of(b, a, chunks, seed, Q_HEADS, D, 0.3f, (r, n) -> chunk(r, n, bias));
     }
 
     @Test

@@ -36,36 +36,9 @@ class KeyScaleTest {
         return new float[][] {k, v};
     }
 
-    /**
-     * Appends the same chunks to both caches and after each compares decode (one query) or prefill
-     * attention; returns the largest relative L2 difference of b's outputs from a's.
-     */
+    /** Attention of {@code b} against {@code a} on the same chunks ({@link CacheAttentionDifference}). */
     private static double attentionDifference(LayeredKvCache a, LayeredKvCache b, int[] chunks, float big, long seed) {
-        Random r = new Random(seed);
-        float scale = 1f / (float) Math.sqrt(D);
-        double worst = 0;
-        try (DecodeAttention att = new DecodeAttention(1)) {
-            for (int n : chunks) {
-                float[][] kv = chunk(r, n, big);
-                a.append(0, kv[0], kv[1], n);
-                b.append(0, kv[0], kv[1], n);
-                float[] q = new float[Q_HEADS * n * D];
-                for (int i = 0; i < q.length; i++) {
-                    q[i] = (float) r.nextGaussian() * 0.5f;
-                }
-                float[] oa = new float[q.length];
-                float[] ob = new float[q.length];
-                if (n == 1) {
-                    att.attend(a, 0, q, Q_HEADS, scale, oa);
-                    att.attend(b, 0, q, Q_HEADS, scale, ob);
-                } else {
-                    att.attendPrefill(a, 0, q, Q_HEADS, n, scale, oa);
-                    att.attendPrefill(b, 0, q, Q_HEADS, n, scale, ob);
-                }
-                worst = Math.max(worst, KvCacheTest.relErr(oa, ob));
-            }
-        }
-        return Math.sqrt(worst);
+        return CacheAttentionDifference.of(a, b, chunks, seed, Q_HEADS, D, 0.5f, (r, n) -> chunk(r, n, big));
     }
 
     @Test
