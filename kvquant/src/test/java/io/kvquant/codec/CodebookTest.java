@@ -72,6 +72,39 @@ class CodebookTest {
         }
     }
 
+    /**
+     * The codebooks are the ones every stored cache was written with, to the last bit: hashes of
+     * the float bits of centroids and boundaries, and the MSE's double bits, as the on-heap
+     * computation of session 6 gave them (the prefix sums moved off the heap in session 7;
+     * the same sums in the same order must give the same numbers).
+     */
+    @Test
+    void sameBitsAsTheCodebooksCachesWereWrittenWith() {
+        long[][] golden = {
+            {64, 2, -868342537L, 4592916871162726924L},
+            {64, 3, 1939337377L, 4584972947495406067L},
+            {64, 4, -594322793L, 4576417585943782322L},
+            {96, 3, -1707417841L, 4585028092284158916L},
+            {128, 3, 383090113L, 4585055827029002178L},
+            {128, 4, -482394981L, 4576523236615802385L},
+            {0, 3, -383448867L, 4585139678671633550L},
+        };
+        for (long[] g : golden) {
+            int dim = (int) g[0];
+            int bits = (int) g[1];
+            Codebook cb = dim == 0 ? Codebook.gaussian(bits) : Codebook.forDimension(dim, bits);
+            int h = 1;
+            for (float f : cb.centroids()) {
+                h = 31 * h + Float.floatToIntBits(f);
+            }
+            for (float f : cb.boundaries()) {
+                h = 31 * h + Float.floatToIntBits(f);
+            }
+            assertEquals((int) g[2], h, "centroid and boundary bits, d " + dim + ", " + bits + " bits");
+            assertEquals(g[3], Double.doubleToLongBits(cb.expectedMsePerVector()), "MSE bits, d " + dim + ", " + bits + " bits");
+        }
+    }
+
     @Test
     void rejectsUnsupportedWidths() {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> Codebook.forDimension(128, 9));
