@@ -133,16 +133,20 @@ final class DecodeSessions implements AutoCloseable {
     }
 
     /**
-     * {@code kvq.engine.decodePieces}: {@code shared} (the default; any value but the two below)
-     * builds the one-token pieces on the general pieces' weight tensors ({@link SharedWeights});
-     * {@code off} runs the general pieces alone; {@code copy} (diagnostic, how session 6 built
-     * them) lets ONNX Runtime load each piece's weights into both sessions.
+     * {@code kvq.engine.decodePieces}: {@code off} (the default, any value but the ones below):
+     * the general pieces run every step; {@code on} or {@code copy}: the one-token pieces, ONNX
+     * Runtime loading (and prepacking) each piece's weights again for them; {@code shared}: the
+     * one-token pieces on the general pieces' weight tensors ({@link SharedWeights}), held once
+     * but unpacked. Measured (docs/engine.md, "One-token decode pieces"): {@code copy} costs the
+     * weights' size again in peak RSS; {@code shared} does not, but without ONNX Runtime's
+     * prepacking a prompt chunk and a decode step are slower than the general pieces' alone, so
+     * neither is the default.
      */
     static String mode() {
-        String p = System.getProperty("kvq.engine.decodePieces", "");
-        return switch (p) {
-            case "off", "copy" -> p;
-            default -> "shared";
+        return switch (System.getProperty("kvq.engine.decodePieces", "off")) {
+            case "on", "copy" -> "copy";
+            case "shared" -> "shared";
+            default -> "off";
         };
     }
 

@@ -34,8 +34,12 @@ import java.util.Map;
  *
  * <p>ONNX Runtime's prepacking of MatMul weights makes a per-session copy of each weight in its
  * own layout; with shared weights that copy would be made once per session on top of the shared
- * original, so the sessions that use these tensors run with prepacking off unless
- * {@code kvq.engine.prepack=on} (docs/engine.md, "One-token decode pieces").
+ * original (measured: three times the weights), so the sessions that use these tensors run with
+ * prepacking off unless {@code kvq.engine.prepack=on}. That holds the weights once, but MatMul
+ * on unpacked weights is slower, for a prompt chunk and for a decode step alike (docs/engine.md,
+ * "One-token decode pieces"): hence opt-in ({@code -Dkvq.engine.decodePieces=shared}). ONNX
+ * Runtime's shared prepacked-weights container, which would keep one packed copy for both
+ * sessions, is in its C API only.
  *
  * <p>The tensors must outlive every session given them: {@link #close} after the sessions.
  */
@@ -269,7 +273,8 @@ final class SharedWeights implements AutoCloseable {
                 so.addInitializer(e.getKey(), e.getValue());
             }
         }
-        if (!"on".equals(System.getProperty("kvq.engine.prepack"))) {
+        if (!"on".equals(System.getProperty("kvq.engine.prepack"))
+                && !so.getConfigEntries().containsKey("session.disable_prepacking")) {
             so.addConfigEntry("session.disable_prepacking", "1");
         }
     }

@@ -28,6 +28,17 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class DecodePiecesTest {
 
+    /** The one-token pieces are opt-in (docs/engine.md); these tests switch them on (ONNX Runtime's own weights). */
+    @org.junit.jupiter.api.BeforeAll
+    static void switchOn() {
+        System.setProperty("kvq.engine.decodePieces", "on");
+    }
+
+    @org.junit.jupiter.api.AfterAll
+    static void switchBack() {
+        System.clearProperty("kvq.engine.decodePieces");
+    }
+
     @Test
     void oneTokenPiecesGiveTheGeneralPiecesLogitsOnEveryModelForm(@TempDir Path tmp) throws Exception {
         // Same cache codec, same Java attention, same weights: only ONNX Runtime's graph differs
@@ -147,13 +158,13 @@ class DecodePiecesTest {
             assertTrue(lines.get(0).startsWith("kvquant: the engine's one-token pieces cannot be built (")
                     && lines.get(0).endsWith("; decoding with the general pieces") && !lines.get(0).contains("\n"),
                     lines.get(0));
-            System.setProperty("kvq.engine.decodePieces", "off");
+            System.clearProperty("kvq.engine.decodePieces");
             try {
                 lines.clear();
                 assertNull(DecodeSessions.build(m, wrong, m.preparedDir(), opts, lines::add));
-                assertTrue(lines.isEmpty(), "switched off: no line");
+                assertTrue(lines.isEmpty(), "not switched on (the default): no line");
             } finally {
-                System.clearProperty("kvq.engine.decodePieces");
+                System.setProperty("kvq.engine.decodePieces", "on");
             }
         }
     }

@@ -27,7 +27,7 @@ public final class DecodeStepBench {
     }
 
     public static void main(String[] args) throws Exception {
-        System.clearProperty("kvq.engine.decodePieces"); // the default: one-token pieces on shared weights
+        System.setProperty("kvq.engine.decodePieces", "on"); // opt-in in the product; the bench compares them
         Path dir = Path.of(args[0]);
         int context = Integer.parseInt(args[2]);
         int rounds = Integer.parseInt(args[3]);

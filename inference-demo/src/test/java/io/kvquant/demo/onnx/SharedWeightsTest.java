@@ -24,10 +24,21 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * The engine holds each piece's weights once ({@link SharedWeights}) for its general and its
  * one-token sessions: one tensor per distinct weight, every external initializer of every piece
- * given to ONNX Runtime from those tensors (ONNX Runtime reads none from the files), and the
- * switch between shared, off and the old copying form.
+ * given to ONNX Runtime from those tensors (ONNX Runtime reads none from the files), the same
+ * logits as the engine without one-token pieces, and the switch between off (the default), the
+ * copying form and the shared one.
  */
 class SharedWeightsTest {
+
+    @org.junit.jupiter.api.BeforeEach
+    void switchOn() {
+        System.setProperty("kvq.engine.decodePieces", "shared");
+    }
+
+    @org.junit.jupiter.api.AfterEach
+    void switchBack() {
+        System.clearProperty("kvq.engine.decodePieces");
+    }
 
     /** location@offset+length of every initializer with external data in {@code piece}, by name. */
     private static Map<String, String> regions(OnnxModel piece) {
@@ -68,8 +79,8 @@ class SharedWeightsTest {
         for (Path dir : List.of(TestModel.dir(), TestModel.dir("kvq-gpt2"))) {
             String name = dir.getFileName().toString();
             try (JavaAttentionModel m = JavaAttentionModel.open(dir, EngineTest.ONE)) {
-                assertNotNull(m.weights, name + ": shared weights are the default");
-                assertNotNull(m.decode, name + ": the one-token pieces are on by default");
+                assertNotNull(m.weights, name + ": shared weights");
+                assertNotNull(m.decode, name + ": the one-token pieces on them");
                 Set<String> distinct = new LinkedHashSet<>();
                 int refs = 0;
                 long bytes = 0;
@@ -163,20 +174,76 @@ class SharedWeightsTest {
     }
 
     @Test
-    void theSwitchSelectsSharedOffOrCopy() throws Exception {
-        try {
+    void weightsThatAreNotThereAreRefusedNamingTheInitializer(@TempDir Path tmp) throws Exception {
+        // a weight file shorter than the pieces say: refused in one message, nothing left open
+        try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
+            try (var files = Files.list(m.preparedDir())) {
+                for (Path f : files.filter(p -> p.getFileName().toString().startsWith("weights-")).toList()) {
+                    Files.write(tmp.resolve(f.getFileName()), new byte[(int) Files.size(f) / 2]);
+                }
+            }
+            List<OnnxModel> models = new ArrayList<>();
+            for (Path f : pieceFiles(m)) {
+                Files.copy(f, tmp.resolve(f.getFileName()));
+                models.add(OnnxModel.read(tmp.resolve(f.getFileName())));
+            }
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> SharedWeights.load(models));
+            assertTrue(e.getMessage().startsWith("initializer ") && e.getMessage().contains("lie outside"), e.getMessage());
+        }
+    }
+
+    @Test
+    void sharedPiecesGiveTheLogitsOfTheEngineWithoutThem() throws Exception {
+        // Same weights, same cache codec; only ONNX Runtime's MatMul layout (unpacked) and the
+        // one-token graph differ: float rounding, within the engine parity bound (1e-4 relative).
+        long[] prompt = new long[40];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = (i * 53 + 7) % 250;
+        }
+        for (Path dir : List.of(TestModel.dir(), TestModel.dir("kvq-gpt2"))) {
+            String name = dir.getFileName().toString();
             System.setProperty("kvq.engine.decodePieces", "off");
-            try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-                assertNull(m.decode, "off: no one-token pieces");
-                assertNull(m.weights, "off: ONNX Runtime loads (and prepacks) the weights of the general pieces");
+            JavaAttentionModel plain = JavaAttentionModel.open(dir, EngineTest.ONE);
+            System.setProperty("kvq.engine.decodePieces", "shared");
+            try (plain; JavaAttentionModel m = JavaAttentionModel.open(dir, EngineTest.ONE);
+                 io.kvquant.cache.KvCache a = io.kvquant.cache.KvCaches.create("full", m.layers(), m.kvHeads(), m.headDim());
+                 io.kvquant.cache.KvCache b = io.kvquant.cache.KvCaches.create("full", m.layers(), m.kvHeads(), m.headDim())) {
+                assertNotNull(m.weights);
+                assertNotNull(m.decode);
+                assertNull(plain.decode);
+                Decoder x = m.newDecoder(a, 16);
+                Decoder y = plain.newDecoder(b, 16);
+                float[] lx = x.prefill(prompt, null);
+                float[] ly = y.prefill(prompt, null);
+                double worst = EngineTest.relErr(lx, ly);
+                for (int step = 0; step < 12; step++) {
+                    long t = EngineTest.argmax(ly);
+                    lx = x.step(t);
+                    ly = y.step(t);
+                    worst = Math.max(worst, EngineTest.relErr(lx, ly));
+                }
+                assertTrue(worst <= 1e-4, name + ": shared one-token pieces vs the general pieces alone, relative logit error "
+                        + worst);
+                System.out.printf("shared pieces vs engine without them, %s: worst relative logit error %.2e%n", name, worst);
             }
-            System.setProperty("kvq.engine.decodePieces", "copy");
-            try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-                assertNotNull(m.decode, "copy: the one-token pieces");
-                assertNull(m.weights, "copy: each session loads its own weights");
+        }
+    }
+
+    @Test
+    void theSwitchSelectsOffOnCopyOrShared() throws Exception {
+        for (String mode : new String[] {null, "off", "on", "copy", "shared"}) {
+            if (mode == null) {
+                System.clearProperty("kvq.engine.decodePieces");
+            } else {
+                System.setProperty("kvq.engine.decodePieces", mode);
             }
-        } finally {
-            System.clearProperty("kvq.engine.decodePieces");
+            try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
+                boolean pieces = mode != null && !mode.equals("off");
+                assertEquals(pieces, m.decode != null, mode + ": one-token pieces");
+                assertEquals("shared".equals(mode), m.weights != null,
+                        mode + ": weights held by kvquant only when shared (else ONNX Runtime loads and prepacks them)");
+            }
         }
     }
 }
