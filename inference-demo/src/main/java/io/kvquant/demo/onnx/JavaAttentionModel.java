@@ -415,6 +415,16 @@ public final class JavaAttentionModel implements ModelRunner {
         if (!mode.equals("off")) {
             jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
         }
+        if (jm.decode == null && jm.weights != null) {
+            // no one-token pieces after all: the general pieces as ONNX Runtime loads them (prepacked)
+            jm.closeSessions();
+            try {
+                jm.openSessions(files, opts);
+            } catch (OrtException e) {
+                jm.close();
+                throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
+            }
+        }
         return jm;
     }
 
