@@ -398,7 +398,8 @@ public final class GenerateBenchCommand implements Callable<Integer> {
         cmd.add("--enable-native-access=ALL-UNNAMED");
         cmd.add("-Dai.djl.offline=true");
         for (String p : System.getProperties().stringPropertyNames()) {
-            if (p.startsWith("kvquant.") || p.equals("kvq.home") || p.equals("kvq.cache.dir")) { // children share the prepared-model cache
+            if (p.startsWith("kvquant.") || p.startsWith("kvq.engine.") || p.equals("kvq.home")
+                    || p.equals("kvq.cache.dir")) { // children share the prepared-model cache and the engine switches
                 cmd.add("-D" + p + "=" + System.getProperty(p));
             }
         }

@@ -52,11 +52,13 @@ final class DecodeSessions implements AutoCloseable {
      */
     static DecodeSessions build(JavaAttentionModel jm, List<Path> files, Path dir, DecoderModel.Options opts,
                                 java.util.function.Consumer<String> warn) {
-        if (!"on".equals(System.getProperty("kvq.engine.decodePieces"))) {
-            // opt-in: ONNX Runtime loads the weights a second time for these sessions (and prepacks
-            // them again); measured on the KV-heavy bench model +330 MiB peak RSS at 4K, for
-            // 0.1–0.3 ms per decode step on the bundled model (docs/engine.md)
+        String mode = mode();
+        if (mode.equals("off")) {
             return null;
+        }
+        SharedWeights weights = mode.equals("shared") ? jm.weights : null;
+        if (mode.equals("shared") && weights == null) {
+            return null; // the weights could not be shared: the engine said so in one line
         }
         DecodeSessions ds = new DecodeSessions();
         try {
@@ -73,10 +75,13 @@ final class DecodeSessions implements AutoCloseable {
             List<AutoCloseable> owned = new ArrayList<>();
             try {
                 Map<String, OnnxTensor> fed = probe(jm, jm.sessions, null, general, owned);
-                try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
-                    JavaAttentionModel.engineSessionOptions(so);
-                    decodeSessionOptions(so, dir);
-                    for (int s = 0; s < files.size(); s++) {
+                for (int s = 0; s < files.size(); s++) {
+                    try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
+                        JavaAttentionModel.engineSessionOptions(so);
+                        decodeSessionOptions(so, dir);
+                        if (weights != null) {
+                            weights.apply(so, s); // the general session's tensors, not a second copy
+                        }
                         Map<String, long[]> shapes = new LinkedHashMap<>();
                         Map<String, byte[]> consts = new LinkedHashMap<>();
                         List<String> keep = new ArrayList<>();
@@ -117,10 +122,32 @@ final class DecodeSessions implements AutoCloseable {
             return ds;
         } catch (OrtException | IOException | RuntimeException e) {
             ds.close();
-            warn.accept("kvquant: the engine's one-token pieces cannot be built (" + DecoderModel.firstLine(e.getMessage())
-                    + "); decoding with the general pieces");
+            warn.accept(cannot(DecoderModel.firstLine(e.getMessage())));
             return null;
         }
+    }
+
+    /** The one line said when the one-token pieces cannot be built, for {@code reason}. */
+    static String cannot(String reason) {
+        return "kvquant: the engine's one-token pieces cannot be built (" + reason + "); decoding with the general pieces";
+    }
+
+    /**
+     * {@code kvq.engine.decodePieces}: {@code off} (the default, any value but the ones below):
+     * the general pieces run every step; {@code on} or {@code copy}: the one-token pieces, ONNX
+     * Runtime loading (and prepacking) each piece's weights again for them; {@code shared}: the
+     * one-token pieces on the general pieces' weight tensors ({@link SharedWeights}), held once
+     * but unpacked. Measured (docs/engine.md, "One-token decode pieces"): {@code copy} costs the
+     * weights' size again in peak RSS; {@code shared} does not, but without ONNX Runtime's
+     * prepacking a prompt chunk and a decode step are slower than the general pieces' alone, so
+     * neither is the default.
+     */
+    static String mode() {
+        return switch (System.getProperty("kvq.engine.decodePieces", "off")) {
+            case "on", "copy" -> "copy";
+            case "shared" -> "shared";
+            default -> "off";
+        };
     }
 
     /**

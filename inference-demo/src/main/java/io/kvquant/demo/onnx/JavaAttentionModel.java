@@ -58,6 +58,8 @@ public final class JavaAttentionModel implements ModelRunner {
     final List<OrtSession> sessions = new ArrayList<>();
     /** The one-token forms of the pieces, run for decode steps; null: the general sessions run every step. */
     DecodeSessions decode;
+    /** The pieces' weights, held once for the general and the one-token sessions; null: ONNX Runtime reads them. */
+    SharedWeights weights;
     private final Path file;
     private final ModelConfig config;
     private final io.kvquant.attention.DecodeAttention attention;
@@ -384,17 +386,75 @@ public final class JavaAttentionModel implements ModelRunner {
             files.add(dir.resolve((String) p.get("file")));
         }
         JavaAttentionModel jm = new JavaAttentionModel(modelDir.resolve("model.onnx"), cfg, layers, pieces, opts, dir);
-        try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
-            engineSessionOptions(so);
-            for (Path f : files) {
-                jm.sessions.add(DecoderModel.environment().createSession(f.toString(), so));
+        String mode = DecodeSessions.mode();
+        if (mode.equals("shared")) {
+            // the one-token pieces' sessions and the general ones get the same weight tensors
+            // (SharedWeights); on any failure: one line, the general pieces alone, as before
+            try {
+                List<OnnxModel> models = new ArrayList<>();
+                for (Path f : files) {
+                    models.add(OnnxModel.read(f));
+                }
+                jm.weights = SharedWeights.load(models);
+                jm.openSessions(files, opts);
+            } catch (OrtException | IOException | RuntimeException e) {
+                jm.closeSessions();
+                System.err.println(DecodeSessions.cannot("the weights cannot be shared: "
+                        + DecoderModel.firstLine(e.getMessage())));
+                mode = "off";
             }
-        } catch (OrtException e) {
-            jm.close();
-            throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
-        jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
+        if (jm.sessions.isEmpty()) {
+            try {
+                jm.openSessions(files, opts);
+            } catch (OrtException e) {
+                jm.close();
+                throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
+            }
+        }
+        if (!mode.equals("off")) {
+            jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
+        }
+        if (jm.decode == null && jm.weights != null) {
+            // no one-token pieces after all: the general pieces as ONNX Runtime loads them (prepacked)
+            jm.closeSessions();
+            try {
+                jm.openSessions(files, opts);
+            } catch (OrtException e) {
+                jm.close();
+                throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
+            }
+        }
         return jm;
+    }
+
+    /** The general sessions, one per piece, with the shared weights when there are. */
+    private void openSessions(List<Path> files, DecoderModel.Options opts) throws OrtException {
+        for (int s = 0; s < files.size(); s++) {
+            try (OrtSession.SessionOptions so = DecoderModel.sessionOptions(opts)) {
+                engineSessionOptions(so);
+                if (weights != null) {
+                    weights.apply(so, s);
+                }
+                sessions.add(DecoderModel.environment().createSession(files.get(s).toString(), so));
+            }
+        }
+    }
+
+    /** Closes the general sessions and the shared weights (sessions first: they use the weights). */
+    private void closeSessions() {
+        for (OrtSession s : sessions) {
+            try {
+                s.close();
+            } catch (OrtException e) {
+                // closing: nothing to recover
+            }
+        }
+        sessions.clear();
+        if (weights != null) {
+            weights.close();
+            weights = null;
+        }
     }
 
     /**
@@ -433,18 +493,11 @@ public final class JavaAttentionModel implements ModelRunner {
 
     @Override
     public void close() {
-        for (OrtSession s : sessions) {
-            try {
-                s.close();
-            } catch (OrtException e) {
-                // closing: nothing to recover
-            }
-        }
-        sessions.clear();
         if (decode != null) {
             decode.close();
             decode = null;
         }
+        closeSessions();
         attention.close();
     }
 

@@ -28,7 +28,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 class DecodePiecesTest {
 
-    /** The one-token pieces are opt-in (they hold the weights twice); these tests switch them on. */
+    /** The one-token pieces are opt-in (docs/engine.md); these tests switch them on (ONNX Runtime's own weights). */
     @org.junit.jupiter.api.BeforeAll
     static void switchOn() {
         System.setProperty("kvq.engine.decodePieces", "on");
