@@ -164,6 +164,22 @@ final class HadamardRotation implements Rotation {
         }
     }
 
+    /** The inverse as first written (scalar fwht, scale, multiply per round, last round first), for tests: unrotate must equal it bit for bit. */
+    void unrotateReference(float[] y, int yOff, float[] x, int xOff) {
+        VectorOps ops = io.kvquant.simd.ScalarOps.INSTANCE;
+        System.arraycopy(y, yOff, x, xOff, dim);
+        for (int r = ROUNDS - 1; r >= 0; r--) {
+            for (int b = 0; b < blockStart.length; b++) {
+                ops.fwht(x, xOff + blockStart[b], blockSize[b]);
+                ops.scale(x, xOff + blockStart[b], blockSize[b], blockScale[b]);
+            }
+            ops.multiply(x, xOff, signs[r], 0, x, xOff, dim);
+            if (perm != null) {
+                permute(x, xOff, invPerm[r]);
+            }
+        }
+    }
+
     private void blockTransform(VectorOps ops, float[] v, int off) {
         for (int b = 0; b < blockStart.length; b++) {
             int o = off + blockStart[b];
