@@ -18,12 +18,33 @@ import java.util.concurrent.CompletableFuture;
  */
 public final class KernelWarmup {
 
-    /** Tokens the warm-up cache holds before its decode steps (past a preset's fp16 window). */
+    /** Tokens the decode part's cache holds before its decode steps (past a preset's fp16 window). */
     static final int PREFILL_TOKENS = 768;
     /** Decode steps (append one token, attend) after the prefill. */
     static final int DECODE_STEPS = 160;
-    /** Queries per prefill chunk. */
-    static final int CHUNK = 256;
+    /**
+     * Chunk lengths of one prefill round. A real prompt's last chunk is rarely a multiple of
+     * anything: the odd lengths give partial key tiles (a token count that is not a multiple of
+     * the vector length, an odd number of vectors), query blocks with every remainder of the
+     * six-query register block, and tasks of unequal size. A branch the warm-up never took is
+     * compiled as a trap: the real run's first partial tile deoptimized the compiled prefill
+     * kernel back to the interpreter (session 7, docs/engine.md).
+     */
+    static final int[] PREFILL_CHUNKS = {256, 231, 97, 13};
+    /**
+     * Most prefill rounds, each on a fresh one-KV-head cache. Three chunks of 256 (session 6's
+     * warm-up) left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K
+     * prompt's prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop
+     * once one ran while the JIT compiled nothing (what it runs is compiled), or after
+     * {@link #PREFILL_BUDGET_S}. Whether a round got faster is no signal: C1 code is flat too.
+     */
+    static final int PREFILL_ROUNDS = 40;
+    /** At least this many rounds. */
+    static final int MIN_PREFILL_ROUNDS = 3;
+    /** Longest pause between rounds while the JIT compiles what they queued. */
+    static final long PAUSE_MS = 250;
+    /** Seconds after which no further prefill round starts. */
+    static final double PREFILL_BUDGET_S = 10;
 
     private KernelWarmup() {
     }
@@ -61,26 +82,71 @@ public final class KernelWarmup {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
-        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
-             DecodeAttention att = new DecodeAttention(threads)) {
-            float[] k = gaussian(r, kvHeads * CHUNK * headDim);
-            float[] v = gaussian(r, kvHeads * CHUNK * headDim);
-            float[] q = gaussian(r, qHeads * CHUNK * headDim);
-            float[] out = new float[q.length];
-            for (int done = 0; done < PREFILL_TOKENS; done += CHUNK) {
-                cache.append(0, k, v, CHUNK);
-                att.attendPrefill(cache, 0, q, qHeads, CHUNK, scale, out);
+        int group = qHeads / kvHeads;
+        try (DecodeAttention att = new DecodeAttention(threads)) {
+            // the prefill kernel on one KV head with the real GQA group and head size: the same
+            // code paths as the real geometry, at 1/kvHeads of its cost
+            float[][] pk = new float[PREFILL_CHUNKS.length][];
+            float[][] pv = new float[PREFILL_CHUNKS.length][];
+            float[][] pq = new float[PREFILL_CHUNKS.length][];
+            float[][] po = new float[PREFILL_CHUNKS.length][];
+            for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+                int n = PREFILL_CHUNKS[c];
+                pk[c] = gaussian(r, n * headDim);
+                pv[c] = gaussian(r, n * headDim);
+                pq[c] = gaussian(r, group * n * headDim);
+                po[c] = new float[pq[c].length];
             }
-            float[] k1 = gaussian(r, kvHeads * headDim);
-            float[] v1 = gaussian(r, kvHeads * headDim);
-            float[] q1 = gaussian(r, qHeads * headDim);
-            float[] o1 = new float[q1.length];
-            for (int s = 0; s < DECODE_STEPS; s++) {
-                cache.append(0, k1, v1, 1);
-                att.attend(cache, 0, q1, qHeads, scale, o1);
+            java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+            boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
+            long compiled = watch ? jit.getTotalCompilationTime() : 0;
+            for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
+                long r0 = System.nanoTime();
+                try (LayeredKvCache cache = KvCaches.create(cfg, 1, 1, headDim)) {
+                    for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+                        int n = PREFILL_CHUNKS[c];
+                        cache.append(0, pk[c], pv[c], n);
+                        att.attendPrefill(cache, 0, pq[c], group, n, scale, po[c]);
+                    }
+                }
+                long now = watch ? jit.getTotalCompilationTime() : 0;
+                boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
+                if (Boolean.getBoolean("kvq.warmup.trace")) {
+                    System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
+                }
+                compiled = now;
+                if (round + 1 >= MIN_PREFILL_ROUNDS && (quiet || !watch)) {
+                    break;
+                }
+                if (watch && !quiet) {
+                    // the rounds have queued compilations: leave the compiler threads a core for a
+                    // while instead of running more C1 code beside them (on 2 cores they compete)
+                    pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
+                }
+            }
+            // the decode kernels on the real geometry, over a cache past the fp16 window
+            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
+                cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
+                        PREFILL_TOKENS);
+                float[] k1 = gaussian(r, kvHeads * headDim);
+                float[] v1 = gaussian(r, kvHeads * headDim);
+                float[] q1 = gaussian(r, qHeads * headDim);
+                float[] o1 = new float[q1.length];
+                for (int s = 0; s < DECODE_STEPS; s++) {
+                    cache.append(0, k1, v1, 1);
+                    att.attend(cache, 0, q1, qHeads, scale, o1);
+                }
             }
         }
         return (System.nanoTime() - t0) / 1e9;
+    }
+
+    private static void pause(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private static float[] gaussian(Random r, int n) {
