@@ -35,8 +35,9 @@ public final class KernelWarmup {
      * Most prefill rounds, each on a fresh one-KV-head cache. Three chunks of 256 (session 6's
      * warm-up) left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K
      * prompt's prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop
-     * once one ran while the JIT compiled nothing (what it runs is compiled), or after
-     * {@link #PREFILL_BUDGET_S}. Whether a round got faster is no signal: C1 code is flat too.
+     * once one ran while the JIT compiled nothing and nothing finished in a pause after it either
+     * (what it runs is compiled and nothing is queued), or after {@link #PREFILL_BUDGET_S}.
+     * Whether a round got faster is no signal: C1 code is flat too.
      */
     static final int PREFILL_ROUNDS = 40;
     /** At least this many rounds. */
@@ -111,6 +112,14 @@ public final class KernelWarmup {
                 }
                 long now = watch ? jit.getTotalCompilationTime() : 0;
                 boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
+                if (quiet && round + 1 >= MIN_PREFILL_ROUNDS) {
+                    // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
+                    // quiet only if nothing finishes during a pause either (a queue would)
+                    pause(PAUSE_MS);
+                    long later = jit.getTotalCompilationTime();
+                    quiet = later == now;
+                    now = later;
+                }
                 if (Boolean.getBoolean("kvq.warmup.trace")) {
                     System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
                 }
