@@ -32,7 +32,7 @@ public final class KernelWarmup {
      */
     static final int[] PREFILL_CHUNKS = {256, 231, 97, 13};
     /**
-     * Most prefill rounds, each on a fresh one-KV-head cache. Three chunks of 256 (session 6's
+     * Most prefill rounds, each on a fresh one-layer cache of the real geometry. Three chunks of 256 (session 6's
      * warm-up) left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K
      * prompt's prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop
      * once one ran while the JIT compiled nothing and nothing finished in a pause after it either
@@ -83,19 +83,18 @@ public final class KernelWarmup {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
-        int group = qHeads / kvHeads;
         try (DecodeAttention att = new DecodeAttention(threads)) {
-            // the prefill kernel on one KV head with the real GQA group and head size: the same
-            // code paths as the real geometry, at 1/kvHeads of its cost
+            // the prefill kernel on the real geometry (one KV head took other task splits and
+            // left the first real prefill of turbo3.5 no faster than session 6's warm-up)
             float[][] pk = new float[PREFILL_CHUNKS.length][];
             float[][] pv = new float[PREFILL_CHUNKS.length][];
             float[][] pq = new float[PREFILL_CHUNKS.length][];
             float[][] po = new float[PREFILL_CHUNKS.length][];
             for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
                 int n = PREFILL_CHUNKS[c];
-                pk[c] = gaussian(r, n * headDim);
-                pv[c] = gaussian(r, n * headDim);
-                pq[c] = gaussian(r, group * n * headDim);
+                pk[c] = gaussian(r, kvHeads * n * headDim);
+                pv[c] = gaussian(r, kvHeads * n * headDim);
+                pq[c] = gaussian(r, qHeads * n * headDim);
                 po[c] = new float[pq[c].length];
             }
             java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
@@ -103,11 +102,11 @@ public final class KernelWarmup {
             long compiled = watch ? jit.getTotalCompilationTime() : 0;
             for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
                 long r0 = System.nanoTime();
-                try (LayeredKvCache cache = KvCaches.create(cfg, 1, 1, headDim)) {
+                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
                     for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
                         int n = PREFILL_CHUNKS[c];
                         cache.append(0, pk[c], pv[c], n);
-                        att.attendPrefill(cache, 0, pq[c], group, n, scale, po[c]);
+                        att.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
                     }
                 }
                 long now = watch ? jit.getTotalCompilationTime() : 0;
