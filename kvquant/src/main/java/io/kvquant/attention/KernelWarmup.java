@@ -102,11 +102,17 @@ public final class KernelWarmup {
             long compiled = watch ? jit.getTotalCompilationTime() : 0;
             for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
                 long r0 = System.nanoTime();
-                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
+                // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
+                // of each instance) is then created in every round, as the engine's own instance
+                // does on its first prefill. Compiled from rounds where it never happened, the
+                // kernel treated that branch as impossible and the real run's first scratch lookup
+                // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
+                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+                     DecodeAttention pa = new DecodeAttention(threads)) {
                     for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
                         int n = PREFILL_CHUNKS[c];
                         cache.append(0, pk[c], pv[c], n);
-                        att.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
+                        pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
                     }
                 }
                 long now = watch ? jit.getTotalCompilationTime() : 0;
