@@ -18,17 +18,39 @@ import java.util.concurrent.CompletableFuture;
  */
 public final class KernelWarmup {
 
+    /** Tokens the decode part's cache holds before its decode steps (past a preset's fp16 window). */
+    static final int PREFILL_TOKENS = 768;
     /**
-     * Prefill chunks per round, in queries per chunk: a full engine chunk, then sizes whose
-     * remainders reach every tail of the prefill kernel's 6 x 2 and 4 x 2 query blocks (the real
-     * prompt's last chunk is any size). A round starts from an empty cache, as a prompt does, so
-     * the causal diagonal tile runs without a past first.
+     * Decode steps (append one token, attend) after the prefill. Session 6's 160 left the decode
+     * path's store code (the window, the one-vector encoder, the range kernels) to be compiled
+     * around the real run's 200th decode step (`-XX:+PrintCompilation`, bundled model): the JIT's
+     * second tier wants some hundreds of calls of each method.
      */
-    static final int[] CHUNKS = {256, 255, 253, 251, 250};
-    /** Rounds of {@link #CHUNKS}; the tokens they leave in the last round's cache outlast an fp16 window. */
-    static final int ROUNDS = 4;
-    /** Decode steps (append one token, attend) after the last round. */
-    static final int DECODE_STEPS = 1200;
+    static final int DECODE_STEPS = 600;
+    /**
+     * Chunk lengths of one prefill round. A real prompt's last chunk is rarely a multiple of
+     * anything: the odd lengths give partial key tiles (a token count that is not a multiple of
+     * the vector length, an odd number of vectors), query blocks with every remainder of the
+     * six-query register block, and tasks of unequal size. A branch the warm-up never took is
+     * compiled as a trap: the real run's first partial tile deoptimized the compiled prefill
+     * kernel back to the interpreter (session 7, docs/engine.md).
+     */
+    static final int[] PREFILL_CHUNKS = {256, 231, 97, 13};
+    /**
+     * Most prefill rounds, each on a fresh one-layer cache of the real geometry. Three chunks of 256 (session 6's
+     * warm-up) left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K
+     * prompt's prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop
+     * once one ran while the JIT compiled nothing and nothing finished in a pause after it either
+     * (what it runs is compiled and nothing is queued), or after {@link #PREFILL_BUDGET_S}.
+     * Whether a round got faster is no signal: C1 code is flat too.
+     */
+    static final int PREFILL_ROUNDS = 40;
+    /** At least this many rounds. */
+    static final int MIN_PREFILL_ROUNDS = 3;
+    /** Longest pause between rounds while the JIT compiles what they queued. */
+    static final long PAUSE_MS = 250;
+    /** Seconds after which no further prefill round starts. */
+    static final double PREFILL_BUDGET_S = 10;
 
     private KernelWarmup() {
     }
@@ -61,57 +83,89 @@ public final class KernelWarmup {
         return done;
     }
 
-    /**
-     * Runs the warm-up on the calling thread; returns its seconds.
-     *
-     * <p>How much: the JIT's second tier compiles a method after some hundreds of calls, and a
-     * method with a loop is compiled on the stack sooner, but that copy serves only the call that
-     * is running. Session 6's warm-up (three 256-token chunks, 160 decode steps) left most of
-     * them to the real run: measured with {@code -XX:+PrintCompilation} on the bundled model, the
-     * prefill kernels' tail blocks, the causal diagonal and the decode path's per-token store code
-     * were compiled only during the real prompt's prefill and the first ~200 decode steps. So the
-     * warm-up runs 20 prefill calls (a 2K-token prompt makes 32 on the bundled four-layer model),
-     * with every tail size, and decode steps enough for every decode kernel, on at most two KV
-     * heads: the kernels do not depend on the number of heads (only the split of the work does),
-     * and the model's own head count would multiply the warm-up's time on the KV-heavy models.
-     */
+    /** Runs the warm-up on the calling thread; returns its seconds. */
     static double run(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads) {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
-        int kvh = Math.min(kvHeads, 2);
-        int qh = kvh * (qHeads / kvHeads);
         try (DecodeAttention att = new DecodeAttention(threads)) {
-            float[][] k = new float[CHUNKS.length][];
-            float[][] v = new float[CHUNKS.length][];
-            float[][] q = new float[CHUNKS.length][];
-            float[][] o = new float[CHUNKS.length][];
-            for (int c = 0; c < CHUNKS.length; c++) {
-                k[c] = gaussian(r, kvh * CHUNKS[c] * headDim);
-                v[c] = gaussian(r, kvh * CHUNKS[c] * headDim);
-                q[c] = gaussian(r, qh * CHUNKS[c] * headDim);
-                o[c] = new float[q[c].length];
+            // the prefill kernel on the real geometry (one KV head took other task splits and
+            // left the first real prefill of turbo3.5 no faster than session 6's warm-up)
+            float[][] pk = new float[PREFILL_CHUNKS.length][];
+            float[][] pv = new float[PREFILL_CHUNKS.length][];
+            float[][] pq = new float[PREFILL_CHUNKS.length][];
+            float[][] po = new float[PREFILL_CHUNKS.length][];
+            for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+                int n = PREFILL_CHUNKS[c];
+                pk[c] = gaussian(r, kvHeads * n * headDim);
+                pv[c] = gaussian(r, kvHeads * n * headDim);
+                pq[c] = gaussian(r, qHeads * n * headDim);
+                po[c] = new float[pq[c].length];
             }
-            for (int round = 0; round < ROUNDS; round++) {
-                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvh, headDim)) {
-                    for (int c = 0; c < CHUNKS.length; c++) {
-                        cache.append(0, k[c], v[c], CHUNKS[c]);
-                        att.attendPrefill(cache, 0, q[c], qh, CHUNKS[c], scale, o[c]);
+            java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+            boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
+            long compiled = watch ? jit.getTotalCompilationTime() : 0;
+            for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
+                long r0 = System.nanoTime();
+                // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
+                // of each instance) is then created in every round, as the engine's own instance
+                // does on its first prefill. Compiled from rounds where it never happened, the
+                // kernel treated that branch as impossible and the real run's first scratch lookup
+                // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
+                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+                     DecodeAttention pa = new DecodeAttention(threads)) {
+                    for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+                        int n = PREFILL_CHUNKS[c];
+                        cache.append(0, pk[c], pv[c], n);
+                        pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
                     }
-                    if (round == ROUNDS - 1) {
-                        float[] k1 = gaussian(r, kvh * headDim);
-                        float[] v1 = gaussian(r, kvh * headDim);
-                        float[] q1 = gaussian(r, qh * headDim);
-                        float[] o1 = new float[q1.length];
-                        for (int s = 0; s < DECODE_STEPS; s++) {
-                            cache.append(0, k1, v1, 1);
-                            att.attend(cache, 0, q1, qh, scale, o1);
-                        }
-                    }
+                }
+                long now = watch ? jit.getTotalCompilationTime() : 0;
+                boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
+                if (quiet && round + 1 >= MIN_PREFILL_ROUNDS) {
+                    // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
+                    // quiet only if nothing finishes during a pause either (a queue would)
+                    pause(PAUSE_MS);
+                    long later = jit.getTotalCompilationTime();
+                    quiet = later == now;
+                    now = later;
+                }
+                if (Boolean.getBoolean("kvq.warmup.trace")) {
+                    System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
+                }
+                compiled = now;
+                if (round + 1 >= MIN_PREFILL_ROUNDS && (quiet || !watch)) {
+                    break;
+                }
+                if (watch && !quiet) {
+                    // the rounds have queued compilations: leave the compiler threads a core for a
+                    // while instead of running more C1 code beside them (on 2 cores they compete)
+                    pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
+                }
+            }
+            // the decode kernels on the real geometry, over a cache past the fp16 window
+            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
+                cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
+                        PREFILL_TOKENS);
+                float[] k1 = gaussian(r, kvHeads * headDim);
+                float[] v1 = gaussian(r, kvHeads * headDim);
+                float[] q1 = gaussian(r, qHeads * headDim);
+                float[] o1 = new float[q1.length];
+                for (int s = 0; s < DECODE_STEPS; s++) {
+                    cache.append(0, k1, v1, 1);
+                    att.attend(cache, 0, q1, qHeads, scale, o1);
                 }
             }
         }
         return (System.nanoTime() - t0) / 1e9;
+    }
+
+    private static void pause(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     private static float[] gaussian(Random r, int n) {

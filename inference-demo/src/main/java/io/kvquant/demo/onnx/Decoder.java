@@ -65,7 +65,11 @@ public interface Decoder {
         float[] logits = null;
         for (int off = 0; off < tokens.length; off += chunk) {
             int len = Math.min(chunk, tokens.length - off);
-            logits = feed(tokens, off, len);
+            if (off + len < tokens.length) {
+                feedPrefix(tokens, off, len); // only the last chunk's logits are returned
+            } else {
+                logits = feed(tokens, off, len);
+            }
             if (progress != null) {
                 progress.accept(off + len);
             }
@@ -80,6 +84,15 @@ public interface Decoder {
 
     /** Runs tokens {@code ids[off, off+len)} at the next positions; returns the logits after the last. */
     float[] feed(long[] ids, int off, int len);
+
+    /**
+     * As {@link #feed} for a caller that does not need the logits (a prompt chunk before the
+     * last): the cache and position end up the same, and a decoder may skip the work that only
+     * makes logits; returns them or null.
+     */
+    default float[] feedPrefix(long[] ids, int off, int len) {
+        return feed(ids, off, len);
+    }
 
     /** Prompt tokens per model call in {@link #prefill}. */
     int prefillChunk();

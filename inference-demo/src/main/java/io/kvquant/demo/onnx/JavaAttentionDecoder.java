@@ -37,6 +37,26 @@ public final class JavaAttentionDecoder extends CacheDecoder {
     private final Map<String, OnnxTensor> avail = new HashMap<>();
     private final List<AutoCloseable> owned = new ArrayList<>();
     private final List<Map<String, OnnxTensor>> pieceInputs = new ArrayList<>();
+    /**
+     * Diagnostic ({@code -Dkvq.engine.split=true}): wall time of a prefill by part, printed to
+     * stderr after each multi-token feed that returns logits (the last chunk of a prefill), then reset.
+     */
+    private static final boolean SPLIT = Boolean.getBoolean("kvq.engine.split");
+    private static final String[] SPLIT_NAMES = {"ort runs", "input tensors", "q/k/v out of ORT", "cache append (encode)",
+        "attention kernel", "output tensor", "logits copy", "close results", "other"};
+    private final long[] split = new long[SPLIT_NAMES.length];
+    private long splitStart;
+    private long lastAtt;
+    private long lastOrt;
+    private final StringBuilder chunkLog = new StringBuilder();
+    private int splitChunks;
+
+    private long mark(int part, long t0) {
+        long t = System.nanoTime();
+        split[part] += t - t0;
+        return t;
+    }
+
     /** Per layer: the attention output array, reused while the step shape stays the same. */
     private final float[][] outScratch;
 
@@ -61,12 +81,32 @@ public final class JavaAttentionDecoder extends CacheDecoder {
     /** One pass through the pieces, attention on the cache between them. */
     @Override
     public float[] feed(long[] ids, int off, int len) {
+        return run(ids, off, len, true);
+    }
+
+    /**
+     * As {@link #feed} up to the last layer's attention: the pieces after it (the last layer's
+     * dense tail, the final norm and the vocabulary projection) only make logits, which a
+     * prompt chunk that is not the last does not need. On the bundled model they are ~40% of the
+     * dense work per token (the vocabulary projection alone 1 M of ~3.4 M multiply-adds).
+     */
+    @Override
+    public float[] feedPrefix(long[] ids, int off, int len) {
+        run(ids, off, len, false);
+        return null;
+    }
+
+    private float[] run(long[] ids, int off, int len, boolean logitsWanted) {
         if (len < 1 || off < 0 || off + len > ids.length) {
             throw new IllegalArgumentException("bad token range [" + off + ", " + (off + len) + ") of " + ids.length);
         }
         int past = cache.length(0);
         avail.clear();
         owned.clear();
+        long tm = System.nanoTime();
+        if (SPLIT && splitChunks++ == 0) {
+            splitStart = tm;
+        }
         try {
             if (needsIds) {
                 LongBuffer b = longs("input_ids", len, false);
@@ -87,7 +127,10 @@ public final class JavaAttentionDecoder extends CacheDecoder {
                 put(avail, owned, "attention_mask", OnnxTensor.createTensor(DecoderModel.environment(), b,
                         new long[] {1, past + len}));
             }
-            int stages = model.pieces.size();
+            if (SPLIT) {
+                tm = mark(1, tm);
+            }
+            int stages = logitsWanted ? model.pieces.size() : model.layers.size();
             DecodeSessions one = len == 1 ? model.decode : null; // a decode step: the one-token pieces
             for (int s = 0; s < stages; s++) {
                 JavaAttentionModel.PieceInfo piece = model.pieces.get(s);
@@ -102,13 +145,22 @@ public final class JavaAttentionDecoder extends CacheDecoder {
                 }
                 OrtSession.Result r = (one != null ? one.sessions : model.sessions).get(s).run(in);
                 owned.add(r);
+                if (SPLIT) {
+                    tm = mark(0, tm);
+                }
                 for (String name : piece.outputs()) {
                     OnnxValue v = r.get(name).orElseThrow(() -> new IllegalStateException("piece output " + name + " missing"));
                     avail.put(name, (OnnxTensor) v);
                 }
                 if (s < model.layers.size()) {
                     attend(s, avail, owned, len);
+                    if (SPLIT) {
+                        tm = System.nanoTime();
+                    }
                 }
+            }
+            if (!logitsWanted) {
+                return null;
             }
             OnnxTensor logits = avail.get("logits");
             long[] shape = logits.getInfo().getShape();
@@ -117,11 +169,15 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             float[] last = new float[vocab];
             fb.position(fb.limit() - vocab);
             fb.get(last);
+            if (SPLIT) {
+                mark(6, tm);
+            }
             return last;
         } catch (OrtException e) {
             throw new IllegalStateException("ONNX Runtime failed on an engine step (past " + past + ", " + len
                     + " tokens): " + e.getMessage(), e);
         } finally {
+            long tc = System.nanoTime();
             for (AutoCloseable c : owned) {
                 try {
                     c.close();
@@ -131,7 +187,42 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             }
             owned.clear();
             avail.clear();
+            if (SPLIT) {
+                mark(7, tc);
+                if (len > 1) {
+                    chunkLog.append(String.format(java.util.Locale.ROOT, " %d:%.0f/%.0f", past, (split[4] - lastAtt) / 1e6,
+                            (split[0] - lastOrt) / 1e6));
+                    lastAtt = split[4];
+                    lastOrt = split[0];
+                }
+                if (logitsWanted && len > 1) {
+                    printSplit();
+                }
+            }
         }
+    }
+
+    private void printSplit() {
+        long total = System.nanoTime() - splitStart;
+        long known = 0;
+        long up = java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime();
+        StringBuilder b = new StringBuilder(String.format(java.util.Locale.ROOT,
+                "engine split: %d chunks, %.3f s (JVM uptime %d to %d ms):", splitChunks, total / 1e9, up - total / 1_000_000, up));
+        for (int i = 0; i < split.length - 1; i++) {
+            known += split[i];
+        }
+        split[split.length - 1] = total - known;
+        for (int i = 0; i < split.length; i++) {
+            b.append(String.format(java.util.Locale.ROOT, " %s %.3f s (%.0f%%);", SPLIT_NAMES[i], split[i] / 1e9,
+                    100.0 * split[i] / total));
+        }
+        System.err.println(b);
+        System.err.println("engine split per chunk (past: attention ms / ort ms):" + chunkLog);
+        chunkLog.setLength(0);
+        lastAtt = 0;
+        lastOrt = 0;
+        java.util.Arrays.fill(split, 0);
+        splitChunks = 0;
     }
 
     /** A direct buffer of {@code n} longs for {@code slot}; {@code ones}: every element is 1 (filled when it grows). */
@@ -169,9 +260,13 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             attendFused(layer, li, avail, owned, len);
             return;
         }
+        long tm = SPLIT ? System.nanoTime() : 0;
         float[] q = floats(avail.get(li.query()), li.query());
         float[] k = floats(avail.get(li.newKey()), li.newKey());
         float[] v = floats(avail.get(li.newValue()), li.newValue());
+        if (SPLIT) {
+            tm = mark(2, tm);
+        }
         int d = cache.headDim();
         int qHeads = q.length / (len * d);
         if (qHeads * len * d != q.length || k.length != cache.kvHeads() * len * d || v.length != k.length) {
@@ -181,6 +276,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         }
         // [1, heads, tokens, d] is the cache's [heads][tokens][d]
         cache.append(layer, k, v, len);
+        if (SPLIT) {
+            tm = mark(3, tm);
+        }
         float[] out = outScratch[layer] != null && outScratch[layer].length == q.length ? outScratch[layer]
                 : (outScratch[layer] = new float[q.length]);
         if (len == 1) {
@@ -188,7 +286,13 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         } else {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out, li.mods());
         }
+        if (SPLIT) {
+            tm = mark(4, tm);
+        }
         put(avail, owned, li.output(), output(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
+        if (SPLIT) {
+            mark(5, tm);
+        }
     }
 
     /**

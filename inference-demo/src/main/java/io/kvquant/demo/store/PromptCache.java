@@ -112,6 +112,13 @@ public final class PromptCache implements AutoCloseable {
             }
 
             @Override
+            public float[] feedPrefix(long[] ids, int off, int len) {
+                float[] logits = d.feedPrefix(ids, off, len); // null where skipped: a later chunk records the last logits
+                record(ids, off, len, logits);
+                return logits;
+            }
+
+            @Override
             public int prefillChunk() {
                 return d.prefillChunk();
             }
