@@ -88,73 +88,72 @@ public final class KernelWarmup {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
-        try (DecodeAttention att = new DecodeAttention(threads)) {
-            // the prefill kernel on the real geometry (one KV head took other task splits and
-            // left the first real prefill of turbo3.5 no faster than session 6's warm-up)
-            float[][] pk = new float[PREFILL_CHUNKS.length][];
-            float[][] pv = new float[PREFILL_CHUNKS.length][];
-            float[][] pq = new float[PREFILL_CHUNKS.length][];
-            float[][] po = new float[PREFILL_CHUNKS.length][];
-            for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
-                int n = PREFILL_CHUNKS[c];
-                pk[c] = gaussian(r, kvHeads * n * headDim);
-                pv[c] = gaussian(r, kvHeads * n * headDim);
-                pq[c] = gaussian(r, qHeads * n * headDim);
-                po[c] = new float[pq[c].length];
-            }
-            java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
-            boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
-            long compiled = watch ? jit.getTotalCompilationTime() : 0;
-            for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
-                long r0 = System.nanoTime();
-                // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
-                // of each instance) is then created in every round, as the engine's own instance
-                // does on its first prefill. Compiled from rounds where it never happened, the
-                // kernel treated that branch as impossible and the real run's first scratch lookup
-                // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
-                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
-                     DecodeAttention pa = new DecodeAttention(threads)) {
-                    for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
-                        int n = PREFILL_CHUNKS[c];
-                        cache.append(0, pk[c], pv[c], n);
-                        pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
-                    }
-                }
-                long now = watch ? jit.getTotalCompilationTime() : 0;
-                boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
-                if (quiet && round + 1 >= MIN_PREFILL_ROUNDS) {
-                    // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
-                    // quiet only if nothing finishes during a pause either (a queue would)
-                    pause(PAUSE_MS);
-                    long later = jit.getTotalCompilationTime();
-                    quiet = later == now;
-                    now = later;
-                }
-                if (Boolean.getBoolean("kvq.warmup.trace")) {
-                    System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
-                }
-                compiled = now;
-                if (round + 1 >= MIN_PREFILL_ROUNDS && (quiet || !watch)) {
-                    break;
-                }
-                if (watch && !quiet) {
-                    // the rounds have queued compilations: leave the compiler threads a core for a
-                    // while instead of running more C1 code beside them (on 2 cores they compete)
-                    pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
+        // the prefill kernel on the real geometry (one KV head took other task splits and
+        // left the first real prefill of turbo3.5 no faster than session 6's warm-up)
+        float[][] pk = new float[PREFILL_CHUNKS.length][];
+        float[][] pv = new float[PREFILL_CHUNKS.length][];
+        float[][] pq = new float[PREFILL_CHUNKS.length][];
+        float[][] po = new float[PREFILL_CHUNKS.length][];
+        for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+            int n = PREFILL_CHUNKS[c];
+            pk[c] = gaussian(r, kvHeads * n * headDim);
+            pv[c] = gaussian(r, kvHeads * n * headDim);
+            pq[c] = gaussian(r, qHeads * n * headDim);
+            po[c] = new float[pq[c].length];
+        }
+        java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+        boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
+        long compiled = watch ? jit.getTotalCompilationTime() : 0;
+        for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
+            long r0 = System.nanoTime();
+            // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
+            // of each instance) is then created in every round, as the engine's own instance
+            // does on its first prefill. Compiled from rounds where it never happened, the
+            // kernel treated that branch as impossible and the real run's first scratch lookup
+            // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
+            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+                 DecodeAttention pa = new DecodeAttention(threads)) {
+                for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
+                    int n = PREFILL_CHUNKS[c];
+                    cache.append(0, pk[c], pv[c], n);
+                    pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
                 }
             }
-            // the decode kernels on the real geometry, over a cache past the fp16 window
-            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
-                cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
-                        PREFILL_TOKENS);
-                float[] k1 = gaussian(r, kvHeads * headDim);
-                float[] v1 = gaussian(r, kvHeads * headDim);
-                float[] q1 = gaussian(r, qHeads * headDim);
-                float[] o1 = new float[q1.length];
-                for (int s = 0; s < DECODE_STEPS; s++) {
-                    cache.append(0, k1, v1, 1);
-                    att.attend(cache, 0, q1, qHeads, scale, o1);
-                }
+            long now = watch ? jit.getTotalCompilationTime() : 0;
+            boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
+            if (quiet && round + 1 >= MIN_PREFILL_ROUNDS) {
+                // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
+                // quiet only if nothing finishes during a pause either (a queue would)
+                pause(PAUSE_MS);
+                long later = jit.getTotalCompilationTime();
+                quiet = later == now;
+                now = later;
+            }
+            if (Boolean.getBoolean("kvq.warmup.trace")) {
+                System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
+            }
+            compiled = now;
+            if (round + 1 >= MIN_PREFILL_ROUNDS && (quiet || !watch)) {
+                break;
+            }
+            if (watch && !quiet) {
+                // the rounds have queued compilations: leave the compiler threads a core for a
+                // while instead of running more C1 code beside them (on 2 cores they compete)
+                pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
+            }
+        }
+        // the decode kernels on the real geometry, over a cache past the fp16 window
+        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+             DecodeAttention att = new DecodeAttention(threads)) {
+            cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
+                    PREFILL_TOKENS);
+            float[] k1 = gaussian(r, kvHeads * headDim);
+            float[] v1 = gaussian(r, kvHeads * headDim);
+            float[] q1 = gaussian(r, qHeads * headDim);
+            float[] o1 = new float[q1.length];
+            for (int s = 0; s < DECODE_STEPS; s++) {
+                cache.append(0, k1, v1, 1);
+                att.attend(cache, 0, q1, qHeads, scale, o1);
             }
         }
         return (System.nanoTime() - t0) / 1e9;

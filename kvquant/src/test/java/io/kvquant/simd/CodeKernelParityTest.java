@@ -43,6 +43,19 @@ class CodeKernelParityTest {
         return new CodeLayout(pos, feat, so, co, bits, count, fo, tb);
     }
 
+    /** {@code tokens} random records of {@code rb} bytes, each with two fp16 header values (a positive scale first). */
+    private static MemorySegment records(Arena arena, int rb, int tokens, Random r) {
+        MemorySegment seg = arena.allocate((long) rb * tokens);
+        for (long b = 0; b < seg.byteSize(); b++) {
+            seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
+        }
+        for (int t = 0; t < tokens; t++) {
+            seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb, Float.floatToFloat16((float) r.nextDouble() + 0.5f));
+            seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb + 2, Float.floatToFloat16((float) r.nextDouble()));
+        }
+        return seg;
+    }
+
     @Test
     void scoresAccumulateAndDecodeAgreeWithTheScalarReference() {
         assertNotNull(vector, "surefire runs with --add-modules jdk.incubator.vector");
@@ -54,14 +67,7 @@ class CodeKernelParityTest {
                 CodeLayout lay = layout(sh[0], sh[1], r);
                 int rb = lay.recordBytes();
                 int tokens = 13;
-                MemorySegment seg = arena.allocate((long) rb * tokens); // last record ends at the segment's end
-                for (long b = 0; b < seg.byteSize(); b++) {
-                    seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
-                }
-                for (int t = 0; t < tokens; t++) {
-                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb, Float.floatToFloat16((float) r.nextDouble() + 0.5f));
-                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb + 2, Float.floatToFloat16((float) r.nextDouble()));
-                }
+                MemorySegment seg = records(arena, rb, tokens, r); // last record ends at the segment's end
                 int fs = lay.featureSize();
                 for (int nq : new int[]{1, 2, 3, 4, 5, 9}) {
                     for (int first : new int[]{0, 5}) {
@@ -126,14 +132,7 @@ class CodeKernelParityTest {
                 CodeLayout lay = layout(sh[0], sh[1], r);
                 int rb = lay.recordBytes();
                 int tokens = 300; // more than one copied run (256 records)
-                MemorySegment seg = arena.allocate((long) rb * tokens);
-                for (long b = 0; b < seg.byteSize(); b++) {
-                    seg.set(ValueLayout.JAVA_BYTE, b, (byte) r.nextInt());
-                }
-                for (int t = 0; t < tokens; t++) {
-                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb, Float.floatToFloat16((float) r.nextDouble() + 0.5f));
-                    seg.set(ValueLayout.JAVA_SHORT_UNALIGNED, (long) t * rb + 2, Float.floatToFloat16((float) r.nextDouble()));
-                }
+                MemorySegment seg = records(arena, rb, tokens, r);
                 int fs = lay.featureSize();
                 for (int nq : new int[]{1, 3, 8}) {
                     float[] g = new float[nq * fs];

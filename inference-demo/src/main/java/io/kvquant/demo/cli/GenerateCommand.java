@@ -291,7 +291,7 @@ public final class GenerateCommand implements Callable<Integer> {
      */
     private java.util.concurrent.CompletableFuture<Double> startWarmup(Path dir, KvQuantConfig kvCfg) throws IOException {
         io.kvquant.demo.onnx.ModelConfig mc = io.kvquant.demo.onnx.ModelConfig.read(dir.resolve("config.json"));
-        int qHeads = io.kvquant.demo.onnx.ModelConfig.queryHeads(dir.resolve("config.json"));
+        int qHeads = mc.queryHeads();
         if (mc.kvHeads() <= 0 || mc.headDim() <= 0 || qHeads < mc.kvHeads() || qHeads % mc.kvHeads() != 0) {
             return null;
         }

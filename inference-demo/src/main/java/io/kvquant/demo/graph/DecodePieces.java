@@ -146,7 +146,7 @@ public final class DecodePieces {
                         continue;
                     }
                     long[] shape = shapes.get(name);
-                    fields.add(shape == null ? f : new Pb.Field(11, 2, 0, valueInfo(name, piece.elemType(name), shape)));
+                    fields.add(shape == null ? f : new Pb.Field(11, 2, 0, DequantGraph.valueInfo(name, piece.elemType(name), java.util.Arrays.stream(shape).boxed().toArray())));
                 }
                 case 5 -> fields.add(new Pb.Field(5, 2, 0, relative(f.bytes(), folder)));
                 default -> fields.add(f);
@@ -170,16 +170,6 @@ public final class DecodePieces {
         t.add(8, name);
         t.add(9, raw);
         return t.toBytes();
-    }
-
-    /** A ValueInfoProto: {@code name}, element type and a static shape. */
-    static byte[] valueInfo(String name, int elemType, long[] shape) {
-        Pb dims = new Pb();
-        for (long d : shape) {
-            dims.add(1, new Pb().addVarint(1, d));
-        }
-        Pb tensorType = new Pb().addVarint(1, elemType).add(2, dims);
-        return new Pb().add(1, name).add(2, new Pb().add(1, tensorType)).toBytes();
     }
 
     /** An initializer with its external data location made relative to {@code folder}; refused if it lies elsewhere. */

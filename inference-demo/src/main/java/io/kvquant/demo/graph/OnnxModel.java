@@ -259,21 +259,13 @@ public final class OnnxModel {
                 continue;
             }
             Pb t = f.message();
-            String loc = null;
-            long off = 0;
-            long len = -1;
+            ExternalData x = ExternalData.of(t);
+            String loc = x.location();
+            long off = x.offset();
+            long len = x.length();
             Pb r = new Pb();
             for (Pb.Field tf : t.fields) {
-                if (tf.number() == 13) {
-                    Pb kv = tf.message();
-                    switch (kv.string(1, "")) {
-                        case "location" -> loc = kv.string(2, "");
-                        case "offset" -> off = Long.parseLong(kv.string(2, "0"));
-                        case "length" -> len = Long.parseLong(kv.string(2, "-1"));
-                        default -> {
-                        }
-                    }
-                } else if (tf.number() != 14) {
+                if (tf.number() != 13 && tf.number() != 14) {
                     r.fields.add(tf);
                 }
             }
@@ -560,19 +552,10 @@ public final class OnnxModel {
         }
         byte[] raw;
         if (t.varint(14, 0) == 1) {
-            String loc = null;
-            long off = 0;
-            long len = -1;
-            for (Pb.Field f : t.all(13)) {
-                Pb kv = f.message();
-                switch (kv.string(1, "")) {
-                    case "location" -> loc = kv.string(2, "");
-                    case "offset" -> off = Long.parseLong(kv.string(2, "0"));
-                    case "length" -> len = Long.parseLong(kv.string(2, "-1"));
-                    default -> {
-                    }
-                }
-            }
+            ExternalData x = ExternalData.of(t);
+            String loc = x.location();
+            long off = x.offset();
+            long len = x.length();
             int width = type == FLOAT ? 4 : 2;
             raw = new byte[(int) (len >= 0 ? len : n * width)];
             try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(Path.of(loc))) {
@@ -611,6 +594,30 @@ public final class OnnxModel {
             };
         }
         return r;
+    }
+
+    /**
+     * A TensorProto's external data entries (field 13): location (null when absent), offset (0
+     * when absent) and length (-1 when absent: to the tensor's size).
+     */
+    public record ExternalData(String location, long offset, long length) {
+
+        public static ExternalData of(Pb tensor) {
+            String loc = null;
+            long off = 0;
+            long len = -1;
+            for (Pb.Field f : tensor.all(13)) {
+                Pb kv = f.message();
+                switch (kv.string(1, "")) {
+                    case "location" -> loc = kv.string(2, "");
+                    case "offset" -> off = Long.parseLong(kv.string(2, "0"));
+                    case "length" -> len = Long.parseLong(kv.string(2, "-1"));
+                    default -> {
+                    }
+                }
+            }
+            return new ExternalData(loc, off, len);
+        }
     }
 
     /** A ValueInfoProto declaring {@code name} with an element type and an unknown shape. */

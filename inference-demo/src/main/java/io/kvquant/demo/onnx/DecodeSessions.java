@@ -200,19 +200,27 @@ final class DecodeSessions implements AutoCloseable {
             }
             if (s < jm.layers.size()) {
                 JavaAttentionModel.LayerInfo l = jm.layers.get(s);
-                OnnxTensor q = avail.get(l.query());
-                long[] shape = l.rotary() == null ? q.getInfo().getShape()
-                        : new long[] {1, 1, (long) l.rotary().qHeads() * jm.headDim()};
-                long n = 1;
-                for (long d : shape) {
-                    n *= d;
-                }
-                OnnxTensor out = JavaAttentionDecoder.tensor(new float[(int) n], shape, q.getInfo().type);
+                OnnxTensor out = zeroAttention(jm, l, avail.get(l.query()), 1);
                 owned.add(out);
                 avail.put(l.output(), out);
             }
         }
         return avail;
+    }
+
+    /**
+     * Zeros in the shape of layer {@code l}'s attention output for {@code tokens} tokens, from its
+     * query tensor (the fused GroupQueryAttention cut gives [1, tokens, qHeads · headDim]).
+     */
+    static OnnxTensor zeroAttention(JavaAttentionModel jm, JavaAttentionModel.LayerInfo l, OnnxTensor q, long tokens)
+            throws OrtException {
+        long[] shape = l.rotary() == null ? q.getInfo().getShape()
+                : new long[] {1, tokens, (long) l.rotary().qHeads() * jm.headDim()};
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        return JavaAttentionDecoder.tensor(new float[(int) n], shape, q.getInfo().type);
     }
 
     /** An integer or float tensor's value as an initializer, or null (other types, too large). */
@@ -293,12 +301,12 @@ final class DecodeSessions implements AutoCloseable {
         return r;
     }
 
-    static void closeAll(List<AutoCloseable> owned) {
+    static void closeAll(List<? extends AutoCloseable> owned) {
         for (AutoCloseable c : owned) {
             try {
                 c.close();
             } catch (Exception e) {
-                // closing native buffers: nothing to recover
+                // closing native buffers and sessions: nothing to recover
             }
         }
         owned.clear();
@@ -306,13 +314,6 @@ final class DecodeSessions implements AutoCloseable {
 
     @Override
     public void close() {
-        for (OrtSession s : sessions) {
-            try {
-                s.close();
-            } catch (OrtException e) {
-                // closing: nothing to recover
-            }
-        }
-        sessions.clear();
+        closeAll(sessions);
     }
 }

@@ -103,7 +103,7 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         int past = cache.length(0);
         avail.clear();
         owned.clear();
-        long tm = System.nanoTime();
+        long tm = SPLIT ? System.nanoTime() : 0;
         if (SPLIT && splitChunks++ == 0) {
             splitStart = tm;
         }
@@ -177,7 +177,7 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             throw new IllegalStateException("ONNX Runtime failed on an engine step (past " + past + ", " + len
                     + " tokens): " + e.getMessage(), e);
         } finally {
-            long tc = System.nanoTime();
+            long tc = SPLIT ? System.nanoTime() : 0;
             for (AutoCloseable c : owned) {
                 try {
                     c.close();

@@ -443,14 +443,7 @@ public final class JavaAttentionModel implements ModelRunner {
 
     /** Closes the general sessions and the shared weights (sessions first: they use the weights). */
     private void closeSessions() {
-        for (OrtSession s : sessions) {
-            try {
-                s.close();
-            } catch (OrtException e) {
-                // closing: nothing to recover
-            }
-        }
-        sessions.clear();
+        DecodeSessions.closeAll(sessions);
         if (weights != null) {
             weights.close();
             weights = null;

@@ -6,24 +6,12 @@ import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
 
-/** The few fields of a Hugging Face config.json the runner uses; -1 where absent. */
-public record ModelConfig(int maxPositions, int eosTokenId, int kvHeads, int headDim) {
-
-    /** num_attention_heads of config.json, or -1 where the file or the field is absent. */
-    public static int queryHeads(Path configJson) throws IOException {
-        if (!Files.isRegularFile(configJson)) {
-            return -1;
-        }
-        try {
-            return Json.parse(Files.readString(configJson)) instanceof Map<?, ?> m ? intOf(m, "num_attention_heads") : -1;
-        } catch (IllegalArgumentException e) {
-            return -1; // read() names the problem
-        }
-    }
+/** The few fields of a Hugging Face config.json the runner uses ({@code queryHeads}: num_attention_heads); -1 where absent. */
+public record ModelConfig(int maxPositions, int eosTokenId, int kvHeads, int headDim, int queryHeads) {
 
     public static ModelConfig read(Path configJson) throws IOException {
         if (!Files.isRegularFile(configJson)) {
-            return new ModelConfig(-1, -1, -1, -1);
+            return new ModelConfig(-1, -1, -1, -1, -1);
         }
         Object parsed;
         try {
@@ -53,7 +41,7 @@ public record ModelConfig(int maxPositions, int eosTokenId, int kvHeads, int hea
         if (hd < 0 && intOf(m, "hidden_size") > 0 && intOf(m, "num_attention_heads") > 0) {
             hd = intOf(m, "hidden_size") / intOf(m, "num_attention_heads");
         }
-        return new ModelConfig(ctx, eos, kvh, hd);
+        return new ModelConfig(ctx, eos, kvh, hd, intOf(m, "num_attention_heads"));
     }
 
     private static int intOf(Map<?, ?> m, String key) {

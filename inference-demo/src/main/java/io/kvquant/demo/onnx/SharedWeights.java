@@ -104,19 +104,10 @@ final class SharedWeights implements AutoCloseable {
     }
 
     private OnnxTensor tensor(String name, Pb t, Map<Path, FileChannel> files) throws IOException, OrtException {
-        String loc = null;
-        long off = 0;
-        long len = -1;
-        for (Pb.Field f : t.all(13)) {
-            Pb kv = f.message();
-            switch (kv.string(1, "")) {
-                case "location" -> loc = kv.string(2, "");
-                case "offset" -> off = Long.parseLong(kv.string(2, "0"));
-                case "length" -> len = Long.parseLong(kv.string(2, "-1"));
-                default -> {
-                }
-            }
-        }
+        OnnxModel.ExternalData x = OnnxModel.ExternalData.of(t);
+        String loc = x.location();
+        long off = x.offset();
+        long len = x.length();
         if (loc == null || !Path.of(loc).isAbsolute()) {
             throw new IllegalArgumentException("initializer " + name + ": external data without an absolute location");
         }

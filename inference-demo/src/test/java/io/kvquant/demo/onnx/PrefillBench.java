@@ -34,7 +34,7 @@ public final class PrefillBench {
              JavaAttentionModel dm = JavaAttentionModel.open(dir, new DecoderModel.Options(2, DecoderModel.Ep.CPU))) {
             long[] ids = tok.encode(text);
             if (warm) {
-                int qHeads = ModelConfig.queryHeads(dir.resolve("config.json"));
+                int qHeads = ModelConfig.read(dir.resolve("config.json")).queryHeads();
                 double w = KernelWarmup.start(KvQuantConfig.parse(kv), dm.kvHeads(), dm.headDim(), qHeads, 2).join();
                 System.out.printf(Locale.ROOT, "kernel warm-up %.2f s%n", w);
             }

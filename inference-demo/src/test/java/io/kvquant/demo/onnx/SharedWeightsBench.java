@@ -103,14 +103,7 @@ public final class SharedWeightsBench {
                     }
                     if (s < m.layers.size()) {
                         JavaAttentionModel.LayerInfo l = m.layers.get(s);
-                        OnnxTensor q = avail.get(l.query());
-                        long[] shape = l.rotary() == null ? q.getInfo().getShape()
-                                : new long[] {1, len, (long) l.rotary().qHeads() * m.headDim()};
-                        long n = 1;
-                        for (long d : shape) {
-                            n *= d;
-                        }
-                        OnnxTensor out = JavaAttentionDecoder.tensor(new float[(int) n], shape, q.getInfo().type);
+                        OnnxTensor out = DecodeSessions.zeroAttention(m, l, avail.get(l.query()), len);
                         owned.add(out);
                         avail.put(l.output(), out);
                     }
