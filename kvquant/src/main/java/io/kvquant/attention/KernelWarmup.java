@@ -28,6 +28,18 @@ public final class KernelWarmup {
      */
     static final int DECODE_STEPS = 600;
     /**
+     * The decode steps run in at least this many rounds, each on a fresh thread (see {@link #run}),
+     * and more while the JIT is still compiling what they run, up to {@link #MAX_DECODE_ROUNDS}
+     * or {@link #DECODE_BUDGET_S}: 600 steps in 0.1-0.2 s left the decode kernels' callers in
+     * C1 code (tier 2, chosen while C2's queue was long) until the real run's 100th-200th step.
+     */
+    static final int DECODE_ROUNDS = 6;
+    static final int MAX_DECODE_ROUNDS = 30;
+    /** JIT milliseconds during a decode round (or the pause after it) that still count as quiet. */
+    static final long QUIET_JIT_MS = 5;
+    /** Seconds after which no further decode round starts. */
+    static final double DECODE_BUDGET_S = 3;
+    /**
      * Chunk lengths of one prefill round. A real prompt's last chunk is rarely a multiple of
      * anything: the odd lengths give partial key tiles (a token count that is not a multiple of
      * the vector length, an odd number of vectors), query blocks with every remainder of the
@@ -142,18 +154,66 @@ public final class KernelWarmup {
                 pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
             }
         }
-        // the decode kernels on the real geometry, over a cache past the fp16 window
-        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
-             DecodeAttention att = new DecodeAttention(threads)) {
+        // the decode kernels on the real geometry, over a cache past the fp16 window, in rounds,
+        // each on a fresh thread with a fresh DecodeAttention: the real run's first decode step
+        // is the first on its thread (the per-thread scratch of the code kernels and the store
+        // grows there), and a branch the warm-up took only in its first steps, before the JIT
+        // profiled them, was compiled as a trap: the first 50-200 real decode steps then ran
+        // deoptimized code at up to twice the steady time (session 8, -Xlog:deoptimization)
+        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
             cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
                     PREFILL_TOKENS);
             float[] k1 = gaussian(r, kvHeads * headDim);
             float[] v1 = gaussian(r, kvHeads * headDim);
             float[] q1 = gaussian(r, qHeads * headDim);
             float[] o1 = new float[q1.length];
-            for (int s = 0; s < DECODE_STEPS; s++) {
-                cache.append(0, k1, v1, 1);
-                att.attend(cache, 0, q1, qHeads, scale, o1);
+            long d0 = System.nanoTime();
+            compiled = watch ? jit.getTotalCompilationTime() : 0;
+            for (int round = 0; round < MAX_DECODE_ROUNDS && (System.nanoTime() - d0) / 1e9 < DECODE_BUDGET_S; round++) {
+                long r0 = System.nanoTime();
+                Thread t = new Thread(() -> {
+                    try (DecodeAttention att = new DecodeAttention(threads)) {
+                        for (int s = 0; s < DECODE_STEPS / DECODE_ROUNDS; s++) {
+                            cache.append(0, k1, v1, 1);
+                            att.attend(cache, 0, q1, qHeads, scale, o1);
+                        }
+                    }
+                }, "kvquant-warmup-decode");
+                Throwable[] failed = new Throwable[1];
+                t.setUncaughtExceptionHandler((th, e) -> failed[0] = e);
+                t.start();
+                try {
+                    t.join();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    break;
+                }
+                if (failed[0] != null) {
+                    throw new IllegalStateException("warm-up decode round failed: " + failed[0], failed[0]);
+                }
+                // as the prefill rounds: past the minimum, stop once a round and a pause after it
+                // saw the JIT finish nothing; else leave the compiler threads a core for a while
+                long now = watch ? jit.getTotalCompilationTime() : 0;
+                // a C2 compilation of a kernel or its callers takes 50+ ms; a few ms are the
+                // small methods of the caller's own threads (tokenizing, loading the model)
+                boolean quiet = watch && now - compiled <= QUIET_JIT_MS;
+                if (quiet && round + 1 >= DECODE_ROUNDS) {
+                    pause(PAUSE_MS);
+                    long later = jit.getTotalCompilationTime();
+                    quiet = later - now <= QUIET_JIT_MS;
+                    now = later;
+                }
+                if (Boolean.getBoolean("kvq.warmup.trace")) {
+                    System.err.printf("warm-up decode round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6,
+                            now - compiled);
+                }
+                compiled = now;
+                if (round + 1 >= DECODE_ROUNDS && (quiet || !watch)) {
+                    break;
+                }
+                if (watch && !quiet) {
+                    pause(Math.min(PAUSE_MS, Math.max(20, (System.nanoTime() - r0) / 1_000_000)));
+                }
             }
         }
         return (System.nanoTime() - t0) / 1e9;

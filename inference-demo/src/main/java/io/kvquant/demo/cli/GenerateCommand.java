@@ -343,6 +343,13 @@ public final class GenerateCommand implements Callable<Integer> {
 
         /** Steps per second over the second half of the steps; NaN below 8 steps. */
         double steadyTokensPerSecond() {
+            if (Boolean.getBoolean("kvq.steps.dump")) {
+                StringBuilder b = new StringBuilder("decode steps, mean ms per 16:");
+                for (int i = 16; i < n; i += 16) {
+                    b.append(String.format(java.util.Locale.ROOT, " %.2f", (ends[i] - ends[i - 16]) / 16e6));
+                }
+                System.err.println(b);
+            }
             if (n < 8) {
                 return Double.NaN;
             }
