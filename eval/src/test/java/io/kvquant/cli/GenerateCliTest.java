@@ -113,9 +113,25 @@ class GenerateCliTest {
                 "prompt file not found");
         assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--top-p", "0"), "--top-p");
         assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--prefill-chunk", "0"), "--prefill-chunk");
+        assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--warmup", "auto", "--stats-json", stats),
+                "--warmup takes off or full");
         assertOneLineError(kvq("generate", "--model", model, "--prompt", "Hi", "--stats-json",
                 tmp.resolve("no/such/dir/s.json").toString()), "--stats-json");
         assertEquals(List.of(), files(tmp), "nothing written by failed runs");
+    }
+
+    /** --warmup full compiles the kernels before the prompt and says how long it ran and how long the start waited. */
+    @Test
+    void fullWarmupIsRecorded(@TempDir Path tmp) throws IOException {
+        Path stats = tmp.resolve("stats.json");
+        Run r = kvq("generate", "--model", modelDir().toString(), "--prompt", "And God said, Let there be light:",
+                "--max-new-tokens", "2", "--no-stop", "--warmup", "full", "--stats-json", stats.toString());
+        assertEquals(0, r.code(), r.err());
+        Map<?, ?> j = (Map<?, ?>) Json.parse(Files.readString(stats));
+        assertEquals("full", j.get("warmup"));
+        double ran = ((Number) j.get("warmup_seconds")).doubleValue();
+        double waited = ((Number) j.get("warmup_wait_seconds")).doubleValue();
+        assertTrue(ran > 0 && waited >= 0 && waited <= ran + 1, "ran " + ran + " s, waited " + waited + " s");
     }
 
     @Test
@@ -148,6 +164,8 @@ class GenerateCliTest {
         assertEquals(0L, ((Number) j.get("kv_bytes_decoder")).longValue(), "the engine holds no dense past");
         assertTrue(((Number) j.get("peak_rss_bytes")).longValue() > 0);
         assertEquals(List.of(stats), files(tmp), "only the stats file, no temp files");
+        assertEquals("off", j.get("warmup"), "no kernel warm-up by default");
+        assertFalse(j.containsKey("warmup_seconds"), "no warm-up ran: " + j.keySet());
 
         // the round-trip reference holds a dense copy of the past, and its kv_bytes say so:
         // at least 2 (K, V) x 4 layers x 2 KV heads x 64 dims x 4 bytes per cached token

@@ -18,27 +18,20 @@ import java.util.concurrent.CompletableFuture;
  */
 public final class KernelWarmup {
 
-    /** Tokens the decode part's cache holds before its decode steps (past a preset's fp16 window). */
+    /** Tokens the decode part's cache holds before its first decode step (past a preset's fp16 window). */
     static final int PREFILL_TOKENS = 768;
     /**
-     * Decode steps (append one token, attend) after the prefill. Session 6's 160 left the decode
-     * path's store code (the window, the one-vector encoder, the range kernels) to be compiled
-     * around the real run's 200th decode step (`-XX:+PrintCompilation`, bundled model): the JIT's
-     * second tier wants some hundreds of calls of each method.
+     * Decode steps (append one token, attend) per round. Session 6's 160 steps in all left the
+     * decode path's store code to be compiled around the real run's 200th decode step (the
+     * JIT's second tier wants some hundreds of calls of each method); session 7's 600 in one go
+     * ran in 0.1-0.2 s, before C2 got to the kernels' callers (DecodeAttention.tiles/attend,
+     * left in tier-2 C1 code while C2's queue was long), and on one thread, so that the real
+     * run's first step, the first on its thread, took traps where the per-thread scratch grows:
+     * at 8K the first 48 real steps ran at ~10 ms against ~4 ms later (session 8). So every
+     * round runs its steps on a fresh thread with a fresh {@link DecodeAttention}, and the steps
+     * are spread over the rounds, beside the prefill rounds, while the JIT works.
      */
-    static final int DECODE_STEPS = 600;
-    /**
-     * The decode steps run in at least this many rounds, each on a fresh thread (see {@link #run}),
-     * and more while the JIT is still compiling what they run, up to {@link #MAX_DECODE_ROUNDS}
-     * or {@link #DECODE_BUDGET_S}: 600 steps in 0.1-0.2 s left the decode kernels' callers in
-     * C1 code (tier 2, chosen while C2's queue was long) until the real run's 100th-200th step.
-     */
-    static final int DECODE_ROUNDS = 6;
-    static final int MAX_DECODE_ROUNDS = 30;
-    /** JIT milliseconds during a decode round (or the pause after it) that still count as quiet. */
-    static final long QUIET_JIT_MS = 5;
-    /** Seconds after which no further decode round starts. */
-    static final double DECODE_BUDGET_S = 3;
+    static final int DECODE_STEPS_PER_ROUND = 100;
     /**
      * Chunk lengths of one prefill round. A real prompt's last chunk is rarely a multiple of
      * anything: the odd lengths give partial key tiles (a token count that is not a multiple of
@@ -49,20 +42,22 @@ public final class KernelWarmup {
      */
     static final int[] PREFILL_CHUNKS = {256, 231, 97, 13};
     /**
-     * Most prefill rounds, each on a fresh one-layer cache of the real geometry. Three chunks of 256 (session 6's
-     * warm-up) left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K
-     * prompt's prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop
-     * once one ran while the JIT compiled nothing and nothing finished in a pause after it either
-     * (what it runs is compiled and nothing is queued), or after {@link #PREFILL_BUDGET_S}.
-     * Whether a round got faster is no signal: C1 code is flat too.
+     * Most rounds. Each round is the prefill chunks on a fresh one-layer cache of the real
+     * geometry, a burst of small prefill calls (see {@link #burst}) and
+     * {@link #DECODE_STEPS_PER_ROUND} decode steps. Three chunks of 256 (session 6's warm-up)
+     * left the blocked kernel in C1-compiled code: on a loaded machine most of a 2K prompt's
+     * prefill then ran the Vector API's boxing fallbacks, 5–10x slower. The rounds stop once
+     * one ran while the JIT compiled nothing and nothing finished in a pause after it either
+     * (what they run is compiled and nothing is queued), or after {@link #BUDGET_S}. Whether a
+     * round got faster is no signal: C1 code is flat too.
      */
-    static final int PREFILL_ROUNDS = 40;
-    /** At least this many rounds. */
-    static final int MIN_PREFILL_ROUNDS = 3;
+    static final int ROUNDS = 40;
+    /** At least this many rounds: 600 decode steps and ~2,000 small prefill tasks. */
+    static final int MIN_ROUNDS = 6;
     /** Longest pause between rounds while the JIT compiles what they queued. */
     static final long PAUSE_MS = 250;
-    /** Seconds after which no further prefill round starts. */
-    static final double PREFILL_BUDGET_S = 10;
+    /** Seconds after which no further round starts. */
+    static final double BUDGET_S = 8;
 
     private KernelWarmup() {
     }
@@ -78,6 +73,17 @@ public final class KernelWarmup {
      * @return completes with the seconds the warm-up ran
      */
     public static CompletableFuture<Double> start(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads) {
+        return start(cfg, kvHeads, headDim, qHeads, threads, () -> false);
+    }
+
+    /**
+     * As {@link #start(KvQuantConfig, int, int, int, int)}, ending early once {@code stop} says so:
+     * it is asked between one kernel call and the next (a prefill chunk, a decode step), so the
+     * warm-up ends within one call of it (an application that gives up before its work starts
+     * leaves nothing running for seconds).
+     */
+    public static CompletableFuture<Double> start(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads,
+                                                  java.util.function.BooleanSupplier stop) {
         if (kvHeads < 1 || headDim < 1 || qHeads < kvHeads || qHeads % kvHeads != 0 || threads < 1) {
             throw new IllegalArgumentException("warm-up geometry: kvHeads " + kvHeads + ", headDim " + headDim + ", qHeads "
                     + qHeads + ", threads " + threads);
@@ -85,7 +91,7 @@ public final class KernelWarmup {
         CompletableFuture<Double> done = new CompletableFuture<>();
         Thread t = new Thread(() -> {
             try {
-                done.complete(run(cfg, kvHeads, headDim, qHeads, threads));
+                done.complete(run(cfg, kvHeads, headDim, qHeads, threads, stop));
             } catch (Throwable e) {
                 done.completeExceptionally(e);
             }
@@ -96,7 +102,8 @@ public final class KernelWarmup {
     }
 
     /** Runs the warm-up on the calling thread; returns its seconds. */
-    static double run(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads) {
+    static double run(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, int threads,
+                      java.util.function.BooleanSupplier stop) {
         long t0 = System.nanoTime();
         Random r = new Random(7);
         float scale = (float) (1 / Math.sqrt(headDim));
@@ -113,111 +120,128 @@ public final class KernelWarmup {
             pq[c] = gaussian(r, qHeads * n * headDim);
             po[c] = new float[pq[c].length];
         }
+        float[] bk = gaussian(r, kvHeads * BURST_TOKENS * headDim);
+        float[] bv = gaussian(r, kvHeads * BURST_TOKENS * headDim);
+        float[] bq = gaussian(r, qHeads * BURST_TOKENS * headDim);
+        float[] bo = new float[bq.length];
+        float[] k1 = gaussian(r, kvHeads * headDim);
+        float[] v1 = gaussian(r, kvHeads * headDim);
+        float[] q1 = gaussian(r, qHeads * headDim);
+        float[] o1 = new float[q1.length];
         java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
         boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
         long compiled = watch ? jit.getTotalCompilationTime() : 0;
-        for (int round = 0; round < PREFILL_ROUNDS && (System.nanoTime() - t0) / 1e9 < PREFILL_BUDGET_S; round++) {
-            long r0 = System.nanoTime();
-            // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
-            // of each instance) is then created in every round, as the engine's own instance
-            // does on its first prefill. Compiled from rounds where it never happened, the
-            // kernel treated that branch as impossible and the real run's first scratch lookup
-            // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
-            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
-                 DecodeAttention pa = new DecodeAttention(threads)) {
-                for (int c = 0; c < PREFILL_CHUNKS.length; c++) {
-                    int n = PREFILL_CHUNKS[c];
-                    cache.append(0, pk[c], pv[c], n);
-                    pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
-                }
-            }
-            long now = watch ? jit.getTotalCompilationTime() : 0;
-            boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
-            if (quiet && round + 1 >= MIN_PREFILL_ROUNDS) {
-                // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
-                // quiet only if nothing finishes during a pause either (a queue would)
-                pause(PAUSE_MS);
-                long later = jit.getTotalCompilationTime();
-                quiet = later == now;
-                now = later;
-            }
-            if (Boolean.getBoolean("kvq.warmup.trace")) {
-                System.err.printf("warm-up round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6, now - compiled);
-            }
-            compiled = now;
-            if (round + 1 >= MIN_PREFILL_ROUNDS && (quiet || !watch)) {
-                break;
-            }
-            if (watch && !quiet) {
-                // the rounds have queued compilations: leave the compiler threads a core for a
-                // while instead of running more C1 code beside them (on 2 cores they compete)
-                pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
-            }
-        }
-        // the decode kernels on the real geometry, over a cache past the fp16 window, in rounds,
-        // each on a fresh thread with a fresh DecodeAttention: the real run's first decode step
-        // is the first on its thread (the per-thread scratch of the code kernels and the store
-        // grows there), and a branch the warm-up took only in its first steps, before the JIT
-        // profiled them, was compiled as a trap: the first 50-200 real decode steps then ran
-        // deoptimized code at up to twice the steady time (session 8, -Xlog:deoptimization)
-        try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
-            cache.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
+        // the decode steps' cache, past the fp16 window; it grows by one round's steps per round
+        try (LayeredKvCache dc = KvCaches.create(cfg, 1, kvHeads, headDim)) {
+            dc.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
                     PREFILL_TOKENS);
-            float[] k1 = gaussian(r, kvHeads * headDim);
-            float[] v1 = gaussian(r, kvHeads * headDim);
-            float[] q1 = gaussian(r, qHeads * headDim);
-            float[] o1 = new float[q1.length];
-            long d0 = System.nanoTime();
-            compiled = watch ? jit.getTotalCompilationTime() : 0;
-            for (int round = 0; round < MAX_DECODE_ROUNDS && (System.nanoTime() - d0) / 1e9 < DECODE_BUDGET_S; round++) {
+            for (int round = 0; round < ROUNDS && (System.nanoTime() - t0) / 1e9 < BUDGET_S && !stop.getAsBoolean(); round++) {
                 long r0 = System.nanoTime();
-                Thread t = new Thread(() -> {
-                    try (DecodeAttention att = new DecodeAttention(threads)) {
-                        for (int s = 0; s < DECODE_STEPS / DECODE_ROUNDS; s++) {
-                            cache.append(0, k1, v1, 1);
-                            att.attend(cache, 0, q1, qHeads, scale, o1);
-                        }
+                // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal
+                // of each instance) is then created in every round, as the engine's own instance
+                // does on its first prefill. Compiled from rounds where it never happened, the
+                // kernel treated that branch as impossible and the real run's first scratch lookup
+                // deoptimized BlockedPrefill.task (uncommon trap in ThreadLocal.get, session 7)
+                try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+                     DecodeAttention pa = new DecodeAttention(threads)) {
+                    for (int c = 0; c < PREFILL_CHUNKS.length && !stop.getAsBoolean(); c++) {
+                        int n = PREFILL_CHUNKS[c];
+                        cache.append(0, pk[c], pv[c], n);
+                        pa.attendPrefill(cache, 0, pq[c], qHeads, n, scale, po[c]);
                     }
-                }, "kvquant-warmup-decode");
-                Throwable[] failed = new Throwable[1];
-                t.setUncaughtExceptionHandler((th, e) -> failed[0] = e);
-                t.start();
-                try {
-                    t.join();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    break;
+                    if (round > 0) { // round 0 runs interpreted: the burst would cost most there
+                        burst(cfg, kvHeads, headDim, qHeads, pa, bk, bv, bq, bo, scale, stop);
+                    }
                 }
-                if (failed[0] != null) {
-                    throw new IllegalStateException("warm-up decode round failed: " + failed[0], failed[0]);
-                }
-                // as the prefill rounds: past the minimum, stop once a round and a pause after it
-                // saw the JIT finish nothing; else leave the compiler threads a core for a while
+                decodeRound(dc, k1, v1, q1, o1, qHeads, scale, threads, stop);
                 long now = watch ? jit.getTotalCompilationTime() : 0;
-                // a C2 compilation of a kernel or its callers takes 50+ ms; a few ms are the
-                // small methods of the caller's own threads (tokenizing, loading the model)
-                boolean quiet = watch && now - compiled <= QUIET_JIT_MS;
-                if (quiet && round + 1 >= DECODE_ROUNDS) {
+                boolean quiet = watch && now == compiled; // the JIT finished nothing during the round (any thread's)
+                if (quiet && round + 1 >= MIN_ROUNDS) {
+                    // a compiled round takes tens of ms, one C2 compilation of a kernel hundreds:
+                    // quiet only if nothing finishes during a pause either (a queue would)
                     pause(PAUSE_MS);
                     long later = jit.getTotalCompilationTime();
-                    quiet = later - now <= QUIET_JIT_MS;
+                    quiet = later == now;
                     now = later;
                 }
                 if (Boolean.getBoolean("kvq.warmup.trace")) {
-                    System.err.printf("warm-up decode round %d: %.0f ms, JIT %d ms%n", round, (System.nanoTime() - r0) / 1e6,
-                            now - compiled);
+                    System.err.printf("warm-up round %d: %.0f ms, JIT %d ms (uptime %d)%n", round, (System.nanoTime() - r0) / 1e6,
+                            now - compiled, java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime());
                 }
                 compiled = now;
-                if (round + 1 >= DECODE_ROUNDS && (quiet || !watch)) {
+                if (round + 1 >= MIN_ROUNDS && (quiet || !watch)) {
                     break;
                 }
                 if (watch && !quiet) {
-                    pause(Math.min(PAUSE_MS, Math.max(20, (System.nanoTime() - r0) / 1_000_000)));
+                    // the rounds have queued compilations: leave the compiler threads a core for a
+                    // while instead of running more C1 code beside them (on 2 cores they compete)
+                    pause(Math.min(PAUSE_MS, (System.nanoTime() - r0) / 1_000_000));
                 }
             }
         }
         return (System.nanoTime() - t0) / 1e9;
     }
+
+    /** {@link #DECODE_STEPS_PER_ROUND} decode steps on {@code cache}, on a fresh thread with a fresh {@link DecodeAttention}. */
+    private static void decodeRound(LayeredKvCache cache, float[] k1, float[] v1, float[] q1, float[] o1, int qHeads, float scale,
+                                    int threads, java.util.function.BooleanSupplier stop) {
+        Throwable[] failed = new Throwable[1];
+        Thread t = new Thread(() -> {
+            try (DecodeAttention att = new DecodeAttention(threads)) {
+                for (int s = 0; s < DECODE_STEPS_PER_ROUND && !stop.getAsBoolean(); s++) {
+                    cache.append(0, k1, v1, 1);
+                    att.attend(cache, 0, q1, qHeads, scale, o1);
+                }
+            } catch (Throwable e) {
+                failed[0] = e;
+            }
+        }, "kvquant-warmup-decode");
+        t.start();
+        try {
+            t.join(); // also makes the thread's appends visible to the next round's thread
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("warm-up interrupted", e);
+        }
+        if (failed[0] != null) {
+            throw new IllegalStateException("warm-up decode round failed: " + failed[0], failed[0]);
+        }
+    }
+
+    /**
+     * Many small prefill calls. C2 compiles a method once it has been called some hundreds of
+     * times (HotSpot's tier-4 thresholds count invocations first), and a round of real-sized
+     * chunks calls the prefill task only ~4 x kvHeads times. Rounds stopped as JIT-quiet with
+     * the prefill kernels still in profiling C1 code below those counts, and in about half the
+     * runs the real 2K prefill's attention then took 0.9 s against 0.2-0.3 s while C2 caught up
+     * (session 8, PrintCompilation). A burst adds {@value #BURST_CALLS} x kvHeads task calls
+     * per round for a few milliseconds once compiled.
+     */
+    private static void burst(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, DecodeAttention pa, float[] k, float[] v,
+                              float[] q, float[] o, float scale, java.util.function.BooleanSupplier stop) {
+        LayeredKvCache cache = null;
+        try {
+            for (int i = 0; i < BURST_CALLS && !stop.getAsBoolean(); i++) {
+                if (i % BURST_RESET == 0) {
+                    if (cache != null) {
+                        cache.close();
+                    }
+                    cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+                }
+                cache.append(0, k, v, BURST_TOKENS);
+                pa.attendPrefill(cache, 0, q, qHeads, BURST_TOKENS, scale, o);
+            }
+        } finally {
+            if (cache != null) {
+                cache.close();
+            }
+        }
+    }
+
+    /** Calls per burst, tokens per call, calls per cache (the cache stays small, so the calls stay cheap). */
+    static final int BURST_CALLS = 200;
+    static final int BURST_TOKENS = 5;
+    static final int BURST_RESET = 40;
 
     private static void pause(long ms) {
         try {

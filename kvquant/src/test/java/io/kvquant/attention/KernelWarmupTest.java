@@ -59,6 +59,21 @@ class KernelWarmupTest {
         }
     }
 
+    /** Asked to stop, it ends within one kernel call instead of running its rounds. */
+    @Test
+    void stopsWhenAsked() throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        var done = KernelWarmup.start(KvQuantConfig.parse("turbo3.5"), 2, 64, 4, 2, stop::get);
+        Thread.sleep(50);
+        stop.set(true);
+        double secs = done.get(60, TimeUnit.SECONDS);
+        assertTrue(secs > 0 && secs < KernelWarmup.BUDGET_S, "seconds " + secs);
+        // already stopped: no round runs at all
+        long t0 = System.nanoTime();
+        KernelWarmup.start(KvQuantConfig.parse("turbo3.5"), 2, 64, 4, 2, () -> true).get(60, TimeUnit.SECONDS);
+        assertTrue((System.nanoTime() - t0) / 1e9 < KernelWarmup.BUDGET_S);
+    }
+
     @Test
     void refusesAGeometryThatCannotBe() {
         KvQuantConfig c = KvQuantConfig.parse("turbo3.5");

@@ -13,6 +13,7 @@ import java.io.PrintWriter;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -84,10 +85,19 @@ public final class GenerateCommand implements Callable<Integer> {
     @Option(names = "--stats-json", paramLabel = "FILE", description = "Also write the figures as JSON to FILE.")
     Path statsJson;
 
-    @Option(names = "--warmup", negatable = true, defaultValue = "true", fallbackValue = "true",
-            description = "Engine: compile the attention kernels on a small synthetic cache while ONNX Runtime loads the "
-                    + "model, so the first prefill and decode steps do not pay the JIT (default: on; --no-warmup for measurements).")
-    boolean warmup;
+    @Option(names = "--warmup", paramLabel = "MODE", defaultValue = "off",
+            description = "Engine: off (default) or full. full runs the attention kernels on a small synthetic cache "
+                    + "until the JIT has compiled them (~5-8 s on 2 cores, partly beside the model's loading), so that "
+                    + "the prompt and the first decode steps run at steady speed: for benchmarks and long-running "
+                    + "processes. A one-shot run finishes sooner without it: the JIT compiles the same code during "
+                    + "the prompt.")
+    String warmupMode;
+
+    @Option(names = "--no-warmup", hidden = true, description = "Same as --warmup off (the default).")
+    boolean noWarmup;
+
+    /** Set when the run ends: a warm-up still running (the run failed before its prompt) stops within one kernel call. */
+    private final java.util.concurrent.atomic.AtomicBoolean warmupStop = new java.util.concurrent.atomic.AtomicBoolean();
 
     @CommandLine.Mixin
     io.kvquant.demo.store.PromptCacheOptions promptCache = new io.kvquant.demo.store.PromptCacheOptions();
@@ -156,7 +166,12 @@ public final class GenerateCommand implements Callable<Integer> {
 
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
-        if (warmup && m == Decoder.Mode.JAVA_ATTENTION && !kvCfg.needsCalibration()) {
+        String wm = noWarmup ? "off" : warmupMode.toLowerCase(java.util.Locale.ROOT);
+        if (!List.of("full", "off").contains(wm)) {
+            throw new IllegalArgumentException("--warmup takes off or full, not '" + warmupMode + "'");
+        }
+        warmupMode = wm;
+        if (!wm.equals("off") && m == Decoder.Mode.JAVA_ATTENTION && !kvCfg.needsCalibration()) {
             warming = startWarmup(dir, kvCfg);
         }
         try (TextTokenizer tok = TextTokenizer.open(dir);
@@ -185,6 +200,8 @@ public final class GenerateCommand implements Callable<Integer> {
                  var pc = io.kvquant.demo.store.PromptCache.open(cacheSettings, dm.file(), cache, err)) {
                 return generate(dm, tok, cache, ids, sampler, kvCfg, m, out, err, pc);
             }
+        } finally {
+            warmupStop.set(true); // a run that failed before its prompt leaves no warm-up running
         }
     }
 
@@ -227,6 +244,7 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("decode_tokens_per_s", decodeTps);
         st.fields.put("decode_tokens_per_s_steady", clock.steadyTokensPerSecond());
         st.fields.put("kv_tokens", cache.length(0));
+        st.fields.put("warmup", warmupMode);
         if (warm != null) { // ran beside the model's loading; the wait is what it added to the start
             st.fields.put("warmup_seconds", warm[0]);
             st.fields.put("warmup_wait_seconds", warm[1]);
@@ -296,7 +314,7 @@ public final class GenerateCommand implements Callable<Integer> {
             return null;
         }
         int att = threads > 0 ? threads : Runtime.getRuntime().availableProcessors(); // as the engine's attention
-        return io.kvquant.attention.KernelWarmup.start(kvCfg, mc.kvHeads(), mc.headDim(), qHeads, att);
+        return io.kvquant.attention.KernelWarmup.start(kvCfg, mc.kvHeads(), mc.headDim(), qHeads, att, warmupStop::get);
     }
 
     /** Waits for the warm-up; {seconds it ran, seconds waited for it here}, or null when none ran or it failed. */
