@@ -50,6 +50,8 @@ public final class RunStats {
         m.put("threads", threads);
         m.put("jvm_gc", gcNames());
         m.put("jvm_max_heap_bytes", Runtime.getRuntime().maxMemory());
+        // the kvq launcher sets glibc's mmap threshold (peak RSS; docs/engine.md); null when unset
+        m.put("malloc_mmap_threshold", System.getenv("MALLOC_MMAP_THRESHOLD_"));
         m.put("timestamp", Instant.now().toString());
         return m;
     }
