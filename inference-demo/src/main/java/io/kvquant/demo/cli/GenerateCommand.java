@@ -288,8 +288,10 @@ public final class GenerateCommand implements Callable<Integer> {
         cfg.put("seed", seed);
         st.fields.put("run", RunStats.metadata(threads));
         st.fields.put("config", cfg);
-        err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%n",
-                ids.length, prefillTps, generated, stop, decodeTps);
+        err.printf(Locale.ROOT, "prompt %d tokens, prefill %.1f tok/s; generated %d tokens (stop: %s), decode %.1f tok/s%s%n",
+                ids.length, prefillTps, generated, stop, decodeTps,
+                m == Decoder.Mode.JAVA_ATTENTION && warmupMode.equals("off")
+                        ? " (the JIT compiled the kernels meanwhile; --warmup full first for steady speed)" : "");
         err.printf(Locale.ROOT, "kv %s, mode %s: %s held for the past (%s of data, fp16 equivalent %s: fp16/held "
                         + "%.2fx); peak RSS %s%n",
                 kvCfg, m.cli, mib(held), mib(cache.bytesUsed()), mib(cache.fp16EquivalentBytes()),
