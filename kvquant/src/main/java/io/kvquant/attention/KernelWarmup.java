@@ -219,21 +219,12 @@ public final class KernelWarmup {
      */
     private static void burst(KvQuantConfig cfg, int kvHeads, int headDim, int qHeads, DecodeAttention pa, float[] k, float[] v,
                               float[] q, float[] o, float scale, java.util.function.BooleanSupplier stop) {
-        LayeredKvCache cache = null;
-        try {
-            for (int i = 0; i < BURST_CALLS && !stop.getAsBoolean(); i++) {
-                if (i % BURST_RESET == 0) {
-                    if (cache != null) {
-                        cache.close();
-                    }
-                    cache = KvCaches.create(cfg, 1, kvHeads, headDim);
+        for (int b = 0; b < BURST_CALLS && !stop.getAsBoolean(); b += BURST_RESET) {
+            try (LayeredKvCache cache = KvCaches.create(cfg, 1, kvHeads, headDim)) {
+                for (int i = b; i < Math.min(BURST_CALLS, b + BURST_RESET) && !stop.getAsBoolean(); i++) {
+                    cache.append(0, k, v, BURST_TOKENS);
+                    pa.attendPrefill(cache, 0, q, qHeads, BURST_TOKENS, scale, o);
                 }
-                cache.append(0, k, v, BURST_TOKENS);
-                pa.attendPrefill(cache, 0, q, qHeads, BURST_TOKENS, scale, o);
-            }
-        } finally {
-            if (cache != null) {
-                cache.close();
             }
         }
     }

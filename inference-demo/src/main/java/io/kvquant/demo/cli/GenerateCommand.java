@@ -166,7 +166,7 @@ public final class GenerateCommand implements Callable<Integer> {
 
         PrintWriter err = spec.commandLine().getErr();
         PrintWriter out = spec.commandLine().getOut();
-        String wm = noWarmup ? "off" : warmupMode.toLowerCase(java.util.Locale.ROOT);
+        String wm = noWarmup ? "off" : warmupMode.toLowerCase(Locale.ROOT);
         if (!List.of("full", "off").contains(wm)) {
             throw new IllegalArgumentException("--warmup takes off or full, not '" + warmupMode + "'");
         }

@@ -39,7 +39,8 @@ public final class JavaAttentionDecoder extends CacheDecoder {
     private final List<Map<String, OnnxTensor>> pieceInputs = new ArrayList<>();
     /**
      * Diagnostic ({@code -Dkvq.engine.split=true}): wall time of a prefill by part, printed to
-     * stderr after each multi-token feed that returns logits (the last chunk of a prefill), then reset.
+     * stderr after each multi-token feed that returns logits (the last chunk of a prefill), and of
+     * every {@link #SPLIT_DECODE_STEPS} decode steps; reset after each print.
      */
     private static final boolean SPLIT = Boolean.getBoolean("kvq.engine.split");
     private static final String[] SPLIT_NAMES = {"ort runs", "input tensors", "q/k/v out of ORT", "cache append (encode)",
@@ -50,6 +51,8 @@ public final class JavaAttentionDecoder extends CacheDecoder {
     private long lastOrt;
     private final StringBuilder chunkLog = new StringBuilder();
     private int splitChunks;
+    private int splitDecodeSteps;
+    private static final int SPLIT_DECODE_STEPS = 256;
 
     private long mark(int part, long t0) {
         long t = System.nanoTime();
@@ -195,7 +198,7 @@ public final class JavaAttentionDecoder extends CacheDecoder {
                     lastAtt = split[4];
                     lastOrt = split[0];
                 }
-                if (logitsWanted && len > 1) {
+                if (logitsWanted && len > 1 || len == 1 && ++splitDecodeSteps % SPLIT_DECODE_STEPS == 0) {
                     printSplit();
                 }
             }
