@@ -125,6 +125,16 @@ public final class DecodeAttention implements AutoCloseable {
         return threads;
     }
 
+    private volatile Workers workers;
+
+    /**
+     * Lends this attention threads for its parallel work ({@link Workers}); null: its own pool
+     * only. Calls from threads the workers do not serve still use the pool.
+     */
+    public void workers(Workers w) {
+        this.workers = w;
+    }
+
     /**
      * Split-K blocks per KV head: about {@link #TASKS_PER_THREAD} tasks per thread even with one KV
      * head, so that the threads stay busy until the end of a step when one of them is preempted
@@ -451,6 +461,10 @@ public final class DecodeAttention implements AutoCloseable {
      * rest; the caller works instead of waiting for a hand-off.
      */
     private void run(int count, Task task) {
+        Workers w = workers;
+        if (w != null && count > 1 && w.tryForEach(count, task::run)) {
+            return;
+        }
         if (pool == null || count == 1) {
             for (int i = 0; i < count; i++) {
                 task.run(i);

@@ -209,6 +209,10 @@ public final class GenerateCommand implements Callable<Integer> {
                          KvQuantConfig kvCfg, Decoder.Mode m, PrintWriter out, PrintWriter err,
                          io.kvquant.demo.store.PromptCache pc) throws IOException {
         double[] warm = awaitWarmup(err);
+        if (warmupMode.equals("full") && dm instanceof io.kvquant.demo.onnx.JavaAttentionModel jm && jm.javaDecodeStep()) {
+            double s = jm.warmDecodeStep(kvCfg); // the dense layers' Java step: compiled here, after the kernels
+            warm = warm == null ? new double[] {s, s} : new double[] {warm[0] + s, warm[1] + s};
+        }
         Decoder inner = dm.newDecoder(cache, prefillChunk);
         Decoder dec = pc.track(inner);
         java.io.Console console = System.console();

@@ -53,8 +53,8 @@ final class DecodeSessions implements AutoCloseable {
     static DecodeSessions build(JavaAttentionModel jm, List<Path> files, Path dir, DecoderModel.Options opts,
                                 java.util.function.Consumer<String> warn) {
         String mode = mode();
-        if (mode.equals("off")) {
-            return null;
+        if (!mode.equals("copy") && !mode.equals("shared")) {
+            return null; // off, or the Java decode step (JavaPieces)
         }
         SharedWeights weights = mode.equals("shared") ? jm.weights : null;
         if (mode.equals("shared") && weights == null) {
@@ -133,20 +133,20 @@ final class DecodeSessions implements AutoCloseable {
     }
 
     /**
-     * {@code kvq.engine.decodePieces}: {@code off} (the default, any value but the ones below):
-     * the general pieces run every step; {@code on} or {@code copy}: the one-token pieces, ONNX
-     * Runtime loading (and prepacking) each piece's weights again for them; {@code shared}: the
-     * one-token pieces on the general pieces' weight tensors ({@link SharedWeights}), held once
-     * but unpacked. Measured (docs/engine.md, "One-token decode pieces"): {@code copy} costs the
-     * weights' size again in peak RSS; {@code shared} does not, but without ONNX Runtime's
-     * prepacking a prompt chunk and a decode step are slower than the general pieces' alone, so
-     * neither is the default.
+     * {@code kvq.engine.decodePieces}: {@code java} (the default): decode steps run the pieces'
+     * dense layers in Java ({@link JavaPieces}) on the weights ONNX Runtime's general sessions use
+     * (held once, {@link SharedWeights}), falling back to {@code off} with one line when the
+     * pieces hold something it does not implement; {@code off}: the general pieces run every
+     * step (ONNX Runtime loading and prepacking the weights itself); {@code on} or {@code copy}:
+     * the one-token ONNX Runtime pieces, weights loaded again; {@code shared}: the one-token
+     * pieces on shared, unpacked weights. Measured in docs/engine.md ("The Java decode step").
      */
     static String mode() {
-        return switch (System.getProperty("kvq.engine.decodePieces", "off")) {
+        return switch (System.getProperty("kvq.engine.decodePieces", "java")) {
             case "on", "copy" -> "copy";
             case "shared" -> "shared";
-            default -> "off";
+            case "off" -> "off";
+            default -> "java";
         };
     }
 

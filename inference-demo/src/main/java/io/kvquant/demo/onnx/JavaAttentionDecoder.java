@@ -104,6 +104,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             throw new IllegalArgumentException("bad token range [" + off + ", " + (off + len) + ") of " + ids.length);
         }
         int past = cache.length(0);
+        if (len == 1 && logitsWanted && model.javaStep != null) {
+            return stepJava(ids[off], past);
+        }
         avail.clear();
         owned.clear();
         long tm = SPLIT ? System.nanoTime() : 0;
@@ -205,6 +208,34 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         }
     }
 
+    /**
+     * A decode step with the dense layers in Java ({@link JavaPieces}): no ONNX Runtime call, no
+     * tensor; the attention reads the queries/keys/values the Java step made and hands its
+     * output back as an array.
+     */
+    private float[] stepJava(long token, int past) {
+        long t0 = SPLIT ? System.nanoTime() : 0;
+        if (SPLIT && splitChunks++ == 0) {
+            splitStart = t0;
+        }
+        long[] attTime = new long[1];
+        float[] logits = model.javaStep.step(token, past, (layer, q, k, v) -> {
+            long ta = SPLIT ? System.nanoTime() : 0;
+            float[] out = attendArrays(layer, q, k, v, 1);
+            if (SPLIT) {
+                attTime[0] += System.nanoTime() - ta;
+            }
+            return out;
+        });
+        if (SPLIT) {
+            split[0] += System.nanoTime() - t0 - attTime[0]; // the dense layers in Java (the attention marked its own parts)
+            if (++splitDecodeSteps % SPLIT_DECODE_STEPS == 0) {
+                printSplit();
+            }
+        }
+        return logits;
+    }
+
     private void printSplit() {
         long total = System.nanoTime() - splitStart;
         long known = 0;
@@ -268,8 +299,26 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         float[] k = floats(avail.get(li.newKey()), li.newKey());
         float[] v = floats(avail.get(li.newValue()), li.newValue());
         if (SPLIT) {
-            tm = mark(2, tm);
+            mark(2, tm);
         }
+        float[] out = attendArrays(layer, q, k, v, len);
+        tm = SPLIT ? System.nanoTime() : 0;
+        int qHeads = q.length / (len * cache.headDim());
+        put(avail, owned, li.output(), output(out, new long[] {1, qHeads, len, cache.headDim()},
+                avail.get(li.query()).getInfo().type));
+        if (SPLIT) {
+            mark(5, tm);
+        }
+    }
+
+    /**
+     * Layer {@code layer}'s attention in the plain form ([1, heads, tokens, d] queries, keys and
+     * values): the keys and values appended to the cache, the output (same layout as the queries)
+     * computed from it; the array returned is reused by the next call for this layer.
+     */
+    private float[] attendArrays(int layer, float[] q, float[] k, float[] v, int len) {
+        JavaAttentionModel.LayerInfo li = model.layers.get(layer);
+        long tm = SPLIT ? System.nanoTime() : 0;
         int d = cache.headDim();
         int qHeads = q.length / (len * d);
         if (qHeads * len * d != q.length || k.length != cache.kvHeads() * len * d || v.length != k.length) {
@@ -290,12 +339,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
             attention.attendPrefill(cache, layer, q, qHeads, len, (float) li.scale(), out, li.mods());
         }
         if (SPLIT) {
-            tm = mark(4, tm);
+            mark(4, tm);
         }
-        put(avail, owned, li.output(), output(out, new long[] {1, qHeads, len, d}, avail.get(li.query()).getInfo().type));
-        if (SPLIT) {
-            mark(5, tm);
-        }
+        return out;
     }
 
     /**

@@ -60,6 +60,8 @@ public final class JavaAttentionModel implements ModelRunner {
     DecodeSessions decode;
     /** The pieces' weights, held once for the general and the one-token sessions; null: ONNX Runtime reads them. */
     SharedWeights weights;
+    /** The decode step in Java on the shared weights ({@code kvq.engine.decodePieces=java}); null: ONNX Runtime runs it. */
+    JavaPieces javaStep;
     private final Path file;
     private final ModelConfig config;
     private final io.kvquant.attention.DecodeAttention attention;
@@ -387,7 +389,8 @@ public final class JavaAttentionModel implements ModelRunner {
         }
         JavaAttentionModel jm = new JavaAttentionModel(modelDir.resolve("model.onnx"), cfg, layers, pieces, opts, dir);
         String mode = DecodeSessions.mode();
-        if (mode.equals("shared")) {
+        List<OnnxModel> pieceModels = null;
+        if (mode.equals("shared") || mode.equals("java")) {
             // the one-token pieces' sessions and the general ones get the same weight tensors
             // (SharedWeights); on any failure: one line, the general pieces alone, as before
             try {
@@ -397,10 +400,11 @@ public final class JavaAttentionModel implements ModelRunner {
                 }
                 jm.weights = SharedWeights.load(models);
                 jm.openSessions(files, opts);
+                pieceModels = models;
             } catch (OrtException | IOException | RuntimeException e) {
                 jm.closeSessions();
-                System.err.println(DecodeSessions.cannot("the weights cannot be shared: "
-                        + DecoderModel.firstLine(e.getMessage())));
+                String why = "the weights cannot be shared: " + DecoderModel.firstLine(e.getMessage());
+                System.err.println(mode.equals("java") ? JavaPieces.cannot(why) : DecodeSessions.cannot(why));
                 mode = "off";
             }
         }
@@ -412,10 +416,16 @@ public final class JavaAttentionModel implements ModelRunner {
                 throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
             }
         }
-        if (!mode.equals("off")) {
+        if (mode.equals("java")) {
+            jm.javaStep = JavaPieces.build(jm, pieceModels, jm.weights,
+                    opts.threads() > 0 ? opts.threads() : Runtime.getRuntime().availableProcessors(), System.err::println);
+            if (jm.javaStep != null && jm.javaStep.runner() != null) {
+                jm.attention.workers(jm.javaStep.runner()); // a decode step's attention tasks on the same helper
+            }
+        } else if (!mode.equals("off")) {
             jm.decode = DecodeSessions.build(jm, files, dir, opts, System.err::println);
         }
-        if (jm.decode == null && jm.weights != null) {
+        if (jm.decode == null && jm.javaStep == null && jm.weights != null) {
             // no one-token pieces after all: the general pieces as ONNX Runtime loads them (prepacked)
             jm.closeSessions();
             try {
@@ -479,6 +489,57 @@ public final class JavaAttentionModel implements ModelRunner {
         }
     }
 
+    /**
+     * Compiles the Java decode step ({@link JavaPieces}) before a run that measures speed: real
+     * decode steps through the engine's own decoder, on scratch caches of setting {@code cfg}
+     * (a 16-token prompt, then {@value #WARM_ROUND} steps per round), so the very code paths of a
+     * run are compiled (the step's attention callback, the helper thread's share of the attention,
+     * the interpreter's kernels). Rounds go on until two in a row pass without the JIT finishing a
+     * compilation (at least {@value #WARM_MIN_ROUNDS} rounds, at most {@value #WARM_BUDGET_S} s).
+     * Returns the seconds it took; 0 when decode steps run through ONNX Runtime. Part of
+     * {@code kvq generate --warmup full}; a service can call it once after opening the engine.
+     */
+    public double warmDecodeStep(io.kvquant.cache.KvQuantConfig cfg) {
+        if (javaStep == null) {
+            return 0;
+        }
+        long t0 = System.nanoTime();
+        java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+        boolean timed = jit != null && jit.isCompilationTimeMonitoringSupported();
+        long before = timed ? jit.getTotalCompilationTime() : 0;
+        int quiet = 0;
+        long[] prompt = new long[16];
+        for (int i = 0; i < prompt.length; i++) {
+            prompt[i] = i % 2;
+        }
+        for (int round = 0; round < 100 && System.nanoTime() - t0 < WARM_BUDGET_S * 1_000_000_000L; round++) {
+            try (io.kvquant.cache.KvCache c = io.kvquant.cache.KvCaches.create(cfg, layers.size(), config.kvHeads(),
+                    config.headDim())) {
+                Decoder d = newDecoder(c, prompt.length);
+                d.prefill(prompt, null);
+                for (int i = 0; i < WARM_ROUND; i++) {
+                    d.step(i % 2);
+                }
+            }
+            long now = timed ? jit.getTotalCompilationTime() : 0;
+            quiet = now == before ? quiet + 1 : 0;
+            before = now;
+            if (round + 1 >= WARM_MIN_ROUNDS && (!timed || quiet >= 2)) {
+                break;
+            }
+        }
+        return (System.nanoTime() - t0) / 1e9;
+    }
+
+    static final int WARM_ROUND = 32;
+    static final int WARM_MIN_ROUNDS = 8;
+    static final int WARM_BUDGET_S = 4;
+
+    /** Whether decode steps run the Java decode step (else ONNX Runtime's pieces). */
+    public boolean javaDecodeStep() {
+        return javaStep != null;
+    }
+
     /** The prepared folder this engine runs from. */
     public Path preparedDir() {
         return preparedDir;
@@ -489,6 +550,10 @@ public final class JavaAttentionModel implements ModelRunner {
         if (decode != null) {
             decode.close();
             decode = null;
+        }
+        if (javaStep != null) {
+            javaStep.close();
+            javaStep = null;
         }
         closeSessions();
         attention.close();

@@ -53,6 +53,9 @@ final class SharedWeights implements AutoCloseable {
     private final Map<String, OnnxTensor> byRegion = new LinkedHashMap<>();
     /** Per piece: initializer name to the shared tensor. */
     final List<Map<String, OnnxTensorLike>> pieces = new ArrayList<>();
+    /** Per piece: initializer name to the memory behind its tensor (read by the Java decode step, {@link JavaPieces}). */
+    final List<Map<String, MemorySegment>> segments = new ArrayList<>();
+    private final Map<String, MemorySegment> segByRegion = new HashMap<>();
     /** Bytes of distinct weight regions held, and how many of them were read into memory (not 64-byte aligned in their file). */
     long bytes;
     int copied;
@@ -78,15 +81,17 @@ final class SharedWeights implements AutoCloseable {
         try {
             for (OnnxModel m : models) {
                 Map<String, OnnxTensorLike> mine = new LinkedHashMap<>();
+                Map<String, MemorySegment> segs = new LinkedHashMap<>();
                 for (Map.Entry<String, byte[]> e : m.initializers.entrySet()) {
                     Pb t = Pb.parse(e.getValue());
                     if (t.varint(14, 0) != 1) {
                         continue; // inline data: small, ONNX Runtime reads it from the piece itself
                     }
-                    mine.put(e.getKey(), w.tensor(e.getKey(), t, files));
+                    mine.put(e.getKey(), w.tensor(e.getKey(), t, files, segs));
                     w.references++;
                 }
                 w.pieces.add(mine);
+                w.segments.add(segs);
             }
             return w;
         } catch (IOException | OrtException | RuntimeException ex) {
@@ -103,7 +108,8 @@ final class SharedWeights implements AutoCloseable {
         }
     }
 
-    private OnnxTensor tensor(String name, Pb t, Map<Path, FileChannel> files) throws IOException, OrtException {
+    private OnnxTensor tensor(String name, Pb t, Map<Path, FileChannel> files, Map<String, MemorySegment> segs)
+            throws IOException, OrtException {
         OnnxModel.ExternalData x = OnnxModel.ExternalData.of(t);
         String loc = x.location();
         long off = x.offset();
@@ -142,6 +148,7 @@ final class SharedWeights implements AutoCloseable {
                 throw new IllegalArgumentException("initializer " + name + " reads the bytes of another initializer with "
                         + "another type or shape");
             }
+            segs.put(name, segByRegion.get(key));
             return have;
         }
         Path file = Path.of(loc);
@@ -172,6 +179,8 @@ final class SharedWeights implements AutoCloseable {
         OnnxTensor tensor = OnnxTensor.createTensor(DecoderModel.environment(),
                 seg.asSlice(0, len).asByteBuffer().order(ByteOrder.nativeOrder()), dims, type);
         byRegion.put(key, tensor);
+        segByRegion.put(key, seg.asSlice(0, len));
+        segs.put(name, seg.asSlice(0, len));
         bytes += len;
         return tensor;
     }
@@ -277,6 +286,8 @@ final class SharedWeights implements AutoCloseable {
         }
         byRegion.clear();
         pieces.clear();
+        segments.clear();
+        segByRegion.clear();
         try {
             arena.close();
         } catch (IllegalStateException e) {

@@ -232,17 +232,20 @@ class SharedWeightsTest {
 
     @Test
     void theSwitchSelectsOffOnCopyOrShared() throws Exception {
-        for (String mode : new String[] {null, "off", "on", "copy", "shared"}) {
+        for (String mode : new String[] {null, "java", "off", "on", "copy", "shared"}) {
             if (mode == null) {
                 System.clearProperty("kvq.engine.decodePieces");
             } else {
                 System.setProperty("kvq.engine.decodePieces", mode);
             }
             try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-                boolean pieces = mode != null && !mode.equals("off");
+                boolean java = mode == null || mode.equals("java"); // the default: the Java decode step
+                boolean pieces = !java && !mode.equals("off");
                 assertEquals(pieces, m.decode != null, mode + ": one-token pieces");
-                assertEquals("shared".equals(mode), m.weights != null,
-                        mode + ": weights held by kvquant only when shared (else ONNX Runtime loads and prepacks them)");
+                assertEquals(java, m.javaStep != null, mode + ": the Java decode step");
+                assertEquals(java || "shared".equals(mode), m.weights != null,
+                        mode + ": weights held by kvquant when shared or read by the Java step (else ONNX Runtime loads "
+                                + "and prepacks them)");
             }
         }
     }
