@@ -6,10 +6,14 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
- * {@link GemvOps} on the Vector API: columns in blocks of eight vectors (eight independent
- * fused multiply-add chains, enough to keep both FMA pipes of a Zen or Skylake core busy while
- * the weights stream in row by row), then single vectors, then a scalar tail. Each lane sums its
- * column over k in order with one FMA per term, as the scalar reference does.
+ * {@link GemvOps} on the Vector API, streaming the weights row by row: four rows of W at a time
+ * are read front to back (contiguous, so the hardware prefetchers keep up when the weights come
+ * from memory rather than cache), each FMA'd into the output columns, which stay in L1. Measured
+ * with two threads on column halves (the engine's split): 13–14 GB/s from memory against 8 GB/s
+ * for column blocks that walk down the rows, and 25–28 against 22–24 GB/s on the bundled model's
+ * 14 MB (docs/engine.md). Each lane sums its column over k in order with one FMA per term, as the
+ * scalar reference does: bit for bit the same results. Columns past the last whole vector are
+ * summed one at a time.
  */
 final class PanamaGemv implements GemvOps {
 
@@ -19,51 +23,36 @@ final class PanamaGemv implements GemvOps {
 
     @Override
     public void gemv(float[] x, int xo, int kn, MemorySegment w, long wo, long ldw, float[] y, int yo, int n0, int n1) {
-        long rowBytes = ldw * 4;
-        int n = n0;
-        for (; n + 8 * L <= n1; n += 8 * L) {
-            FloatVector a0 = FloatVector.zero(F);
-            FloatVector a1 = a0;
-            FloatVector a2 = a0;
-            FloatVector a3 = a0;
-            FloatVector a4 = a0;
-            FloatVector a5 = a0;
-            FloatVector a6 = a0;
-            FloatVector a7 = a0;
-            long p = (wo + n) * 4;
-            for (int k = 0; k < kn; k++, p += rowBytes) {
-                FloatVector xk = FloatVector.broadcast(F, x[xo + k]);
-                a0 = FloatVector.fromMemorySegment(F, w, p, NATIVE).fma(xk, a0);
-                a1 = FloatVector.fromMemorySegment(F, w, p + 4L * L, NATIVE).fma(xk, a1);
-                a2 = FloatVector.fromMemorySegment(F, w, p + 8L * L, NATIVE).fma(xk, a2);
-                a3 = FloatVector.fromMemorySegment(F, w, p + 12L * L, NATIVE).fma(xk, a3);
-                a4 = FloatVector.fromMemorySegment(F, w, p + 16L * L, NATIVE).fma(xk, a4);
-                a5 = FloatVector.fromMemorySegment(F, w, p + 20L * L, NATIVE).fma(xk, a5);
-                a6 = FloatVector.fromMemorySegment(F, w, p + 24L * L, NATIVE).fma(xk, a6);
-                a7 = FloatVector.fromMemorySegment(F, w, p + 28L * L, NATIVE).fma(xk, a7);
+        int nv = n0 + (n1 - n0) / L * L;
+        java.util.Arrays.fill(y, yo + n0, yo + nv, 0f);
+        long rb = ldw * 4;
+        int k = 0;
+        for (; k + 4 <= kn; k += 4) {
+            FloatVector x0 = FloatVector.broadcast(F, x[xo + k]);
+            FloatVector x1 = FloatVector.broadcast(F, x[xo + k + 1]);
+            FloatVector x2 = FloatVector.broadcast(F, x[xo + k + 2]);
+            FloatVector x3 = FloatVector.broadcast(F, x[xo + k + 3]);
+            long p = (wo + k * ldw + n0) * 4;
+            for (int n = n0; n < nv; n += L, p += 4L * L) {
+                FloatVector acc = FloatVector.fromArray(F, y, yo + n);
+                acc = FloatVector.fromMemorySegment(F, w, p, NATIVE).fma(x0, acc);
+                acc = FloatVector.fromMemorySegment(F, w, p + rb, NATIVE).fma(x1, acc);
+                acc = FloatVector.fromMemorySegment(F, w, p + 2 * rb, NATIVE).fma(x2, acc);
+                acc = FloatVector.fromMemorySegment(F, w, p + 3 * rb, NATIVE).fma(x3, acc);
+                acc.intoArray(y, yo + n);
             }
-            int o = yo + n;
-            a0.intoArray(y, o);
-            a1.intoArray(y, o + L);
-            a2.intoArray(y, o + 2 * L);
-            a3.intoArray(y, o + 3 * L);
-            a4.intoArray(y, o + 4 * L);
-            a5.intoArray(y, o + 5 * L);
-            a6.intoArray(y, o + 6 * L);
-            a7.intoArray(y, o + 7 * L);
         }
-        for (; n + L <= n1; n += L) {
-            FloatVector a = FloatVector.zero(F);
-            long p = (wo + n) * 4;
-            for (int k = 0; k < kn; k++, p += rowBytes) {
-                a = FloatVector.fromMemorySegment(F, w, p, NATIVE).fma(FloatVector.broadcast(F, x[xo + k]), a);
+        for (; k < kn; k++) {
+            FloatVector xk = FloatVector.broadcast(F, x[xo + k]);
+            long p = (wo + k * ldw + n0) * 4;
+            for (int n = n0; n < nv; n += L, p += 4L * L) {
+                FloatVector.fromMemorySegment(F, w, p, NATIVE).fma(xk, FloatVector.fromArray(F, y, yo + n)).intoArray(y, yo + n);
             }
-            a.intoArray(y, yo + n);
         }
-        for (; n < n1; n++) {
+        for (int n = nv; n < n1; n++) {
             float s = 0f;
-            for (int k = 0; k < kn; k++) {
-                s = Math.fma(x[xo + k], w.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, wo + k * ldw + n), s);
+            for (int kk = 0; kk < kn; kk++) {
+                s = Math.fma(x[xo + kk], w.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, wo + kk * ldw + n), s);
             }
             y[yo + n] = s;
         }
