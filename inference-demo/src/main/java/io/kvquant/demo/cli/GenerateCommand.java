@@ -249,6 +249,9 @@ public final class GenerateCommand implements Callable<Integer> {
         st.fields.put("decode_tokens_per_s_steady", clock.steadyTokensPerSecond());
         st.fields.put("kv_tokens", cache.length(0));
         st.fields.put("warmup", warmupMode);
+        if (dm instanceof io.kvquant.demo.onnx.JavaAttentionModel jm) { // who ran the decode steps' dense layers
+            st.fields.put("decode_step", jm.javaDecodeStep() ? "java" : "onnxruntime");
+        }
         if (warm != null) { // ran beside the model's loading; the wait is what it added to the start
             st.fields.put("warmup_seconds", warm[0]);
             st.fields.put("warmup_wait_seconds", warm[1]);

@@ -25,8 +25,8 @@ public interface Decoder {
         public static final Mode ENGINE = JAVA_ATTENTION;
 
         /** The --mode help line every command shows. */
-        public static final String HELP = "engine (default: ONNX Runtime runs the dense parts, kvquant attends on the "
-                + "compressed cache; no dense past is held; the graph cut is prepared and cached on first use; alias "
+        public static final String HELP = "engine (default: the dense parts in ONNX Runtime for the prompt and in Java "
+                + "for each new token, kvquant attends on the compressed cache; no dense past is held; the graph cut is prepared and cached on first use; alias "
                 + "java-attention), roundtrip (reference: quality simulation; holds a dense copy of the past, so it uses "
                 + "more memory than plain ONNX Runtime) or graph (the graph rewritten to dequantize the codes itself; "
                 + "./kvq prepare --mode graph --kv SETTING first)";

@@ -398,6 +398,11 @@ public final class JavaAttentionModel implements ModelRunner {
                 for (Path f : files) {
                     models.add(OnnxModel.read(f));
                 }
+                if (mode.equals("java") && JavaPieces.weightBytes(models) > JavaPieces.maxWeightBytes()) {
+                    // weights streamed from memory every step: ONNX Runtime's prepacked products are
+                    // faster there (docs/engine.md, "Where the Java step pays"); no line, a choice
+                    return openOff(jm, files, opts);
+                }
                 jm.weights = SharedWeights.load(models);
                 jm.openSessions(files, opts);
                 pieceModels = models;
@@ -434,6 +439,17 @@ public final class JavaAttentionModel implements ModelRunner {
                 jm.close();
                 throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
             }
+        }
+        return jm;
+    }
+
+    /** The general sessions as ONNX Runtime loads them (prepacked), decode steps through them. */
+    private static JavaAttentionModel openOff(JavaAttentionModel jm, List<Path> files, DecoderModel.Options opts) {
+        try {
+            jm.openSessions(files, opts);
+        } catch (OrtException e) {
+            jm.close();
+            throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
         return jm;
     }

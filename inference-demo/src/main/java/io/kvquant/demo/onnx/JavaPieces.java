@@ -126,6 +126,46 @@ final class JavaPieces {
         closeRunner(runner);
     }
 
+    /**
+     * Largest size of the pieces' weights (bytes) for which the engine decodes with the Java step
+     * by default: {@code kvq.engine.javaStepMaxMiB} MiB, default {@value #MAX_WEIGHT_MIB}. Each
+     * step streams every weight once; while they fit the two cores' caches the Java step's
+     * products run from cache and it wins by ONNX Runtime's per-run overhead (the bundled model,
+     * 18 MB: 1.6–2x faster per step); from memory ONNX Runtime's prepacked products stream
+     * faster (the 370 MB benchmark model at 4K: 58 against 46 ms per step; docs/engine.md).
+     */
+    static long maxWeightBytes() {
+        return Long.getLong("kvq.engine.javaStepMaxMiB", MAX_WEIGHT_MIB) << 20;
+    }
+
+    static final long MAX_WEIGHT_MIB = 32;
+
+    /** Bytes of the pieces' weights with external data, each distinct (file, offset) once. */
+    static long weightBytes(List<OnnxModel> models) {
+        Set<String> seen = new HashSet<>();
+        long total = 0;
+        for (OnnxModel m : models) {
+            for (byte[] init : m.initializers.values()) {
+                Pb t = Pb.parse(init);
+                if (t.varint(14, 0) != 1) {
+                    continue;
+                }
+                OnnxModel.ExternalData x = OnnxModel.ExternalData.of(t);
+                long len = x.length();
+                if (len < 0) {
+                    len = 4;
+                    for (Pb.Field d : t.all(1)) {
+                        len *= d.bits();
+                    }
+                }
+                if (seen.add(x.location() + "@" + x.offset())) {
+                    total += len;
+                }
+            }
+        }
+        return total;
+    }
+
     static String cannot(String reason) {
         return "kvquant: the engine's Java decode step cannot be built (" + reason + "); decoding with ONNX Runtime";
     }

@@ -2,41 +2,102 @@ package io.kvquant.demo.onnx;
 
 import io.kvquant.attention.Workers;
 import io.kvquant.demo.graph.DenseOps;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 import java.util.function.IntConsumer;
 
 /**
- * One helper thread for a Java decode step ({@link JavaPieces}) on a 2-thread engine: it takes
- * part 1 of each large matrix product ({@link #both}; always the same column half, so each of the
- * two cores keeps streaming the same half of the weights from its own cache: 14 MB of fp32
- * weights stream at ~8 GB/s through one core of this machine and at ~50 GB/s split over two,
- * docs/engine.md) and a share of the attention's split-K tasks ({@link #tryForEach}, lent to
- * {@link io.kvquant.attention.DecodeAttention} through {@link Workers}). It busy-waits between
- * pieces of work only while the thread that {@link #acquire}d it runs a step, and parks between
- * steps. Work is claimed, never handed over: when the helper is late (still waking up), the
- * owner runs its part too rather than waiting for it. Any other thread, or a step that finds the
- * helper taken by another decoder, runs everything itself.
+ * One helper thread for a Java decode step ({@link JavaPieces}) on a 2-thread engine. A large
+ * matrix product is cut into column chunks ({@link #split}): the owner (the thread that
+ * {@link #acquire}d the helper) starts on the first half of them, the helper on the second half,
+ * so each core keeps streaming the same columns of the weights from its own cache (14 MB of fp32
+ * weights stream at 8–12 GB/s through one core of this machine and at 28–60 GB/s split over two,
+ * docs/engine.md). The helper also takes a share of the attention's split-K tasks
+ * ({@link #tryForEach}, lent to {@link io.kvquant.attention.DecodeAttention} through
+ * {@link Workers}). Work is claimed chunk by chunk, never handed over: whoever runs out takes
+ * what is left of the other's half from its far end, so a helper that is still waking up, or that
+ * the OS has preempted, holds up at most the one chunk it is running. The helper busy-waits
+ * between products only while the owner's step runs, and parks between steps. Any other thread,
+ * or a step that finds the helper taken by another decoder, runs everything itself.
  */
 final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
+
+    /** One posted piece of work: tasks [0, n), the owner's range and the helper's, each [next, end) packed in a long. */
+    private static final class Job {
+        final IntConsumer task;
+        final int n;
+        final AtomicLong[] range = new AtomicLong[2];
+        final AtomicInteger finished = new AtomicInteger();
+        volatile Throwable failure;
+
+        Job(IntConsumer task, int n, int split) {
+            this.task = task;
+            this.n = n;
+            range[0] = new AtomicLong(pack(0, split));
+            range[1] = new AtomicLong(pack(split, n));
+        }
+
+        /** Runs tasks for side {@code side} (0 owner, 1 helper): its own range from the front, then the other's from the back. */
+        void work(int side) {
+            for (int i = front(range[side]); i >= 0; i = front(range[side])) {
+                run(i);
+            }
+            for (int i = back(range[1 - side]); i >= 0; i = back(range[1 - side])) {
+                run(i);
+            }
+        }
+
+        private void run(int i) {
+            try {
+                task.accept(i);
+            } catch (Throwable t) {
+                failure = t;
+            } finally {
+                finished.incrementAndGet();
+            }
+        }
+
+        private static long pack(int next, int end) {
+            return (long) next << 32 | (end & 0xffffffffL);
+        }
+
+        private static int front(AtomicLong r) {
+            while (true) {
+                long v = r.get();
+                int next = (int) (v >>> 32);
+                int end = (int) v;
+                if (next >= end) {
+                    return -1;
+                }
+                if (r.compareAndSet(v, pack(next + 1, end))) {
+                    return next;
+                }
+            }
+        }
+
+        private static int back(AtomicLong r) {
+            while (true) {
+                long v = r.get();
+                int next = (int) (v >>> 32);
+                int end = (int) v;
+                if (next >= end) {
+                    return -1;
+                }
+                if (r.compareAndSet(v, pack(next, end - 1))) {
+                    return end - 1;
+                }
+            }
+        }
+    }
+
     private final Thread helper;
     private volatile Thread owner;
     private volatile boolean spin;
     private volatile boolean closed;
-    private volatile IntConsumer job;
-    /** Tasks of the posted job: -1 for a pair ({@link #both}), else the count shared through {@link #next}. */
-    private volatile int count;
-    private final AtomicInteger next = new AtomicInteger();
-    private volatile long posted;
-    private volatile long done;
-    private volatile Throwable failure;
-    private final java.util.concurrent.atomic.AtomicBoolean taken = new java.util.concurrent.atomic.AtomicBoolean();
-    /**
-     * The last job the helper's part of has been claimed for, by the helper or by the owner when
-     * the helper is late; job n is claimed by moving this from n - 1 to n.
-     */
-    private final AtomicLong claimed = new AtomicLong();
+    private volatile Job current;
+    private final AtomicBoolean taken = new AtomicBoolean();
 
     PairRunner() {
         helper = new Thread(this::loop, "kvq-dense-helper");
@@ -62,19 +123,14 @@ final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
     }
 
     @Override
-    public void both(IntConsumer task) {
-        if (Thread.currentThread() != owner) {
-            task.accept(0);
-            task.accept(1);
+    public void split(int n, IntConsumer task) {
+        if (Thread.currentThread() != owner || n < 2) {
+            for (int i = 0; i < n; i++) {
+                task.accept(i);
+            }
             return;
         }
-        long seq = post(task, -1);
-        task.accept(0);
-        if (claimed.compareAndSet(seq - 1, seq)) {
-            task.accept(1); // the helper has not come for it yet: no waiting
-            return;
-        }
-        await(seq);
+        run(new Job(task, n, (n + 1) / 2));
     }
 
     @Override
@@ -82,70 +138,67 @@ final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
         if (Thread.currentThread() != owner) {
             return false;
         }
-        next.set(0);
-        long seq = post(task, n);
-        for (int i = next.getAndIncrement(); i < n; i = next.getAndIncrement()) {
-            task.accept(i);
-        }
-        if (!claimed.compareAndSet(seq - 1, seq)) {
-            await(seq); // the helper joined: it is finishing its last task
-        }
+        run(new Job(task, n, n)); // one shared range: the helper takes from its back
         return true;
     }
 
-    private long post(IntConsumer task, int n) {
-        job = task;
-        count = n;
-        long seq = posted + 1;
-        posted = seq;
+    private void run(Job j) {
+        current = j;
         LockSupport.unpark(helper);
-        return seq;
-    }
-
-    private void await(long seq) {
-        while (done != seq) {
+        j.work(0);
+        long t0 = 0;
+        while (j.finished.get() < j.n) {
+            // the helper is finishing its last chunk; if that takes long it has lost its core
+            // (a JIT compiler thread, another process): yield ours rather than spin against it
+            if (t0 == 0) {
+                t0 = System.nanoTime();
+            } else if (System.nanoTime() - t0 > YIELD_AFTER_NANOS) {
+                Thread.yield();
+                continue;
+            }
             Thread.onSpinWait();
         }
-        Throwable f = failure;
+        current = null;
+        Throwable f = j.failure;
         if (f != null) {
-            failure = null;
             if (f instanceof RuntimeException re) {
                 throw re;
+            }
+            if (f instanceof Error e) {
+                throw e;
             }
             throw new IllegalStateException(f);
         }
     }
 
     private void loop() {
-        long seen = 0;
+        Job last = null;
+        long idleSince = 0;
         while (!closed) {
-            long p = posted;
-            if (p != seen) {
-                seen = p;
-                if (claimed.compareAndSet(p - 1, p)) { // else the owner took it, or p is stale
-                    try {
-                        IntConsumer j = job;
-                        int n = count;
-                        if (n < 0) {
-                            j.accept(1);
-                        } else {
-                            for (int i = next.getAndIncrement(); i < n; i = next.getAndIncrement()) {
-                                j.accept(i);
-                            }
-                        }
-                    } catch (Throwable t) {
-                        next.set(Integer.MAX_VALUE / 2); // the owner stops after its current task
-                        failure = t;
-                    }
-                    done = p;
-                }
+            Job j = current;
+            if (j != null && j != last) {
+                last = j;
+                j.work(1);
+                idleSince = 0;
             } else if (spin) {
+                // between products: spin a while, then offer the core to whatever else is runnable
+                // (yield returns at once when nothing is), so a third thread does not preempt the owner
+                if (idleSince == 0) {
+                    idleSince = System.nanoTime();
+                } else if (System.nanoTime() - idleSince > YIELD_AFTER_NANOS) {
+                    Thread.yield();
+                    continue;
+                }
                 Thread.onSpinWait();
             } else {
                 LockSupport.park(this);
+                idleSince = 0;
             }
         }
     }
+
+    /** How long a wait spins before it yields the core at each turn. */
+    static final long YIELD_AFTER_NANOS = 20_000;
 
     @Override
     public void close() {

@@ -17,7 +17,7 @@ import org.junit.jupiter.api.Test;
  * The Java decode step's operators ({@link DenseOps}) on small hand-checked cases: numpy
  * broadcasting, the shape operators' special values (0 and -1 in Reshape, negative and clamped
  * Slice bounds, negative axes), a transpose that reorders, Gather from a weight in native memory,
- * MatMul in both of its paths (the weight product, split in two, and the batched loop) against a
+ * MatMul in both of its paths (the weight product, split in column chunks, and the batched loop) against a
  * double-precision sum, and refusals that name what they refuse.
  */
 class DenseOpsTest {
@@ -118,12 +118,12 @@ class DenseOpsTest {
                 m.setAtIndex(ValueLayout.JAVA_FLOAT, i, w[i]);
             }
             AtomicInteger parts = new AtomicInteger();
-            DenseOps.Parallel counting = task -> {
-                parts.incrementAndGet();
-                DenseOps.Parallel.INLINE.both(task);
+            DenseOps.Parallel counting = (chunks, task) -> {
+                parts.addAndGet(chunks);
+                DenseOps.Parallel.INLINE.split(chunks, task);
             };
             T y = DenseOps.matmul(f(s(1, 1, k), x), T.weight(s(k, n), m), counting);
-            assertEquals(1, parts.get(), "one split product");
+            assertEquals(2, parts.get(), "one product in two column halves of whole 64-column blocks");
             T z = DenseOps.matmul(f(s(1, k), x), f(s(1, k, n), w));
             assertArrayEquals(s(1, 1, n), y.shape);
             assertArrayEquals(s(1, 1, n), z.shape);

@@ -134,6 +134,26 @@ class JavaPiecesTest {
     }
 
     @Test
+    void weightsOverTheLimitStayWithOnnxRuntimePrepacked() throws Exception {
+        System.setProperty("kvq.engine.javaStepMaxMiB", "0");
+        try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
+            assertNull(m.javaStep, "18 MB of weights over a 0 MiB limit");
+            assertNull(m.weights, "ONNX Runtime loads (and prepacks) its own weights");
+        } finally {
+            System.clearProperty("kvq.engine.javaStepMaxMiB");
+        }
+        List<OnnxModel> models = new ArrayList<>();
+        try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
+            for (int s = 0; s < m.pieces.size(); s++) {
+                models.add(OnnxModel.read(m.preparedDir().resolve("piece-" + s + ".onnx")));
+            }
+            long bytes = JavaPieces.weightBytes(models);
+            assertTrue(bytes > 16_000_000 && bytes < 20_000_000, "the bundled model's weights, each once: " + bytes);
+            assertEquals(m.weights.bytes, bytes, "what SharedWeights holds");
+        }
+    }
+
+    @Test
     void offKeepsOnnxRuntimesPiecesAndTheirPrepackedWeights() throws Exception {
         System.setProperty("kvq.engine.decodePieces", "off");
         try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {

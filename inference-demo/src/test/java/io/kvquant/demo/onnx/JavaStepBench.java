@@ -62,6 +62,13 @@ public final class JavaStepBench {
                     }
                     Arrays.sort(t);
                     line.append(String.format(java.util.Locale.ROOT, "  %s %.3f / %.3f ms", names[variant], t[steps / 2], t[0]));
+                    if (variant == 1) {
+                        var mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+                        long a0 = mx.getCurrentThreadAllocatedBytes();
+                        m.javaStep.step(1, 1000, att);
+                        line.append(String.format(java.util.Locale.ROOT, " (%.0f KB allocated per step)",
+                                (mx.getCurrentThreadAllocatedBytes() - a0) / 1024.0));
+                    }
                 }
                 System.out.println(line);
             }

@@ -9,9 +9,9 @@ import java.util.concurrent.atomic.AtomicIntegerArray;
 import org.junit.jupiter.api.Test;
 
 /**
- * The Java decode step's helper thread ({@link PairRunner}): every part and task runs exactly
- * once whether the helper takes its share or is late, failures reach the owner, and threads that
- * do not own it run everything themselves.
+ * The Java decode step's helper thread ({@link PairRunner}): every chunk and task runs exactly
+ * once whether the helper takes its share, steals, or is late; failures reach the owner; threads
+ * that do not own it run everything themselves.
  */
 class PairRunnerTest {
 
@@ -19,12 +19,15 @@ class PairRunnerTest {
     void everyPartAndTaskRunsExactlyOnce() throws Exception {
         try (PairRunner r = new PairRunner()) {
             assertTrue(r.acquire());
-            AtomicIntegerArray parts = new AtomicIntegerArray(2);
-            for (int i = 0; i < 20_000; i++) {
-                r.both(parts::incrementAndGet);
+            for (int n : new int[] {2, 5, 8}) {
+                AtomicIntegerArray parts = new AtomicIntegerArray(n);
+                for (int i = 0; i < 10_000; i++) {
+                    r.split(n, parts::incrementAndGet);
+                }
+                for (int c = 0; c < n; c++) {
+                    assertEquals(10_000, parts.get(c), "chunk " + c + " of " + n);
+                }
             }
-            assertEquals(20_000, parts.get(0));
-            assertEquals(20_000, parts.get(1));
             for (int n : new int[] {2, 3, 17, 64}) {
                 AtomicIntegerArray tasks = new AtomicIntegerArray(n);
                 for (int i = 0; i < 2_000; i++) {
@@ -42,16 +45,17 @@ class PairRunnerTest {
     void anotherThreadRunsEverythingItselfAndOneOwnerAtATime() throws Exception {
         try (PairRunner r = new PairRunner()) {
             assertTrue(r.acquire());
-            Thread[] seen = new Thread[2];
+            Thread[] seen = new Thread[4];
             Thread other = new Thread(() -> {
                 assertFalse(r.acquire(), "taken by the first thread");
-                r.both(p -> seen[p] = Thread.currentThread());
+                r.split(4, p -> seen[p] = Thread.currentThread());
                 assertFalse(r.tryForEach(4, i -> { }), "not served: the caller uses its own pool");
             });
             other.start();
             other.join();
-            assertEquals(other, seen[0]);
-            assertEquals(other, seen[1]);
+            for (Thread t : seen) {
+                assertEquals(other, t);
+            }
             r.release();
             assertTrue(r.acquire(), "free again");
             r.release();
@@ -59,22 +63,22 @@ class PairRunnerTest {
     }
 
     @Test
-    void aFailureInTheHelpersPartReachesTheOwner() {
+    void aFailureInAnyChunkReachesTheOwner() {
         try (PairRunner r = new PairRunner()) {
             assertTrue(r.acquire());
             int failures = 0;
             for (int i = 0; i < 200; i++) {
-                IllegalStateException e = assertThrows(IllegalStateException.class, () -> r.both(p -> {
-                    if (p == 1) {
-                        throw new IllegalStateException("part 1 failed");
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> r.split(8, p -> {
+                    if (p == 7) {
+                        throw new IllegalStateException("chunk 7 failed");
                     }
                 }));
-                assertEquals("part 1 failed", e.getMessage());
+                assertEquals("chunk 7 failed", e.getMessage());
                 failures++;
             }
             assertEquals(200, failures);
             AtomicIntegerArray ok = new AtomicIntegerArray(2);
-            r.both(ok::incrementAndGet);
+            r.split(2, ok::incrementAndGet);
             assertEquals(1, ok.get(1), "usable after a failure");
             r.release();
         }
