@@ -129,6 +129,7 @@ class GenerateCliTest {
         assertEquals(0, r.code(), r.err());
         Map<?, ?> j = (Map<?, ?>) Json.parse(Files.readString(stats));
         assertEquals("full", j.get("warmup"));
+        assertEquals("java", j.get("decode_step"), "compiled first, the decode steps run in Java");
         double ran = ((Number) j.get("warmup_seconds")).doubleValue();
         double waited = ((Number) j.get("warmup_wait_seconds")).doubleValue();
         assertTrue(ran > 0 && waited >= 0 && waited <= ran + 1, "ran " + ran + " s, waited " + waited + " s");
@@ -165,6 +166,7 @@ class GenerateCliTest {
         assertTrue(((Number) j.get("peak_rss_bytes")).longValue() > 0);
         assertEquals(List.of(stats), files(tmp), "only the stats file, no temp files");
         assertEquals("off", j.get("warmup"), "no kernel warm-up by default");
+        assertEquals("onnxruntime", j.get("decode_step"), "a one-shot run without the warm-up decodes through ONNX Runtime");
         assertFalse(j.containsKey("warmup_seconds"), "no warm-up ran: " + j.keySet());
 
         // the round-trip reference holds a dense copy of the past, and its kv_bytes say so:

@@ -41,8 +41,17 @@ public final class DecoderModel implements ModelRunner {
     /** Execution provider. */
     public enum Ep { CPU, CUDA }
 
-    /** How to open a model. threads &lt;= 0 leaves ONNX Runtime's default. */
-    public record Options(int threads, Ep ep) {
+    /**
+     * How to open a model. threads &lt;= 0 leaves ONNX Runtime's default. {@code javaDecodeStep}:
+     * whether the engine may run decode steps in Java ({@link JavaPieces}; the default), or should
+     * keep ONNX Runtime's prepacked pieces, as for a one-shot run that does not compile the Java
+     * step first (docs/engine.md); {@code -Dkvq.engine.decodePieces} set explicitly overrides it.
+     */
+    public record Options(int threads, Ep ep, boolean javaDecodeStep) {
+        public Options(int threads, Ep ep) {
+            this(threads, ep, true);
+        }
+
         public static Options defaults() {
             return new Options(0, Ep.CPU);
         }

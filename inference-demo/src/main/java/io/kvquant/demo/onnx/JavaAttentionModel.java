@@ -389,6 +389,9 @@ public final class JavaAttentionModel implements ModelRunner {
         }
         JavaAttentionModel jm = new JavaAttentionModel(modelDir.resolve("model.onnx"), cfg, layers, pieces, opts, dir);
         String mode = DecodeSessions.mode();
+        if (mode.equals("java") && !opts.javaDecodeStep() && System.getProperty("kvq.engine.decodePieces") == null) {
+            mode = "off"; // asked for ONNX Runtime's pieces (kvq generate --warmup off: the Java step would run uncompiled)
+        }
         List<OnnxModel> pieceModels = null;
         if (mode.equals("shared") || mode.equals("java")) {
             // the one-token pieces' sessions and the general ones get the same weight tensors
