@@ -171,12 +171,12 @@ public final class GenerateCommand implements Callable<Integer> {
             throw new IllegalArgumentException("--warmup takes off or full, not '" + warmupMode + "'");
         }
         warmupMode = wm;
-        // The Java decode step only pays once the JIT has compiled it: without the warm-up a one-shot
-        // run decodes through ONNX Runtime's pieces (README's main command, alternated: 4.5-4.9 s of
-        // wall time that way, 5.4-6.4 s with the Java step uncompiled; docs/engine.md)
         if (!wm.equals("off") && m == Decoder.Mode.JAVA_ATTENTION && !kvCfg.needsCalibration()) {
             warming = startWarmup(dir, kvCfg);
         }
+        // The Java decode step only pays once the JIT has compiled it: without the warm-up a one-shot
+        // run decodes through ONNX Runtime's pieces (README's main command, alternated: 4.4-5.1 s of
+        // wall time that way, 5.4-6.4 s with the Java step uncompiled; docs/engine.md)
         try (TextTokenizer tok = TextTokenizer.open(dir);
              ModelRunner dm = ModelRunner.open(dir, m, new DecoderModel.Options(threads, provider, warmupMode.equals("full")), kvCfg,
                      line -> {

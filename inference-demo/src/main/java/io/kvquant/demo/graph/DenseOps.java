@@ -513,7 +513,17 @@ public final class DenseOps {
             strides[i] = d == 1 ? 0 : s;
             s *= d;
         }
-        int n = size(out);
+        return walk(out, strides);
+    }
+
+    /**
+     * For each element of a tensor of shape {@code shape} in row-major order, the offset
+     * {@code Σ pos[i]·strides[i]} of its position: a broadcast source (stride 0 on broadcast
+     * dimensions) or a transposed source.
+     */
+    private static int[] walk(int[] shape, int[] strides) {
+        int r = shape.length;
+        int n = size(shape);
         int[] idx = new int[n];
         int[] pos = new int[r];
         int cur = 0;
@@ -522,7 +532,7 @@ public final class DenseOps {
             for (int i = r - 1; i >= 0; i--) {
                 pos[i]++;
                 cur += strides[i];
-                if (pos[i] < out[i]) {
+                if (pos[i] < shape[i]) {
                     break;
                 }
                 cur -= strides[i] * pos[i];
@@ -567,8 +577,10 @@ public final class DenseOps {
                 }
                 return T.floats(shape, r);
             }
-            for (int i = 0; i < n; i++) {
-                r[i] = fop(op, x[ia == null ? i : ia[i]], y[ib == null ? i : ib[i]]);
+            switch (op) { // broadcast products and sums (norm scales, biases) run every step: the op is picked once
+                case "Add" -> { for (int i = 0; i < n; i++) { r[i] = x[ia == null ? i : ia[i]] + y[ib == null ? i : ib[i]]; } }
+                case "Mul" -> { for (int i = 0; i < n; i++) { r[i] = x[ia == null ? i : ia[i]] * y[ib == null ? i : ib[i]]; } }
+                default -> { for (int i = 0; i < n; i++) { r[i] = fop(op, x[ia == null ? i : ia[i]], y[ib == null ? i : ib[i]]); } }
             }
             return T.floats(shape, r);
         }
@@ -852,23 +864,7 @@ public final class DenseOps {
         for (int i = 0; i < r; i++) {
             src[i] = ist[perm[i]];
         }
-        int n = a.size();
-        int[] idx = new int[n];
-        int[] pos = new int[r];
-        int cur = 0;
-        for (int e = 0; e < n; e++) {
-            idx[e] = cur;
-            for (int i = r - 1; i >= 0; i--) {
-                pos[i]++;
-                cur += src[i];
-                if (pos[i] < s[i]) {
-                    break;
-                }
-                cur -= src[i] * pos[i];
-                pos[i] = 0;
-            }
-        }
-        return gathered(a, s, idx);
+        return gathered(a, s, walk(s, src));
     }
 
     /** Elements {@code idx} of {@code a} as a tensor of {@code shape}. */

@@ -60,6 +60,9 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         return t;
     }
 
+    /** The Java decode step's attention callback: one token through {@link #attendArrays}. */
+    private final JavaPieces.Attend attendOne = (layer, q, k, v) -> attendArrays(layer, q, k, v, 1);
+
     /** Per layer: the attention output array, reused while the step shape stays the same. */
     private final float[][] outScratch;
 
@@ -218,17 +221,11 @@ public final class JavaAttentionDecoder extends CacheDecoder {
         if (SPLIT && splitChunks++ == 0) {
             splitStart = t0;
         }
-        long[] attTime = new long[1];
-        float[] logits = model.javaStep.step(token, past, (layer, q, k, v) -> {
-            long ta = SPLIT ? System.nanoTime() : 0;
-            float[] out = attendArrays(layer, q, k, v, 1);
-            if (SPLIT) {
-                attTime[0] += System.nanoTime() - ta;
-            }
-            return out;
-        });
+        long marked = SPLIT ? split[3] + split[4] : 0;
+        float[] logits = model.javaStep.step(token, past, attendOne);
         if (SPLIT) {
-            split[0] += System.nanoTime() - t0 - attTime[0]; // the dense layers in Java (the attention marked its own parts)
+            // the dense layers in Java: the step less what the attention marked as its own parts
+            split[0] += System.nanoTime() - t0 - (split[3] + split[4] - marked);
             if (++splitDecodeSteps % SPLIT_DECODE_STEPS == 0) {
                 printSplit();
             }

@@ -404,7 +404,8 @@ public final class JavaAttentionModel implements ModelRunner {
                 if (mode.equals("java") && JavaPieces.weightBytes(models) > JavaPieces.maxWeightBytes()) {
                     // weights streamed from memory every step: ONNX Runtime's prepacked products are
                     // faster there (docs/engine.md, "Where the Java step pays"); no line, a choice
-                    return openOff(jm, files, opts);
+                    openOrFail(jm, files, opts);
+                    return jm;
                 }
                 jm.weights = SharedWeights.load(models);
                 jm.openSessions(files, opts);
@@ -417,12 +418,7 @@ public final class JavaAttentionModel implements ModelRunner {
             }
         }
         if (jm.sessions.isEmpty()) {
-            try {
-                jm.openSessions(files, opts);
-            } catch (OrtException e) {
-                jm.close();
-                throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
-            }
+            openOrFail(jm, files, opts);
         }
         if (mode.equals("java")) {
             jm.javaStep = JavaPieces.build(jm, pieceModels, jm.weights,
@@ -436,25 +432,19 @@ public final class JavaAttentionModel implements ModelRunner {
         if (jm.decode == null && jm.javaStep == null && jm.weights != null) {
             // no one-token pieces after all: the general pieces as ONNX Runtime loads them (prepacked)
             jm.closeSessions();
-            try {
-                jm.openSessions(files, opts);
-            } catch (OrtException e) {
-                jm.close();
-                throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
-            }
+            openOrFail(jm, files, opts);
         }
         return jm;
     }
 
-    /** The general sessions as ONNX Runtime loads them (prepacked), decode steps through them. */
-    private static JavaAttentionModel openOff(JavaAttentionModel jm, List<Path> files, DecoderModel.Options opts) {
+    /** {@link #openSessions}, closing {@code jm} and saying so in one line when ONNX Runtime cannot load a piece. */
+    private static void openOrFail(JavaAttentionModel jm, List<Path> files, DecoderModel.Options opts) {
         try {
             jm.openSessions(files, opts);
         } catch (OrtException e) {
             jm.close();
             throw new IllegalStateException("ONNX Runtime cannot load an engine piece: " + e.getMessage(), e);
         }
-        return jm;
     }
 
     /** The general sessions, one per piece, with the shared weights when there are. */

@@ -67,7 +67,6 @@ final class JavaPieces {
     private int idsSlot = -1;
     private int posSlot = -1;
     private final List<int[]> layerSlots = new ArrayList<>();
-    private final List<int[]> outShapes = new ArrayList<>();
     private int logitsSlot = -1;
     /** Nodes run per step and nodes folded into constants at build. */
     int dynamicNodes;
@@ -317,7 +316,6 @@ final class JavaPieces {
                 dynamic.add(o);
                 ls[3] = o;
                 jp.layerSlots.add(ls);
-                jp.outShapes.add(q.shape);
                 d.attention.put(l.output(), att);
                 d.values.put(l.output(), vals.get(o));
             }
@@ -327,7 +325,6 @@ final class JavaPieces {
             throw new DenseOps.Unsupported("no fp32 logits output");
         }
         jp.logitsSlot = lg;
-        @SuppressWarnings("unchecked")
         T[] st = new T[vals.size()];
         for (int i = 0; i < st.length; i++) {
             st[i] = dynamic.contains(i) ? null : vals.get(i);
@@ -515,7 +512,7 @@ final class JavaPieces {
             if (s < layerSlots.size()) {
                 int[] ls = layerSlots.get(s);
                 float[] o = att.attend(s, v[ls[0]].f(), v[ls[1]].f(), v[ls[2]].f());
-                v[ls[3]] = T.floats(outShapes.get(s), o);
+                v[ls[3]] = T.floats(v[ls[0]].shape, o); // the output has the queries' shape
             }
         }
         float[] lg = v[logitsSlot].f();

@@ -41,10 +41,10 @@ final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
 
         /** Runs tasks for side {@code side} (0 owner, 1 helper): its own range from the front, then the other's from the back. */
         void work(int side) {
-            for (int i = front(range[side]); i >= 0; i = front(range[side])) {
+            for (int i = take(range[side], true); i >= 0; i = take(range[side], true)) {
                 run(i);
             }
-            for (int i = back(range[1 - side]); i >= 0; i = back(range[1 - side])) {
+            for (int i = take(range[1 - side], false); i >= 0; i = take(range[1 - side], false)) {
                 run(i);
             }
         }
@@ -63,7 +63,8 @@ final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
             return (long) next << 32 | (end & 0xffffffffL);
         }
 
-        private static int front(AtomicLong r) {
+        /** Claims the first or the last task left in {@code r}, or returns -1 when none is. */
+        private static int take(AtomicLong r, boolean first) {
             while (true) {
                 long v = r.get();
                 int next = (int) (v >>> 32);
@@ -71,22 +72,8 @@ final class PairRunner implements DenseOps.Parallel, Workers, AutoCloseable {
                 if (next >= end) {
                     return -1;
                 }
-                if (r.compareAndSet(v, pack(next + 1, end))) {
-                    return next;
-                }
-            }
-        }
-
-        private static int back(AtomicLong r) {
-            while (true) {
-                long v = r.get();
-                int next = (int) (v >>> 32);
-                int end = (int) v;
-                if (next >= end) {
-                    return -1;
-                }
-                if (r.compareAndSet(v, pack(next, end - 1))) {
-                    return end - 1;
+                if (r.compareAndSet(v, first ? pack(next + 1, end) : pack(next, end - 1))) {
+                    return first ? next : end - 1;
                 }
             }
         }

@@ -50,12 +50,15 @@ final class SharedWeights implements AutoCloseable {
 
     private final Arena arena = Arena.ofShared();
     /** One tensor per (file, offset, length). */
-    private final Map<String, OnnxTensor> byRegion = new LinkedHashMap<>();
+    private final Map<String, Region> byRegion = new LinkedHashMap<>();
+
+    /** A distinct weight region: its tensor for ONNX Runtime and the memory behind it for the Java decode step. */
+    private record Region(OnnxTensor tensor, MemorySegment seg) {
+    }
     /** Per piece: initializer name to the shared tensor. */
     final List<Map<String, OnnxTensorLike>> pieces = new ArrayList<>();
     /** Per piece: initializer name to the memory behind its tensor (read by the Java decode step, {@link JavaPieces}). */
     final List<Map<String, MemorySegment>> segments = new ArrayList<>();
-    private final Map<String, MemorySegment> segByRegion = new HashMap<>();
     /** Bytes of distinct weight regions held, and how many of them were read into memory (not 64-byte aligned in their file). */
     long bytes;
     int copied;
@@ -142,14 +145,14 @@ final class SharedWeights implements AutoCloseable {
             throw new IllegalArgumentException("initializer " + name + " is over 2 GB, more than one Java buffer holds");
         }
         String key = Path.of(loc).normalize() + "@" + off + "+" + len;
-        OnnxTensor have = byRegion.get(key);
+        Region have = byRegion.get(key);
         if (have != null) {
-            if (have.getInfo().type != type || !java.util.Arrays.equals(have.getInfo().getShape(), dims)) {
+            if (have.tensor().getInfo().type != type || !java.util.Arrays.equals(have.tensor().getInfo().getShape(), dims)) {
                 throw new IllegalArgumentException("initializer " + name + " reads the bytes of another initializer with "
                         + "another type or shape");
             }
-            segs.put(name, segByRegion.get(key));
-            return have;
+            segs.put(name, have.seg());
+            return have.tensor();
         }
         Path file = Path.of(loc);
         FileChannel ch = files.get(file);
@@ -178,9 +181,9 @@ final class SharedWeights implements AutoCloseable {
         }
         OnnxTensor tensor = OnnxTensor.createTensor(DecoderModel.environment(),
                 seg.asSlice(0, len).asByteBuffer().order(ByteOrder.nativeOrder()), dims, type);
-        byRegion.put(key, tensor);
-        segByRegion.put(key, seg.asSlice(0, len));
-        segs.put(name, seg.asSlice(0, len));
+        MemorySegment data = seg.asSlice(0, len);
+        byRegion.put(key, new Region(tensor, data));
+        segs.put(name, data);
         bytes += len;
         return tensor;
     }
@@ -281,13 +284,12 @@ final class SharedWeights implements AutoCloseable {
 
     @Override
     public void close() {
-        for (OnnxTensor t : byRegion.values()) {
-            t.close();
+        for (Region t : byRegion.values()) {
+            t.tensor().close();
         }
         byRegion.clear();
         pieces.clear();
         segments.clear();
-        segByRegion.clear();
         try {
             arena.close();
         } catch (IllegalStateException e) {

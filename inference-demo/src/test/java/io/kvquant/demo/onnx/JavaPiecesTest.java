@@ -79,7 +79,7 @@ class JavaPiecesTest {
     }
 
     @Test
-    void warmUpRunsRealStepsAndLeavesNoState() throws Exception {
+    void warmUpRunsAndEndsWithinItsBudget() throws Exception {
         try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), TWO)) {
             assertTrue(m.javaDecodeStep());
             double s = m.warmDecodeStep(io.kvquant.cache.KvQuantConfig.parse("turbo3.5"));
@@ -90,23 +90,17 @@ class JavaPiecesTest {
     @Test
     void anOperatorItDoesNotImplementIsRefusedInOneLineNamingIt() throws Exception {
         try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-            List<OnnxModel> models = new ArrayList<>();
-            for (int s = 0; s < m.pieces.size(); s++) {
-                models.add(OnnxModel.read(m.preparedDir().resolve("piece-" + s + ".onnx")));
-            }
+            List<OnnxModel> models = pieces(m);
             // rename one node's operator in the last piece: Sigmoid becomes HardSigmoid
-            OnnxModel last = models.get(models.size() - 1);
-            OnnxModel.Node n = last.nodes.stream().filter(x -> x.op().equals("Sigmoid")).findFirst().orElseThrow();
-            last.nodes.set(n.index(), new OnnxModel.Node(n.index(), n.raw(), n.inputs(), n.outputs(), "HardSigmoid",
-                    n.domain(), n.name()));
+            swapSigmoid(models, "HardSigmoid", "");
             List<String> lines = new ArrayList<>();
             assertNull(JavaPieces.build(m, models, m.weights, 1, lines::add));
             assertEquals(1, lines.size(), lines.toString());
             assertTrue(lines.get(0).startsWith("kvquant: the engine's Java decode step cannot be built (operator HardSigmoid")
                     && lines.get(0).endsWith("; decoding with ONNX Runtime") && !lines.get(0).contains("\n"), lines.get(0));
             // an operator from another domain
-            last.nodes.set(n.index(), new OnnxModel.Node(n.index(), n.raw(), n.inputs(), n.outputs(), "Sigmoid",
-                    "com.microsoft", n.name()));
+            models = pieces(m);
+            swapSigmoid(models, "Sigmoid", "com.microsoft");
             lines.clear();
             assertNull(JavaPieces.build(m, models, m.weights, 1, lines::add));
             assertTrue(lines.get(0).contains("operator com.microsoft:Sigmoid"), lines.get(0));
@@ -116,15 +110,9 @@ class JavaPiecesTest {
     @Test
     void aDifferenceFromOnnxRuntimeOnTheCheckStepIsRefused() throws Exception {
         try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-            List<OnnxModel> models = new ArrayList<>();
-            for (int s = 0; s < m.pieces.size(); s++) {
-                models.add(OnnxModel.read(m.preparedDir().resolve("piece-" + s + ".onnx")));
-            }
+            List<OnnxModel> models = pieces(m);
             // Sigmoid read as Tanh: a valid program that computes something else
-            OnnxModel last = models.get(models.size() - 1);
-            OnnxModel.Node n = last.nodes.stream().filter(x -> x.op().equals("Sigmoid")).findFirst().orElseThrow();
-            last.nodes.set(n.index(), new OnnxModel.Node(n.index(), n.raw(), n.inputs(), n.outputs(), "Tanh", n.domain(),
-                    n.name()));
+            swapSigmoid(models, "Tanh", "");
             List<String> lines = new ArrayList<>();
             assertNull(JavaPieces.build(m, models, m.weights, 1, lines::add));
             assertEquals(1, lines.size(), lines.toString());
@@ -142,11 +130,8 @@ class JavaPiecesTest {
         } finally {
             System.clearProperty("kvq.engine.javaStepMaxMiB");
         }
-        List<OnnxModel> models = new ArrayList<>();
         try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), EngineTest.ONE)) {
-            for (int s = 0; s < m.pieces.size(); s++) {
-                models.add(OnnxModel.read(m.preparedDir().resolve("piece-" + s + ".onnx")));
-            }
+            List<OnnxModel> models = pieces(m);
             long bytes = JavaPieces.weightBytes(models);
             assertTrue(bytes > 16_000_000 && bytes < 20_000_000, "the bundled model's weights, each once: " + bytes);
             assertEquals(m.weights.bytes, bytes, "what SharedWeights holds");
@@ -162,5 +147,21 @@ class JavaPiecesTest {
         } finally {
             System.clearProperty("kvq.engine.decodePieces");
         }
+    }
+
+    /** The engine's prepared pieces, read afresh (tests alter them). */
+    private static List<OnnxModel> pieces(JavaAttentionModel m) throws java.io.IOException {
+        List<OnnxModel> models = new ArrayList<>();
+        for (int s = 0; s < m.pieces.size(); s++) {
+            models.add(OnnxModel.read(m.preparedDir().resolve("piece-" + s + ".onnx")));
+        }
+        return models;
+    }
+
+    /** The last piece's first Sigmoid node as operator {@code op} of {@code domain}, all else as it was. */
+    private static void swapSigmoid(List<OnnxModel> models, String op, String domain) {
+        OnnxModel last = models.get(models.size() - 1);
+        OnnxModel.Node n = last.nodes.stream().filter(x -> x.op().equals("Sigmoid")).findFirst().orElseThrow();
+        last.nodes.set(n.index(), new OnnxModel.Node(n.index(), n.raw(), n.inputs(), n.outputs(), op, domain, n.name()));
     }
 }
