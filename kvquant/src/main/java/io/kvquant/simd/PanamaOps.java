@@ -494,15 +494,27 @@ final class PanamaOps implements VectorOps {
     static final boolean CODE_VECTOR = L == 8 || L == 16;
     private static final IntVector[] CODE_SHIFTS = new IntVector[9];
     private static final jdk.incubator.vector.VectorMask<Integer> UPPER;
+    /** Lanes 4q..4q+3 (the 5-bit code path reads four codes per int word). */
+    @SuppressWarnings("unchecked")
+    private static final jdk.incubator.vector.VectorMask<Integer>[] QUAD = new jdk.incubator.vector.VectorMask[4];
 
     static {
         if (CODE_VECTOR) {
             for (int b = 1; b <= 8; b++) {
                 int[] sh = new int[L];
                 for (int i = 0; i < L; i++) {
-                    sh[i] = (i % 8) * b;
+                    // 5 bits: lane i's code starts at bit 5i; its quad q = i / 4 is read from the int
+                    // word at byte 20q / 8 (bytes 0, 2, 5, 7), so it is shifted by 5i − 8·(20q / 8)
+                    sh[i] = b == 5 ? 5 * i - 8 * (20 * (i / 4) / 8) : (i % 8) * b;
                 }
                 CODE_SHIFTS[b] = IntVector.fromArray(I, sh, 0);
+            }
+            for (int q = 0; q < 4; q++) {
+                boolean[] in = new boolean[L];
+                for (int i = 0; i < L; i++) {
+                    in[i] = i / 4 == q;
+                }
+                QUAD[q] = jdk.incubator.vector.VectorMask.fromArray(I, in, 0);
             }
             boolean[] up = new boolean[L];
             for (int i = 8; i < L; i++) {
@@ -516,7 +528,7 @@ final class PanamaOps implements VectorOps {
 
     /** True when part p of {@code lay} runs on the vector path (else the scalar reference does it). */
     private static boolean vectorPart(CodeLayout lay, int p) {
-        return CODE_VECTOR && lay.bits[p] <= 4 && (1 << lay.bits[p]) <= 2 * L && lay.count[p] >= L;
+        return CODE_VECTOR && lay.bits[p] <= 5 && (1 << lay.bits[p]) <= 4 * L && lay.count[p] >= L;
     }
 
     /**
@@ -546,19 +558,40 @@ final class PanamaOps implements VectorOps {
     /** The L codes of {@code bits} bits starting at byte {@code pos}, one per int lane. */
     private static IntVector codeLanes(java.lang.foreign.MemorySegment seg, long pos, int bits, IntVector shifts, IntVector mask) {
         IntVector v = IntVector.broadcast(I, seg.get(INT_SEG, pos));
+        if (bits == 5) { // 4 codes (20 bits) per int word: words at bytes 0, 2 (then 5, 7 for 16 lanes)
+            v = v.blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + 2)), QUAD[1]);
+            if (L == 16) {
+                v = v.blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + 5)), QUAD[2])
+                        .blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + 7)), QUAD[3]);
+            }
+            return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
+        }
         if (L == 16) {
             v = v.blend(IntVector.broadcast(I, seg.get(INT_SEG, pos + bits)), UPPER);
         }
         return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
     }
 
-    /** Table look-up of int-lane codes: t0 holds entries [0, L), t1 entries [L, 2L) (null when unused). */
-    private static FloatVector lookup(IntVector codes, IntVector t0, IntVector t1, boolean two) {
+    /**
+     * Table look-up of int-lane codes: t0 holds entries [0, L), t1 [L, 2L), t2 and t3 [2L, 4L);
+     * {@code tables} of them are used (1, 2 or 4: {@link #tables}).
+     */
+    private static FloatVector lookup(IntVector codes, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tables) {
         IntVector r = codes.selectFrom(t0);
-        if (two) {
+        if (tables > 1) {
             r = r.blend(codes.selectFrom(t1), codes.compare(VectorOperators.GE, L));
+            if (tables > 2) {
+                r = r.blend(codes.selectFrom(t2), codes.compare(VectorOperators.GE, 2 * L));
+                r = r.blend(codes.selectFrom(t3), codes.compare(VectorOperators.GE, 3 * L));
+            }
         }
         return r.reinterpretAsFloats();
+    }
+
+    /** Table vectors a part of {@code bits}-bit codes needs: its 2^bits entries over L lanes. */
+    private static int tables(int bits) {
+        int t = Math.max(1, (1 << bits) / L);
+        return t == 3 ? 4 : t;
     }
 
     private static IntVector tableVector(float[] table, int from) {
@@ -595,7 +628,9 @@ final class PanamaOps implements VectorOps {
             IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
             IntVector t0 = tableVector(lay.table[p], 0);
             IntVector t1 = tableVector(lay.table[p], L);
-            boolean tt = (1 << bits) > L;
+            int tt = tables(bits);
+            IntVector t2 = tt == 4 ? tableVector(lay.table[p], 2 * L) : t0;
+            IntVector t3 = tt == 4 ? tableVector(lay.table[p], 3 * L) : t0;
             int groups = lay.count[p] / L;
             int gb = L * bits / 8; // bytes per group
             int co = lay.codeOff[p];
@@ -604,17 +639,17 @@ final class PanamaOps implements VectorOps {
             int i = 0;
             // eight queries per pass when the group has them: one expansion of the codes for all
             for (; i + 8 <= nq; i += 8) {
-                scoresQ8(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ8(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             for (; i + 4 <= nq; i += 4) {
-                scoresQ4(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ4(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             if (i + 2 <= nq) {
-                scoresQ2(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ2(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
                 i += 2;
             }
             if (i < nq) {
-                scoresQ1(seg, off, rb, n, bits, shifts, mask, t0, t1, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ1(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             if (groups * L < lay.count[p]) {
                 scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, groups * L, lay.count[p]);
@@ -624,7 +659,7 @@ final class PanamaOps implements VectorOps {
 
     /** Scores of 8 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
     private static void scoresQ8(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
+                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
@@ -637,7 +672,7 @@ final class PanamaOps implements VectorOps {
             FloatVector a6 = FloatVector.zero(F);
             FloatVector a7 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, t2, t3, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -662,7 +697,7 @@ final class PanamaOps implements VectorOps {
 
     /** Scores of 4 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
     private static void scoresQ4(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
+                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
@@ -671,7 +706,7 @@ final class PanamaOps implements VectorOps {
             FloatVector a2 = FloatVector.zero(F);
             FloatVector a3 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, t2, t3, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -688,14 +723,14 @@ final class PanamaOps implements VectorOps {
 
     /** Scores of 2 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
     private static void scoresQ2(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
+                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             FloatVector a1 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, t2, t3, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
                 a1 = c.fma(FloatVector.fromArray(F, g, j + gs), a1);
@@ -708,13 +743,13 @@ final class PanamaOps implements VectorOps {
 
     /** Scores of 1 query (rows g[fo + i·gs]), token by token, each with its own accumulator. */
     private static void scoresQ1(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, boolean tt, int groups, int gb, int co, int so,
+                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
             for (int k = 0; k < groups; k++) {
-                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, tt);
+                FloatVector c = lookup(codeLanes(seg, rec + co + k * gb, bits, shifts, mask), t0, t1, t2, t3, tt);
                 int j = fo + k * L;
                 a0 = c.fma(FloatVector.fromArray(F, g, j), a0);
             }
@@ -757,6 +792,14 @@ final class PanamaOps implements VectorOps {
     /** As {@link #codeLanes(java.lang.foreign.MemorySegment, long, int, IntVector, IntVector)} from a heap buffer. */
     private static IntVector codeLanes(byte[] buf, int pos, int bits, IntVector shifts, IntVector mask) {
         IntVector v = IntVector.broadcast(I, (int) INT_LE.get(buf, pos));
+        if (bits == 5) {
+            v = v.blend(IntVector.broadcast(I, (int) INT_LE.get(buf, pos + 2)), QUAD[1]);
+            if (L == 16) {
+                v = v.blend(IntVector.broadcast(I, (int) INT_LE.get(buf, pos + 5)), QUAD[2])
+                        .blend(IntVector.broadcast(I, (int) INT_LE.get(buf, pos + 7)), QUAD[3]);
+            }
+            return v.lanewise(VectorOperators.LSHR, shifts).and(mask);
+        }
         if (L == 16) {
             v = v.blend(IntVector.broadcast(I, (int) INT_LE.get(buf, pos + bits)), UPPER);
         }
@@ -828,7 +871,9 @@ final class PanamaOps implements VectorOps {
                 IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
                 IntVector t0 = tableVector(lay.table[p], 0);
                 IntVector t1 = tableVector(lay.table[p], L);
-                boolean tt = (1 << bits) > L;
+                int tt = tables(bits);
+                IntVector t2 = tt == 4 ? tableVector(lay.table[p], 2 * L) : t0;
+                IntVector t3 = tt == 4 ? tableVector(lay.table[p], 3 * L) : t0;
                 int gb = L * bits / 8;
                 int co = off + lay.codeOff[p];
                 // token-major over a block of two output vectors: the accumulators of up to four
@@ -837,19 +882,19 @@ final class PanamaOps implements VectorOps {
                 for (int k = 0; k + 1 < groups; k += 2) {
                     int i = 0;
                     for (; i + 4 <= nq; i += 4) {
-                        accumulateQ4(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ4(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
                     }
                     if (i + 2 <= nq) {
-                        accumulateQ2(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ2(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
                         i += 2;
                     }
                     if (i < nq) {
-                        accumulateQ1(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ1(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
                     }
                 }
                 if (groups % 2 == 1) {
                     for (int i = 0; i < nq; i++) {
-                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, shifts, mask, t0, t1, tt, gb, scratch, i * n, acc,
+                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc,
                                 base + i * as + (groups - 1) * L);
                     }
                 }
@@ -876,7 +921,7 @@ final class PanamaOps implements VectorOps {
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
     private static void accumulateQ4(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
@@ -888,8 +933,8 @@ final class PanamaOps implements VectorOps {
         FloatVector a31 = FloatVector.fromArray(F, acc, ab + 3 * as + L);
         int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
-            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
-            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, t2, t3, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, t2, t3, tt);
             FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
             a00 = c0.fma(w0, a00);
             a01 = c1.fma(w0, a01);
@@ -918,7 +963,7 @@ final class PanamaOps implements VectorOps {
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
     private static void accumulateQ2(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
@@ -926,8 +971,8 @@ final class PanamaOps implements VectorOps {
         FloatVector a11 = FloatVector.fromArray(F, acc, ab + as + L);
         int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
-            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
-            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, t2, t3, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, t2, t3, tt);
             FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
             a00 = c0.fma(w0, a00);
             a01 = c1.fma(w0, a01);
@@ -946,14 +991,14 @@ final class PanamaOps implements VectorOps {
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
     private static void accumulateQ1(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
         int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
-            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt);
-            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, tt);
+            FloatVector c0 = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, t2, t3, tt);
+            FloatVector c1 = lookup(codeLanes(seg, pos + gb, bits, shifts, mask), t0, t1, t2, t3, tt);
             FloatVector w0 = FloatVector.broadcast(F, scratch[wb + t]);
             a00 = c0.fma(w0, a00);
             a01 = c1.fma(w0, a01);
@@ -964,12 +1009,12 @@ final class PanamaOps implements VectorOps {
 
     /** As {@link #accumulateQ1} for a single output vector (the last group of an odd count), one query. */
     private static void accumulateOne(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, boolean tt, int gb,
+                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
                                       float[] scratch, int wb, float[] acc, int ab) {
         FloatVector a = FloatVector.fromArray(F, acc, ab);
         int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
-            a = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, tt).fma(FloatVector.broadcast(F, scratch[wb + t]), a);
+            a = lookup(codeLanes(seg, pos, bits, shifts, mask), t0, t1, t2, t3, tt).fma(FloatVector.broadcast(F, scratch[wb + t]), a);
         }
         a.intoArray(acc, ab);
     }
@@ -991,11 +1036,13 @@ final class PanamaOps implements VectorOps {
                 // the table scaled once per record: the look-up then yields sc·table[code] directly
                 IntVector t0 = FloatVector.fromArray(F, lay.table[p], 0).mul(sc).reinterpretAsInts();
                 IntVector t1 = FloatVector.fromArray(F, lay.table[p], L).mul(sc).reinterpretAsInts();
-                boolean tt = (1 << bits) > L;
+                int tt = tables(bits);
+                IntVector t2 = tt == 4 ? FloatVector.fromArray(F, lay.table[p], 2 * L).mul(sc).reinterpretAsInts() : t0;
+                IntVector t3 = tt == 4 ? FloatVector.fromArray(F, lay.table[p], 3 * L).mul(sc).reinterpretAsInts() : t0;
                 int gb = L * bits / 8;
                 long co = off + lay.codeOff[p];
                 for (int k = 0; k < groups; k++) {
-                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, tt).intoArray(out, o + k * L);
+                    lookup(codeLanes(seg, co + (long) k * gb, bits, shifts, mask), t0, t1, t2, t3, tt).intoArray(out, o + k * L);
                 }
             }
             float[] tab = lay.table[p];

@@ -61,7 +61,10 @@ class CodeKernelParityTest {
         assertNotNull(vector, "surefire runs with --add-modules jdk.incubator.vector");
         Random r = new Random(SEED);
         int[][][] shapes = {
-                {{4, 3}, {64, 64}}, {{2, 1}, {64, 64}}, {{3}, {96}}, {{4}, {40}}, {{1}, {17}}, {{2, 3, 4}, {8, 24, 9}}, {{3}, {128}}};
+                {{4, 3}, {64, 64}}, {{2, 1}, {64, 64}}, {{3}, {96}}, {{4}, {40}}, {{1}, {17}}, {{2, 3, 4}, {8, 24, 9}}, {{3}, {128}},
+                // 5-bit codes (the middle tier's, 32 centroids: four table vectors at 8 lanes), whole
+                // groups and a tail; 6 bits stay on the scalar path
+                {{5}, {64}}, {{5}, {128}}, {{5, 4}, {24, 43}}, {{5}, {21}}, {{6}, {64}}};
         try (Arena arena = Arena.ofConfined()) {
             for (int[][] sh : shapes) {
                 CodeLayout lay = layout(sh[0], sh[1], r);
@@ -126,7 +129,8 @@ class CodeKernelParityTest {
     @Test
     void aRunOfRecordsEqualsTheRecordsOneAtATime() {
         Random r = new Random(SEED + 2);
-        int[][][] shapes = {{{4, 3}, {64, 64}}, {{3, 2}, {64, 64}}, {{3}, {96}}, {{2, 3, 4}, {8, 24, 9}}, {{4, 1}, {128, 128}}};
+        int[][][] shapes = {{{4, 3}, {64, 64}}, {{3, 2}, {64, 64}}, {{3}, {96}}, {{2, 3, 4}, {8, 24, 9}}, {{4, 1}, {128, 128}},
+                {{5}, {64}}};
         try (Arena arena = Arena.ofConfined()) {
             for (int[][] sh : shapes) {
                 CodeLayout lay = layout(sh[0], sh[1], r);
