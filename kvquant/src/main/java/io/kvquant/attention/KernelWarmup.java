@@ -18,8 +18,16 @@ import java.util.concurrent.CompletableFuture;
  */
 public final class KernelWarmup {
 
-    /** Tokens the decode part's cache holds before its first decode step (past a preset's fp16 window). */
+    /**
+     * Tokens the decode part's cache holds before its first decode step, at least: past a preset's
+     * fp16 window and middle tier, so that decode steps run the kernels of all three ({@link #prefillTokens}).
+     */
     static final int PREFILL_TOKENS = 768;
+
+    /** Tokens of the decode part's first append: records, the middle tier (when there is one) and the window all present. */
+    static int prefillTokens(KvQuantConfig cfg) {
+        return Math.max(PREFILL_TOKENS, cfg.window() + cfg.mid() + 256);
+    }
     /**
      * Decode steps (append one token, attend) per round. Session 6's 160 steps in all left the
      * decode path's store code to be compiled around the real run's 200th decode step (the
@@ -131,10 +139,11 @@ public final class KernelWarmup {
         java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
         boolean watch = jit != null && jit.isCompilationTimeMonitoringSupported();
         long compiled = watch ? jit.getTotalCompilationTime() : 0;
-        // the decode steps' cache, past the fp16 window; it grows by one round's steps per round
+        // the decode steps' cache, past the fp16 window and the middle tier; it grows by one round's
+        // steps per round
+        int pre = prefillTokens(cfg);
         try (LayeredKvCache dc = KvCaches.create(cfg, 1, kvHeads, headDim)) {
-            dc.append(0, gaussian(r, kvHeads * PREFILL_TOKENS * headDim), gaussian(r, kvHeads * PREFILL_TOKENS * headDim),
-                    PREFILL_TOKENS);
+            dc.append(0, gaussian(r, kvHeads * pre * headDim), gaussian(r, kvHeads * pre * headDim), pre);
             for (int round = 0; round < ROUNDS && (System.nanoTime() - t0) / 1e9 < BUDGET_S && !stop.getAsBoolean(); round++) {
                 long r0 = System.nanoTime();
                 // a fresh DecodeAttention per round: its kernels' per-thread scratch (a ThreadLocal

@@ -32,7 +32,8 @@ public final class KvCaches {
                     case FULL -> new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens());
                     case FP16 -> new DenseStore(arena, kvHeads, headDim, true, cfg.pageTokens());
                     case TURBO -> new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
-                            cfg.window(), cfg.pageTokens(), cfg.windowBits() == 16);
+                            cfg.window(), cfg.pageTokens(), cfg.windowBits() == 16, cfg.mid(),
+                            cfg.mid() > 0 ? midCodec(cfg, headDim, l, true) : null, cfg.mid() > 0 ? midCodec(cfg, headDim, l, false) : null);
                     case KIVI -> new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
                             cfg.pageTokens());
                 };
@@ -52,6 +53,15 @@ public final class KvCaches {
     public static VectorCodec keyCodec(KvQuantConfig cfg, int headDim, int layer) {
         return Codecs.turbo(headDim, codeBits(cfg, headDim, layer, true), cfg.keyQjl(),
                 cfg.rotation(), cfg.qjlKind(), cfg.seed() * 1_000_003L + layer * 2L, cfg.normCorrection());
+    }
+
+    /**
+     * The key ({@code key}) or value codec of the middle tier ({@code mid=}) of {@code layer}:
+     * {@link KvQuantConfig#layerMidBits} bits, untrimmed, with its own rotation seed.
+     */
+    public static VectorCodec midCodec(KvQuantConfig cfg, int headDim, int layer, boolean key) {
+        return Codecs.turbo(headDim, cfg.layerMidBits(layer, key), key ? cfg.keyQjl() : cfg.valueQjl(), cfg.rotation(),
+                cfg.qjlKind(), cfg.seed() * 1_000_003L + layer * 2L + (key ? 0 : 1) + 500_009L, cfg.normCorrection());
     }
 
     /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer}. */

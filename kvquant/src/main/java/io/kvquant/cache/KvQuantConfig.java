@@ -13,7 +13,8 @@ import java.util.Locale;
  * for keys and values, e.g. {@code turbo3.5}, {@code turbo2.5}, {@code turbo4}), {@code k<b>v<b>}
  * (TurboQuant, separate key and value bits, e.g. {@code k4v3}), {@code kivi<b>} (the KIVI
  * baseline, 2 or 4 bits). Options follow after commas: {@code window=N} (most recent tokens kept
- * in fp32), {@code boundary=N} (first and last N layers kept in fp32), {@code qjl=none|k|v|kv},
+ * in fp32), {@code mid=N} (TurboQuant: the N tokens after the window held at
+ * {@link #layerMidBits} bits, then re-encoded at the setting's bits; 0: none), {@code boundary=N} (first and last N layers kept in fp32), {@code qjl=none|k|v|kv},
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
@@ -30,14 +31,16 @@ import java.util.Locale;
  *
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
  * keys centered ({@link #DEFAULT_CENTER}) and scaled per channel ({@link #DEFAULT_KEY_SCALE}), a {@link #DEFAULT_TURBO_WINDOW}-token
- * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), and below head dim 128 value
+ * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), a {@link #DEFAULT_TURBO_MID}-token middle tier
+ * after it ({@code mid=}), and below head dim 128 value
  * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
  */
 public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean keyQjl, boolean valueQjl,
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
-                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits, double keyScale) {
+                            List<LayerOverride> layers, double autoBits, Trim trim, int windowBits, double keyScale,
+                            int mid) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -81,7 +84,14 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     public static final int DEFAULT_PAGE_TOKENS = 256;
     public static final long DEFAULT_SEED = 42L;
     /** Full-precision recent tokens of the plain TurboQuant presets (chosen by measurement, docs/quality.md). */
-    public static final int DEFAULT_TURBO_WINDOW = 64;
+    public static final int DEFAULT_TURBO_WINDOW = 32;
+    /**
+     * Tokens after the window that the plain TurboQuant presets hold in a middle tier at
+     * {@link #layerMidBits} (chosen by measurement, docs/quality.md: most of the attention error
+     * on hard text comes from the few hundred tokens after the window); with the 32-token window,
+     * 768 tokens are held at more than the setting's bits.
+     */
+    public static final int DEFAULT_TURBO_MID = 736;
     /** Whether the plain TurboQuant presets store keys centered (chosen by measurement, docs/quality.md). */
     public static final boolean DEFAULT_CENTER = true;
     /**
@@ -99,7 +109,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
      * {@code kscale=} says so.
      */
     public static final double DEFAULT_KEY_SCALE = KEY_SCALE_ON;
-    private static final List<String> OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
+    private static final List<String> OPTIONS = List.of("window", "mid", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -107,7 +117,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0, 0);
     }
 
     public KvQuantConfig {
@@ -150,6 +160,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         if (window < 0) {
             throw new IllegalArgumentException("window must be >= 0, got " + window);
+        }
+        if (mid < 0 || mid > 1 << 20) {
+            throw new IllegalArgumentException("mid must be in [0, 1048576] tokens, got " + mid);
+        }
+        if (mid != 0 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("mid applies to TurboQuant settings, not " + kind);
         }
         if (boundaryLayers < 0) {
             throw new IllegalArgumentException("boundary must be >= 0, got " + boundaryLayers);
@@ -240,6 +256,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             winBits = DEFAULT_WINDOW_BITS;
         }
         boolean kscaleGiven = false;
+        boolean midGiven = false;
+        int mid = 0;
         boolean kq = false;
         boolean vq = false;
         QjlKind sjl = QjlKind.GAUSSIAN;
@@ -262,6 +280,14 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
             switch (key) {
                 case "window" -> window = integer(val, p, text);
+                case "mid" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'mid' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    midGiven = true;
+                    mid = integer(val, p, text);
+                }
                 case "boundary" -> boundary = integer(val, p, text);
                 case "group" -> group = integer(val, p, text);
                 case "page" -> page = integer(val, p, text);
@@ -371,7 +397,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto, trim, winBits, kscale);
+                    overrides, auto, trim, winBits, kscale, midGiven ? mid : defaultMid(kind, window));
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -468,6 +494,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             if (window != (kind == Kind.KIVI ? 32 : DEFAULT_TURBO_WINDOW)) {
                 p.add("window=" + window);
             }
+            if (kind == Kind.TURBO && mid != defaultMid(kind, window)) {
+                p.add("mid=" + mid);
+            }
             if (boundaryLayers != 0) {
                 p.add("boundary=" + boundaryLayers);
             }
@@ -557,6 +586,29 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         return o != null && o.kind() == Kind.TURBO ? o.valueBits() : valueBits;
     }
 
+    /**
+     * The middle tier a TurboQuant setting gets when {@code mid=} is not given: {@link #DEFAULT_TURBO_MID}
+     * tokens when it has a window, none without one, so that {@code turbo3.5,window=0,center=off}
+     * stays the bare codec.
+     */
+    static int defaultMid(Kind kind, int window) {
+        return kind == Kind.TURBO && window > 0 ? DEFAULT_TURBO_MID : 0;
+    }
+
+    /**
+     * Code bits of the middle tier's key ({@code key}) or value records of a TurboQuant layer:
+     * 1.5 more than the layer's own ({@code turbo3.5}: 5, {@code turbo2.5}: 4, {@code k4v3}: 5.5
+     * and 4.5), at most 8. The same 1.5 bits everywhere keep the tier's bytes those of the uniform
+     * setting for every plan of the same average ({@code auto:3.5}, {@code k4v3}, {@code k3v4}
+     * against {@code turbo3.5}): a record's bytes grow linearly in half bits.
+     */
+    public double layerMidBits(int layer, boolean key) {
+        return Math.min(8, (key ? layerKeyBits(layer) : layerValueBits(layer)) + MID_EXTRA_BITS);
+    }
+
+    /** Bits the middle tier adds to a layer's own ({@link #layerMidBits}). */
+    public static final double MID_EXTRA_BITS = 1.5;
+
     /** True for an {@code auto:<b>} setting not yet resolved by a calibration probe. */
     public boolean needsCalibration() {
         return autoBits != 0;
@@ -565,7 +617,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale, mid);
     }
 
     /**
@@ -580,19 +632,25 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-channel key scaling at exponent {@code alpha} (0: off). */
     public KvQuantConfig withKeyScale(double alpha) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha, mid);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale, mid);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, mid);
+    }
+
+    /** This setting with another middle tier ({@code mid=}: tokens after the window held at more bits; 0: none). */
+    public KvQuantConfig withMid(int tokens) {
+        return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, tokens);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */

@@ -116,12 +116,24 @@ public interface LayerStore extends AutoCloseable {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
     }
 
+    /**
+     * Tokens [0, blockTokens()) can be exported as records ({@link #exportRecords}): the records,
+     * and in a TurboQuant store with a middle tier also the tier's tokens, as the records they
+     * become on leaving it (for prefix blocks, whose content must not depend on when they were saved).
+     */
+    default int blockTokens() {
+        return recordTokens();
+    }
+
     /** Bytes of one token's record for one KV head (keys or values). */
     default int recordBytes(boolean key) {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
     }
 
-    /** Copies the raw records of tokens [from, to) of one head to {@code dst} at {@code off}, back to back. */
+    /**
+     * Copies the raw records of tokens [from, to) of one head to {@code dst} at {@code off}, back to
+     * back; {@code to} at most {@link #blockTokens()}.
+     */
     default void exportRecords(boolean key, int head, int from, int to, java.lang.foreign.MemorySegment dst, long off) {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no raw records");
     }

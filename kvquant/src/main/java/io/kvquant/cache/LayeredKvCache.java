@@ -220,6 +220,48 @@ public final class LayeredKvCache implements KvCache {
     }
 
     /**
+     * The records of {@code layer}'s middle tier ({@code mid=}) as saved by a cache file: keys then
+     * values, [head][token][record bytes], for the tokens the tier holds now; null when the layer
+     * has no middle tier or it holds no token.
+     */
+    public byte[] midRecords(int layer) {
+        checkOpen();
+        checkLayer(layer);
+        return stores[layer] instanceof TurboStore ts ? ts.exportMidRecords() : null;
+    }
+
+    /** Bytes of a key ({@code key}) or value record of {@code layer}'s middle tier; 0 without one. */
+    public int midRecordBytes(int layer, boolean key) {
+        checkOpen();
+        checkLayer(layer);
+        if (stores[layer] instanceof TurboStore ts && ts.midTokens() > 0) {
+            return (key ? ts.midKeyCodec() : ts.midValueCodec()).recordBytes();
+        }
+        return 0;
+    }
+
+    /**
+     * Restores {@code layer} from a saved cache whose layer has a middle tier: {@code n} raw
+     * records, then the first {@code midUse} middle-tier records of {@code midRecords} (as
+     * {@link #midRecords} gave them), then {@code w} decoded window tokens; see
+     * {@link LayerStore#importRecords}. Refused if the layer has no middle tier or the sizes differ.
+     */
+    public void importTiers(int layer, java.lang.foreign.MemorySegment k, long kOff, java.lang.foreign.MemorySegment v, long vOff,
+                            int n, byte[] midRecords, int midUse, float[] wk, float[] wv, int w) {
+        checkOpen();
+        checkLayer(layer);
+        if (!(stores[layer] instanceof TurboStore ts) || ts.midTokens() == 0) {
+            throw new IllegalArgumentException("layer " + layer + " of this cache (" + config + ") has no middle tier: no "
+                    + "middle-tier records to restore");
+        }
+        try {
+            ts.importTiers(k, kOff, v, vOff, n, midRecords, midUse, wk, wv, w);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("layer " + layer + ": " + e.getMessage());
+        }
+    }
+
+    /**
      * Sets the key scale of {@code layer} when restoring a saved cache (its stored keys were
      * divided by it). Refused if the layer does not scale keys, if the scale is already set, or if
      * it is not {@code headDim} positive finite floats.
@@ -409,6 +451,18 @@ public final class LayeredKvCache implements KvCache {
 
     @Override
     public void read(int layer, int from, int to, float[] keysOut, float[] valuesOut) {
+        read(layer, from, to, keysOut, valuesOut, false);
+    }
+
+    /**
+     * As {@link #read}, but tokens in a middle tier read back as the records they become on leaving
+     * it ({@link LayerStore#blockTokens}): how a cache restored from prefix blocks reads them.
+     */
+    public void readAsRecords(int layer, int from, int to, float[] keysOut, float[] valuesOut) {
+        read(layer, from, to, keysOut, valuesOut, true);
+    }
+
+    private void read(int layer, int from, int to, float[] keysOut, float[] valuesOut, boolean asRecords) {
         checkOpen();
         checkLayer(layer);
         int len = stores[layer].length();
@@ -420,7 +474,11 @@ public final class LayeredKvCache implements KvCache {
         if (keysOut.length < n || valuesOut.length < n) {
             throw new IllegalArgumentException("output arrays need " + n + " floats, got " + keysOut.length + " and " + valuesOut.length);
         }
-        stores[layer].read(from, to, keysOut, valuesOut);
+        if (asRecords && stores[layer] instanceof TurboStore ts) {
+            ts.readAsRecords(from, to, keysOut, valuesOut);
+        } else {
+            stores[layer].read(from, to, keysOut, valuesOut);
+        }
         float[] ks = keyScale[layer];
         if (ks != null) {
             for (int v = 0; v < kvHeads * (to - from); v++) {

@@ -9,8 +9,15 @@ import java.lang.foreign.MemorySegment;
 /**
  * TurboQuant storage of one layer: one record per token and head for keys and for values
  * (codes, norms, QJL signs), plus a ring of the most recent {@code window} tokens in fp32, or
- * in fp16 ({@code winbits=16}, the presets' default: rows are widened to fp32 as they are read).
- * Tokens [0, length − window) are compressed; the rest are in the window.
+ * in fp16 ({@code winbits=16}, the presets' default: rows are widened to fp32 as they are read),
+ * and between the two, optionally, a middle tier ({@code mid=}): a ring of the {@code mid}
+ * tokens after the window as records of codecs with more bits.
+ *
+ * <p>Tokens [0, c) are records of the store's codecs, [c, m) middle-tier records and [m, length)
+ * in the window, with m = length − window and c = m − mid (neither below the imported records).
+ * A token leaving the window is encoded by the middle tier's codecs from its window row; one
+ * leaving the middle tier is encoded by the store's codecs from its middle-tier decoding (a token
+ * that skips a tier, in a long append, is encoded from the data it arrived with).
  */
 final class TurboStore implements LayerStore {
 
@@ -27,8 +34,16 @@ final class TurboStore implements LayerStore {
     private final short[][] winV16;
     private final io.kvquant.simd.CodeLayout kLayout;
     private final io.kvquant.simd.CodeLayout vLayout;
+    private final int mid;              // middle-tier tokens (0: none)
+    private final VectorCodec mkc;      // middle-tier codecs, or null
+    private final VectorCodec mvc;
+    private final io.kvquant.simd.CodeLayout mkLayout;
+    private final io.kvquant.simd.CodeLayout mvLayout;
+    private final PagedRecords[] midKeys;   // per head, a ring of mid records (one page, slot t % mid)
+    private final PagedRecords[] midValues;
     private int length;
     private int pinned;             // imported records stay records (see importRecords)
+    private int midPinned;          // imported middle-tier records stay there (see importTiers); >= pinned
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens) {
         this(arena, heads, dim, keyCodec, valueCodec, window, pageTokens, false);
@@ -36,6 +51,11 @@ final class TurboStore implements LayerStore {
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
                boolean window16) {
+        this(arena, heads, dim, keyCodec, valueCodec, window, pageTokens, window16, 0, null, null);
+    }
+
+    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
+               boolean window16, int mid, VectorCodec midKeyCodec, VectorCodec midValueCodec) {
         this.heads = heads;
         this.dim = dim;
         this.window = window;
@@ -57,6 +77,43 @@ final class TurboStore implements LayerStore {
             keys[h] = new PagedRecords(arena, kc.recordBytes(), pageTokens);
             values[h] = new PagedRecords(arena, vc.recordBytes(), pageTokens);
         }
+        this.mid = mid;
+        if (mid > 0) {
+            if (midKeyCodec == null || midValueCodec == null || midKeyCodec.codeLayout() == null
+                    || midValueCodec.codeLayout() == null || midKeyCodec.dim() != dim || midValueCodec.dim() != dim) {
+                throw new IllegalArgumentException("a middle tier needs codecs of dimension " + dim + " with a code layout");
+            }
+            mkc = midKeyCodec;
+            mvc = midValueCodec;
+            mkLayout = mkc.codeLayout();
+            mvLayout = mvc.codeLayout();
+            midKeys = new PagedRecords[heads];
+            midValues = new PagedRecords[heads];
+            for (int h = 0; h < heads; h++) { // allocated when the first token enters the tier
+                midKeys[h] = new PagedRecords(arena, mkc.recordBytes(), mid);
+                midValues[h] = new PagedRecords(arena, mvc.recordBytes(), mid);
+            }
+        } else {
+            mkc = null;
+            mvc = null;
+            mkLayout = null;
+            mvLayout = null;
+            midKeys = null;
+            midValues = null;
+        }
+    }
+
+    /** Tokens of the middle tier (0: none). */
+    int midTokens() {
+        return mid;
+    }
+
+    VectorCodec midKeyCodec() {
+        return mkc;
+    }
+
+    VectorCodec midValueCodec() {
+        return mvc;
     }
 
     void copyRecords(boolean key, int head, int from, int to, byte[] dst, int dstOff) {
@@ -95,26 +152,60 @@ final class TurboStore implements LayerStore {
         return length;
     }
 
+    /** Tokens [0, compressed()) are records of the store's codecs. */
     private int compressed() {
-        return Math.max(pinned, length - window);
+        return lowEnd(midEnd());
+    }
+
+    /** Tokens [compressed(), midEnd()) are middle-tier records; the rest, window rows. */
+    private int midEnd() {
+        return midEnd(length);
+    }
+
+    private int midEnd(int len) {
+        return Math.max(midPinned, len - window);
+    }
+
+    private int lowEnd(int midEnd) {
+        return Math.max(pinned, midEnd - mid);
+    }
+
+    /** Middle-tier slot of token t in its ring's single page. */
+    private long midOffset(PagedRecords ring, int t) {
+        return ring.offset(t % mid);
     }
 
     @Override
     public void append(float[] k, float[] v, int tokens) {
         int newLen = length + tokens;
         int c = compressed();
-        int newC = Math.max(pinned, newLen - window);
+        int m = midEnd();
+        int newM = midEnd(newLen);
+        int newC = lowEnd(newM);
         for (int h = 0; h < heads; h++) {
             keys[h].ensureCapacity(newC);
             values[h].ensureCapacity(newC);
+            if (mid > 0 && newM > newC) {
+                midKeys[h].ensureCapacity(mid);
+                midValues[h].ensureCapacity(mid);
+            }
         }
-        // 1. tokens leaving the window (or never entering it) are encoded; nothing is visible
-        //    until length changes, so a failure here leaves the cache as it was.
+        // 1. tokens leaving the window or the middle tier (or never entering them) are encoded;
+        //    nothing is visible until length changes. The middle tier's ring slots are rewritten
+        //    in step 2, after every record leaving it was re-encoded here.
         for (int h = 0; h < heads; h++) {
             for (int t = c; t < newC; t++) {
                 float[] ksrc;
                 float[] vsrc;
                 int off;
+                if (t < m) { // leaves the middle tier: from its decoding
+                    float[] row = rows(2);
+                    mkc.decode(midKeys[h].page(0), midOffset(midKeys[h], t), row, 0);
+                    mvc.decode(midValues[h].page(0), midOffset(midValues[h], t), row, dim);
+                    kc.encode(row, 0, keys[h].page(t), keys[h].offset(t));
+                    vc.encode(row, dim, values[h].page(t), values[h].offset(t));
+                    continue;
+                }
                 if (t < length && winK16 != null) {
                     float[] row = rows(2);
                     widen(winK16[h], (t % window) * dim, row, 0);
@@ -137,9 +228,37 @@ final class TurboStore implements LayerStore {
                 vc.encode(vsrc, off, values[h].page(t), values[h].offset(t));
             }
         }
-        // 2. new tokens that stay in the window are copied into the ring
+        // 2. tokens entering the middle tier (from the window, or arriving past it) are encoded
+        //    into its ring
         for (int h = 0; h < heads; h++) {
-            for (int t = Math.max(newC, length); t < newLen; t++) {
+            for (int t = Math.max(newC, m); t < newM; t++) {
+                float[] src;
+                int ko;
+                int vo;
+                if (t < length) {
+                    src = rows(2);
+                    ko = 0;
+                    vo = dim;
+                    int w = (t % window) * dim;
+                    if (winK16 != null) {
+                        widen(winK16[h], w, src, 0);
+                        widen(winV16[h], w, src, dim);
+                    } else {
+                        System.arraycopy(winK[h], w, src, 0, dim);
+                        System.arraycopy(winV[h], w, src, dim, dim);
+                    }
+                    mkc.encode(src, ko, midKeys[h].page(0), midOffset(midKeys[h], t));
+                    mvc.encode(src, vo, midValues[h].page(0), midOffset(midValues[h], t));
+                } else {
+                    int o = (h * tokens + t - length) * dim;
+                    mkc.encode(k, o, midKeys[h].page(0), midOffset(midKeys[h], t));
+                    mvc.encode(v, o, midValues[h].page(0), midOffset(midValues[h], t));
+                }
+            }
+        }
+        // 3. new tokens that stay in the window are copied into the ring
+        for (int h = 0; h < heads; h++) {
+            for (int t = Math.max(newM, length); t < newLen; t++) {
                 int src = (h * tokens + t - length) * dim;
                 putWindow(h, t, k, src, v, src);
             }
@@ -151,12 +270,16 @@ final class TurboStore implements LayerStore {
     public void read(int from, int to, float[] kOut, float[] vOut) {
         int n = to - from;
         int c = compressed();
+        int m = midEnd();
         for (int h = 0; h < heads; h++) {
             for (int t = from; t < to; t++) {
                 int dst = (h * n + t - from) * dim;
                 if (t < c) {
                     kc.decode(keys[h].page(t), keys[h].offset(t), kOut, dst);
                     vc.decode(values[h].page(t), values[h].offset(t), vOut, dst);
+                } else if (t < m) {
+                    mkc.decode(midKeys[h].page(0), midOffset(midKeys[h], t), kOut, dst);
+                    mvc.decode(midValues[h].page(0), midOffset(midValues[h], t), vOut, dst);
                 } else if (winK16 != null) {
                     widen(winK16[h], (t % window) * dim, kOut, dst);
                     widen(winV16[h], (t % window) * dim, vOut, dst);
@@ -168,11 +291,37 @@ final class TurboStore implements LayerStore {
         }
     }
 
+    /** As {@link #read}, with middle-tier tokens decoded from the records they become on leaving the tier. */
+    void readAsRecords(int from, int to, float[] kOut, float[] vOut) {
+        read(from, to, kOut, vOut);
+        int c = compressed();
+        int m = midEnd();
+        int n = to - from;
+        if (mid == 0 || Math.max(from, c) >= Math.min(to, m)) {
+            return;
+        }
+        try (java.lang.foreign.Arena a = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment kr = a.allocate(kc.recordBytes());
+            MemorySegment vr = a.allocate(vc.recordBytes());
+            for (int h = 0; h < heads; h++) {
+                for (int t = Math.max(from, c); t < Math.min(to, m); t++) {
+                    int dst = (h * n + t - from) * dim;
+                    kc.encode(kOut, dst, kr, 0);
+                    kc.decode(kr, 0, kOut, dst);
+                    vc.encode(vOut, dst, vr, 0);
+                    vc.decode(vr, 0, vOut, dst);
+                }
+            }
+        }
+    }
+
     @Override
     public long bytesUsed() {
         long c = compressed();
-        long w = length - c;
-        return heads * (c * (kc.recordBytes() + vc.recordBytes()) + w * 2L * dim * windowBytes());
+        long m = midEnd();
+        long w = length - m;
+        return heads * (c * (kc.recordBytes() + vc.recordBytes()) + (m - c) * (mid > 0 ? mkc.recordBytes() + mvc.recordBytes() : 0)
+                + w * 2L * dim * windowBytes());
     }
 
     @Override
@@ -180,6 +329,9 @@ final class TurboStore implements LayerStore {
         long b = 0;
         for (int h = 0; h < heads; h++) {
             b += keys[h].bytesAllocated() + values[h].bytesAllocated() + 2L * window * dim * windowBytes();
+            if (mid > 0) {
+                b += midKeys[h].bytesAllocated() + midValues[h].bytesAllocated();
+            }
         }
         return b;
     }
@@ -188,12 +340,12 @@ final class TurboStore implements LayerStore {
     public void clear() {
         length = 0;
         pinned = 0;
+        midPinned = 0;
     }
 
     @Override
     public void close() {
-        length = 0;
-        pinned = 0;
+        clear();
     }
 
     /** Tokens per kernel call in {@link #accumulate} (bounds the scaled-weight scratch). */
@@ -210,10 +362,19 @@ final class TurboStore implements LayerStore {
         return f;
     }
 
-    // state of one query: [g(q) for the key codec (featureSize)] [raw q (dim)] for window tokens
+    // state of one query: [g(q) for the key codec (featureSize)] [g(q) for the middle tier's key
+    // codec, if any] [raw q (dim)] for window tokens
     @Override
     public int queryStateSize() {
-        return kc.featureSize() + dim;
+        return kc.featureSize() + midKeyFeatures() + dim;
+    }
+
+    private int midKeyFeatures() {
+        return mid > 0 ? mkc.featureSize() : 0;
+    }
+
+    private int midValueFeatures() {
+        return mid > 0 ? mvc.featureSize() : 0;
     }
 
     /** Per-channel query scale (keys were stored divided by it: {@code kscale}, see LayeredKvCache), or null. */
@@ -237,7 +398,10 @@ final class TurboStore implements LayerStore {
             qo = 0;
         }
         kc.queryFeatures(q, qo, state, so);
-        System.arraycopy(q, qo, state, so + kc.featureSize(), dim);
+        if (mid > 0) {
+            mkc.queryFeatures(q, qo, state, so + kc.featureSize());
+        }
+        System.arraycopy(q, qo, state, so + kc.featureSize() + midKeyFeatures(), dim);
     }
 
     @Override
@@ -255,6 +419,14 @@ final class TurboStore implements LayerStore {
             ops.codeScores(kLayout, pr.page(t), pr.offset(t), n, states, 0, ss, nq, out, t - from, stride);
             t += n;
         }
+        end = Math.min(to, midEnd());
+        while (t < end) { // middle tier: runs up to the ring's wrap
+            PagedRecords ring = midKeys[head];
+            int n = Math.min(end - t, mid - t % mid);
+            ops.codeScores(mkLayout, ring.page(0), midOffset(ring, t), n, states, fs, ss, nq, out, t - from, stride);
+            t += n;
+        }
+        fs += midKeyFeatures();
         for (; t < to; t++) {
             int w = (t % window) * dim;
             float[] row = winK16 == null ? winK[head] : rows(1);
@@ -268,10 +440,11 @@ final class TurboStore implements LayerStore {
         }
     }
 
-    // accumulator of one query: [Σ w·f(v) (value featureSize)] [Σ w·v for window tokens (dim)]
+    // accumulator of one query: [Σ w·f(v) (value featureSize)] [the same for the middle tier's
+    // value codec, if any] [Σ w·v for window tokens (dim)]
     @Override
     public int accumulatorSize() {
-        return vc.featureSize() + dim;
+        return vc.featureSize() + midValueFeatures() + dim;
     }
 
     @Override
@@ -289,6 +462,14 @@ final class TurboStore implements LayerStore {
             ops.codeAccumulate(vLayout, pr.page(t), pr.offset(t), n, p, t - from, stride, nq, acc, 0, as, scratch);
             t += n;
         }
+        end = Math.min(to, midEnd());
+        while (t < end) {
+            PagedRecords ring = midValues[head];
+            int n = Math.min(RUN, Math.min(end - t, mid - t % mid));
+            ops.codeAccumulate(mvLayout, ring.page(0), midOffset(ring, t), n, p, t - from, stride, nq, acc, fs, as, scratch);
+            t += n;
+        }
+        fs += midValueFeatures();
         for (; t < to; t++) {
             int w = (t % window) * dim;
             float[] row = winV16 == null ? winV[head] : rows(1);
@@ -309,6 +490,14 @@ final class TurboStore implements LayerStore {
     public void finish(float[] acc, int ao, float[] out, int oo) {
         vc.finishFeatures(acc, ao, out, oo);
         int a = ao + vc.featureSize();
+        if (mid > 0) {
+            float[] t = rows(1);
+            mvc.finishFeatures(acc, a, t, 0);
+            for (int j = 0; j < dim; j++) {
+                out[oo + j] += t[j];
+            }
+            a += mvc.featureSize();
+        }
         for (int j = 0; j < dim; j++) {
             out[oo + j] += acc[a + j];
         }
@@ -324,47 +513,58 @@ final class TurboStore implements LayerStore {
     @Override
     public int formEnd(int from, int to) {
         int c = compressed();
-        return from < c ? Math.min(to, c) : to;
+        int m = midEnd();
+        return from < c ? Math.min(to, c) : from < m ? Math.min(to, m) : to;
     }
 
     @Override
     public int keyWidth(int t) {
-        return t < compressed() ? kc.featureSize() : dim;
+        return t < compressed() ? kc.featureSize() : t < midEnd() ? mkc.featureSize() : dim;
     }
 
     @Override
     public int keyStateOffset(int t) {
-        return t < compressed() ? 0 : kc.featureSize();
+        return t < compressed() ? 0 : t < midEnd() ? kc.featureSize() : kc.featureSize() + midKeyFeatures();
     }
 
     @Override
     public int valueWidth(int t) {
-        return t < compressed() ? vc.featureSize() : dim;
+        return t < compressed() ? vc.featureSize() : t < midEnd() ? mvc.featureSize() : dim;
     }
 
     @Override
     public int valueAccOffset(int t) {
-        return t < compressed() ? 0 : vc.featureSize();
+        return t < compressed() ? 0 : t < midEnd() ? vc.featureSize() : vc.featureSize() + midValueFeatures();
     }
 
     @Override
     public void expandKeys(int head, int from, int to, float[] dst, int ld) {
-        expand(keys[head], kLayout, winK16 != null ? null : winK[head], winK16 != null ? winK16[head] : null, from, to, dst, ld);
+        expand(keys[head], kLayout, mid > 0 ? midKeys[head] : null, mkLayout, winK16 != null ? null : winK[head],
+                winK16 != null ? winK16[head] : null, from, to, dst, ld);
     }
 
     @Override
     public void expandValues(int head, int from, int to, float[] dst, int ld) {
-        expand(values[head], vLayout, winV16 != null ? null : winV[head], winV16 != null ? winV16[head] : null, from, to, dst, ld);
+        expand(values[head], vLayout, mid > 0 ? midValues[head] : null, mvLayout, winV16 != null ? null : winV[head],
+                winV16 != null ? winV16[head] : null, from, to, dst, ld);
     }
 
-    /** Codes to feature rows, or window rows (fp32 {@code win}, or fp16 {@code win16} widened). */
-    private void expand(PagedRecords pr, io.kvquant.simd.CodeLayout lay, float[] win, short[] win16, int from, int to, float[] dst,
-                        int ld) {
+    /**
+     * Codes to feature rows (the store's or the middle tier's), or window rows (fp32 {@code win},
+     * or fp16 {@code win16} widened); [from, to) lies within one of the three (see {@link #formEnd}).
+     */
+    private void expand(PagedRecords pr, io.kvquant.simd.CodeLayout lay, PagedRecords ring, io.kvquant.simd.CodeLayout midLay,
+                        float[] win, short[] win16, int from, int to, float[] dst, int ld) {
         int c = compressed();
         if (from < c) {
             VectorOps ops = Simd.ops();
             for (int t = from; t < to; t++) {
                 ops.codeDecode(lay, pr.page(t), pr.offset(t), dst, (t - from) * ld);
+            }
+        } else if (from < midEnd()) {
+            VectorOps ops = Simd.ops();
+            for (int t = from; t < to; t++) {
+                ops.codeDecode(midLay, ring.page(0), midOffset(ring, t), dst, (t - from) * ld);
             }
         } else {
             for (int t = from; t < to; t++) {
@@ -434,36 +634,132 @@ final class TurboStore implements LayerStore {
     }
 
     @Override
+    public int blockTokens() {
+        return midEnd();
+    }
+
+    @Override
     public void exportRecords(boolean key, int head, int from, int to, MemorySegment dst, long off) {
-        if (from < 0 || to > compressed() || from > to || head < 0 || head >= heads) {
+        if (from < 0 || to > midEnd() || from > to || head < 0 || head >= heads) {
             throw new IllegalArgumentException("records [" + from + ", " + to + ") of head " + head + " are not all compressed");
         }
-        (key ? keys : values)[head].copyOut(from, to, dst, off);
+        int c = compressed();
+        (key ? keys : values)[head].copyOut(from, Math.min(to, c), dst, off);
+        // middle-tier tokens: the records they become on leaving the tier (encoded from its decoding)
+        VectorCodec tier = key ? mkc : mvc;
+        VectorCodec codec = key ? kc : vc;
+        PagedRecords ring = key ? (mid > 0 ? midKeys[head] : null) : (mid > 0 ? midValues[head] : null);
+        for (int t = Math.max(from, c); t < to; t++) {
+            float[] row = rows(1);
+            tier.decode(ring.page(0), midOffset(ring, t), row, 0);
+            codec.encode(row, 0, dst, off + (long) (t - from) * codec.recordBytes());
+        }
     }
 
     @Override
     public void importRecords(MemorySegment k, long kOff, MemorySegment v, long vOff, int n, float[] wk, float[] wv, int w) {
+        importTiers(k, kOff, v, vOff, n, null, 0, wk, wv, w);
+    }
+
+    /**
+     * Appends {@code n} raw records, then {@code midUse} middle-tier records (the first of each
+     * head's in {@code midRec}, laid out as {@link #exportMidRecords} writes them, with
+     * {@code midSaved} tokens per head), then {@code w} decoded tokens into the window. Every
+     * token stays in its tier and reads back exactly as saved, even those that a cache computing
+     * these tokens would still hold in its window (an fp16 window could not hold their decoding
+     * exactly); later tokens move on as usual. Only into a store holding no middle-tier or window
+     * token; nothing changes on failure.
+     */
+    void importTiers(MemorySegment k, long kOff, MemorySegment v, long vOff, int n, byte[] midRec, int midUse, float[] wk,
+                     float[] wv, int w) {
+        if (length != midEnd()) {
+            throw new IllegalArgumentException("records are imported into a store without window tokens (this one holds "
+                    + (length - midEnd()) + ")");
+        }
         if (length != compressed()) {
-            throw new IllegalArgumentException("raw records are imported into a store without window tokens (this one holds "
+            throw new IllegalArgumentException("records are imported into a store without middle-tier tokens (this one holds "
                     + (length - compressed()) + ")");
         }
-        int at = length;
         if (w > window) {
-            throw new IllegalArgumentException(w + " full-precision tokens after " + n + " records do not fit a window of " + window);
+            throw new IllegalArgumentException(w + " decoded tokens after " + n + " records" + (midUse > 0 ? " and " + midUse
+                    + " middle-tier records" : "") + " do not fit a window of " + window);
         }
-        // the records stay records, even those that a cache computing these tokens would still hold
-        // in its window: they read back exactly as saved (an fp16 window could not hold their
-        // decoding exactly); later tokens leave the window as usual
+        int midSaved = 0;
+        if (midUse > 0) {
+            if (mid == 0) {
+                throw new IllegalArgumentException("middle-tier records for a store without a middle tier");
+            }
+            int per = heads * (mkc.recordBytes() + mvc.recordBytes());
+            midSaved = midRec.length / per;
+            if (midRec.length % per != 0 || midUse > midSaved || midSaved > mid) {
+                throw new IllegalArgumentException(midUse + " middle-tier tokens of " + heads + " heads x (" + mkc.recordBytes()
+                        + " + " + mvc.recordBytes() + ") bytes are not in " + midRec.length + " bytes of saved records "
+                        + "(a middle tier of " + mid + ")");
+            }
+        }
+        int at = length;
         int krb = kc.recordBytes();
         int vrb = vc.recordBytes();
         for (int h = 0; h < heads; h++) {
             keys[h].copyIn(k, kOff + (long) h * n * krb, at, n);
             values[h].copyIn(v, vOff + (long) h * n * vrb, at, n);
+        }
+        if (midUse > 0) {
+            int o = 0;
+            for (PagedRecords[] rings : new PagedRecords[][] {midKeys, midValues}) {
+                for (int h = 0; h < heads; h++) {
+                    PagedRecords ring = rings[h];
+                    ring.ensureCapacity(mid);
+                    int rb = ring.recordBytes();
+                    for (int i = 0; i < midUse; i++) {
+                        int t = at + n + i;
+                        MemorySegment.copy(midRec, o + i * rb, ring.page(0), java.lang.foreign.ValueLayout.JAVA_BYTE,
+                                midOffset(ring, t), rb);
+                    }
+                    o += midSaved * rb;
+                }
+            }
+        }
+        for (int h = 0; h < heads; h++) {
             for (int i = 0; i < w; i++) {
-                putWindow(h, at + n + i, wk, (h * w + i) * dim, wv, (h * w + i) * dim);
+                putWindow(h, at + n + midUse + i, wk, (h * w + i) * dim, wv, (h * w + i) * dim);
             }
         }
         pinned = at + n;
-        length = at + n + w;
+        midPinned = at + n + midUse;
+        length = at + n + midUse + w;
     }
+
+    /** Tokens held as middle-tier records now: [compressed(), midEnd()). */
+    int midHeld() {
+        return midEnd() - compressed();
+    }
+
+    /**
+     * The middle tier's records in token order, keys then values: [head][token][record bytes]
+     * each (for saving a cache exactly; null without a middle tier or when it holds nothing).
+     */
+    byte[] exportMidRecords() {
+        int n = midHeld();
+        if (mid == 0 || n == 0) {
+            return null;
+        }
+        int krb = mkc.recordBytes();
+        int vrb = mvc.recordBytes();
+        byte[] out = new byte[heads * n * (krb + vrb)];
+        int c = compressed();
+        int o = 0;
+        for (PagedRecords[] rings : new PagedRecords[][] {midKeys, midValues}) {
+            for (int h = 0; h < heads; h++) {
+                PagedRecords ring = rings[h];
+                int rb = ring.recordBytes();
+                for (int t = c; t < c + n; t++) {
+                    MemorySegment.copy(ring.page(0), java.lang.foreign.ValueLayout.JAVA_BYTE, midOffset(ring, t), out, o, rb);
+                    o += rb;
+                }
+            }
+        }
+        return out;
+    }
+
 }

@@ -116,18 +116,23 @@ public final class CacheFile {
             int w = tokens.length - r;
             Le.Writer m = new Le.Writer().i32(l).i32(lay[l].kind()).i32(r).i32(w).i32(lay[l].keyRecordBytes())
                     .i32(lay[l].valueRecordBytes()).i64(lay[l].fingerprint());
-            List<ExtraState> extras = new ArrayList<>();
+            List<String> extras = new ArrayList<>();
             List<byte[]> extraBytes = new ArrayList<>();
             for (ExtraState x : ExtraState.REGISTERED) {
                 byte[] b = x.save(cache, l);
                 if (b != null) {
-                    extras.add(x);
+                    extras.add(x.tag());
                     extraBytes.add(b);
                 }
             }
+            byte[] midTier = MidTierState.save(cache, l);
+            if (midTier != null) {
+                extras.add(MidTierState.TAG);
+                extraBytes.add(midTier);
+            }
             m.i32(extras.size());
             for (int i = 0; i < extras.size(); i++) {
-                m.i32(ExtraState.tagInt(extras.get(i).tag())).i32(extraBytes.get(i).length).bytes(extraBytes.get(i));
+                m.i32(ExtraState.tagInt(extras.get(i))).i32(extraBytes.get(i).length).bytes(extraBytes.get(i));
             }
             Readback.write(m, cache, l, Readback.probes(tokens.length));
             meta[l] = m.toBytes();
@@ -416,6 +421,7 @@ public final class CacheFile {
             int[] recs = new int[cache.layers()];
             long[] payload = new long[cache.layers()];
             List<List<Object[]>> extras = new ArrayList<>();
+            MidTierState.Saved[] midTiers = new MidTierState.Saved[cache.layers()];
             List<List<Readback>> probes = new ArrayList<>();
             for (int l = 0; l < cache.layers(); l++) {
                 long[] sec = layers.get(l);
@@ -441,6 +447,10 @@ public final class CacheFile {
                 for (int i = 0; i < ne; i++) {
                     int t = r.i32();
                     byte[] b = r.bytes(r.count(Integer.MAX_VALUE, "extra-state length"));
+                    if (t == ExtraState.tagInt(MidTierState.TAG)) {
+                        midTiers[l] = MidTierState.read(cache, l, b, what);
+                        continue;
+                    }
                     ExtraState h = null;
                     for (ExtraState x : ExtraState.REGISTERED) {
                         if (ExtraState.tagInt(x.tag()) == t) {
@@ -473,15 +483,25 @@ public final class CacheFile {
                     long v = k + (long) heads * rec * s.recordBytes(true);
                     long wOff = v + (long) heads * rec * s.recordBytes(false);
                     int useRec = Math.min(rec, upTo);
-                    int useWin = upTo - useRec;
+                    // decoded tokens after the records: the middle tier's first (restored from its
+                    // records), then the window's
+                    int useMid = midTiers[l] == null ? 0 : Math.min(midTiers[l].tokens(), upTo - useRec);
+                    int useWin = upTo - useRec - useMid;
+                    int skip = midTiers[l] == null ? 0 : midTiers[l].tokens(); // decoded tokens before the window's
+                    if (useWin > 0 && skip > win) {
+                        throw new CacheRefusedException(what + " is corrupted (layer " + l + " has " + skip
+                                + " middle-tier tokens and " + win + " decoded tokens)");
+                    }
                     float[] wk = new float[heads * useWin * dim];
                     float[] wv = new float[heads * useWin * dim];
                     for (int h = 0; h < heads; h++) {
-                        long src = wOff + 4L * h * win * dim;
+                        long src = wOff + 4L * (h * win + skip) * dim;
                         MemorySegment.copy(seg, Le.F32, src, wk, h * useWin * dim, useWin * dim);
                         MemorySegment.copy(seg, Le.F32, src + 4L * heads * win * dim, wv, h * useWin * dim, useWin * dim);
                     }
-                    if (useRec == rec) {
+                    if (useRec == rec && midTiers[l] != null) {
+                        cache.importTiers(l, seg, k, seg, v, rec, midTiers[l].records(), useMid, wk, wv, useWin);
+                    } else if (useRec == rec) {
                         s.importRecords(seg, k, seg, v, rec, wk, wv, useWin);
                     } else {   // records are [head][rec][bytes]: gather the first useRec of each head
                         try (Arena a = Arena.ofConfined()) {

@@ -25,7 +25,7 @@ record LayerLayout(int kind, int keyRecordBytes, int valueRecordBytes, long fing
     static final int TURBO = 3;
 
     /** Options of the canonical config text this format saves completely (anything else is refused). */
-    private static final List<String> SAVED_OPTIONS = List.of("window", "winbits", "boundary", "center", "kscale", "trim", "qjl", "sjl", "rot", "normfix",
+    private static final List<String> SAVED_OPTIONS = List.of("window", "mid", "winbits", "boundary", "center", "kscale", "trim", "qjl", "sjl", "rot", "normfix",
             "seed", "page");
     private static final Map<String, Long> FINGERPRINTS = new ConcurrentHashMap<>();
 
@@ -81,9 +81,14 @@ record LayerLayout(int kind, int keyRecordBytes, int valueRecordBytes, long fing
 
     /** Encodes a fixed probe vector with the layer's key and value codecs; CRC32C of both records. */
     private static long fingerprint(KvQuantConfig cfg, int dim, int layer) {
-        return FINGERPRINTS.computeIfAbsent(cfg + "|" + dim + "|" + layer, k -> {
-            VectorCodec kc = KvCaches.keyCodec(cfg, dim, layer);
-            VectorCodec vc = KvCaches.valueCodec(cfg, dim, layer);
+        return fingerprint(cfg, dim, layer, false);
+    }
+
+    /** The fingerprint of a layer's codecs, or with {@code midTier} of its middle tier's codecs ({@link MidTierState}). */
+    static long fingerprint(KvQuantConfig cfg, int dim, int layer, boolean midTier) {
+        return FINGERPRINTS.computeIfAbsent(cfg + "|" + dim + "|" + layer + (midTier ? "|mid" : ""), k -> {
+            VectorCodec kc = midTier ? KvCaches.midCodec(cfg, dim, layer, true) : KvCaches.keyCodec(cfg, dim, layer);
+            VectorCodec vc = midTier ? KvCaches.midCodec(cfg, dim, layer, false) : KvCaches.valueCodec(cfg, dim, layer);
             float[] probe = new float[dim];
             for (int j = 0; j < dim; j++) {
                 probe[j] = (float) Math.sin(0.37 * j + 1.0) * (1 + j % 3);

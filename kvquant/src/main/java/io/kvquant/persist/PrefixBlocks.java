@@ -95,8 +95,9 @@ public final class PrefixBlocks {
 
     /**
      * Stores every full block of {@code cache} (which holds exactly the tokens {@code ids}) whose
-     * tokens are all held as records (not in a full-precision window) and that the store does not
-     * have yet.
+     * tokens are all held as records or in a middle tier (not in a full-precision window) and that
+     * the store does not have yet. Middle-tier tokens are stored as the records they become on
+     * leaving the tier; a cache restoring the block holds them as records.
      */
     public Saved save(LayeredKvCache cache, long[] ids) throws IOException {
         int recordTokens = ids.length;
@@ -106,7 +107,7 @@ public final class PrefixBlocks {
                 throw new IllegalArgumentException("layer " + l + " holds " + cache.length(l) + " tokens, expected " + ids.length);
             }
             lay[l] = LayerLayout.of(cache, l);
-            recordTokens = Math.min(recordTokens, cache.store(l).recordTokens());
+            recordTokens = Math.min(recordTokens, cache.store(l).blockTokens());
         }
         List<String> keys = keys(ids, recordTokens);
         int written = 0;
@@ -135,7 +136,7 @@ public final class PrefixBlocks {
             h.i32(l.kind()).i32(l.keyRecordBytes()).i32(l.valueRecordBytes()).i64(l.fingerprint());
         }
         for (int l = 0; l < lay.length; l++) {   // block 0 carries how token 0 reads back (see Readback)
-            Readback.write(h, cache, l, index == 0 ? new int[] {0} : new int[0]);
+            Readback.write(h, cache, l, index == 0 ? new int[] {0} : new int[0], true);
         }
         for (int l = 0; l < lay.length; l++) {
             // the key mean the records were centered with (center=on): blocks of one prefix must agree on it

@@ -21,12 +21,21 @@ record Readback(int token, float[] keys, float[] values) {
     }
 
     static void write(Le.Writer w, LayeredKvCache cache, int layer, int[] tokens) {
+        write(w, cache, layer, tokens, false);
+    }
+
+    /** With {@code asRecords}, middle-tier tokens as the records a prefix block stores for them. */
+    static void write(Le.Writer w, LayeredKvCache cache, int layer, int[] tokens, boolean asRecords) {
         int hd = cache.kvHeads() * cache.headDim();
         w.i32(tokens.length);
         for (int t : tokens) {
             float[] k = new float[hd];
             float[] v = new float[hd];
-            cache.read(layer, t, t + 1, k, v);
+            if (asRecords) {
+                cache.readAsRecords(layer, t, t + 1, k, v);
+            } else {
+                cache.read(layer, t, t + 1, k, v);
+            }
             w.i32(t);
             for (float x : k) {
                 w.i32(Float.floatToRawIntBits(x));

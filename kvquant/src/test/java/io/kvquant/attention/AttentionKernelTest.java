@@ -45,7 +45,9 @@ class AttentionKernelTest {
                 int len = new int[]{333, 1, 16, 17, 1100}[i % 5];
                 int splits = 1 + i % 8;
                 int threads = 1 + i % 2;
-                String spec = codec + ",page=16" + (codec.startsWith("turbo") && i % 2 == 0 ? ",window=24" : "");
+                // even turbo cases: a small window and middle tier, so that records, the tier (wrapping its
+                // ring) and the window all meet in one context; odd ones: the presets' 32 + 736
+                String spec = codec + ",page=16" + (codec.startsWith("turbo") && i % 2 == 0 ? ",window=24,mid=40" : "");
                 if (codec.startsWith("kivi")) {
                     spec = codec + ",page=32"; // KIVI pages hold whole 32-token key groups
                 }
@@ -94,7 +96,7 @@ class AttentionKernelTest {
             int group = new int[]{1, 4, 8}[(i + 1) % 3];
             int n = new int[]{1, 16, 37}[i % 3];
             int past = new int[]{0, 50, 301}[(i + 2) % 3];
-            String spec = codec.startsWith("kivi") ? codec + ",page=32" : codec + ",page=16" + (i % 2 == 0 && codec.startsWith("turbo") ? ",window=20" : "");
+            String spec = codec.startsWith("kivi") ? codec + ",page=32" : codec + ",page=16" + (i % 2 == 0 && codec.startsWith("turbo") ? ",window=20,mid=30" : "");
             b.add(Arguments.of(spec, d, group, past, n, 1 + i % 2));
             i++;
         }

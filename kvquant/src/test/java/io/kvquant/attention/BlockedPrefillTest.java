@@ -28,6 +28,7 @@ class BlockedPrefillTest {
                 Arguments.of("fp16,page=16", 128, 4, 61, 63, 2),
                 Arguments.of("turbo3.5,page=16", 128, 1, 700, 200, 2),
                 Arguments.of("turbo3.5,page=16,window=20", 96, 4, 301, 130, 1),
+                Arguments.of("turbo3.5,page=16,window=20,mid=50", 96, 4, 301, 130, 2),
                 Arguments.of("turbo3.5,page=16", 64, 8, 700, 1, 2),
                 Arguments.of("turbo2.5,page=16", 64, 4, 129, 97, 2),
                 Arguments.of("turbo2.5,page=16,window=64", 128, 8, 500, 70, 2),

@@ -219,8 +219,10 @@ class DecodeAttentionTest {
         for (int i = 0; i < q.length; i++) {
             q[i] = (float) r.nextGaussian();
         }
-        // kscale=off: the step cache's first chunk is one token (no key scale), the other's 50 tokens
-        for (String spec : new String[]{"full", "turbo3,kscale=off", "kivi4"}) {
+        // kscale=off: the step cache's first chunk is one token (no key scale), the other's 50 tokens;
+        // window=0: both hold the same records (a token arriving past a window or middle tier in a long
+        // append is encoded from its fp32 data, one leaving them from what they held)
+        for (String spec : new String[]{"full", "turbo3,kscale=off,window=0", "kivi4"}) {
             try (LayeredKvCache all = KvCaches.create(spec, 1, 2, d); LayeredKvCache step = KvCaches.create(spec, 1, 2, d);
                  DecodeAttention att = new DecodeAttention(2)) {
                 all.append(0, kv[0], kv[1], len);

@@ -53,7 +53,7 @@ class BitAllocationTest {
         assertEquals(p.setting().layerKeyBits(0), p.keyBits()[0]);
         assertEquals(p.setting().layerValueBits(3), p.valueBits()[3]);
         // the resolved setting builds a cache whose bytes equal the uniform 3.5-bit one's
-        try (LayeredKvCache a = KvCaches.create(p.setting().withWindow(0).withCenter(false).withKeyScale(0), 4, 2, 64);
+        try (LayeredKvCache a = KvCaches.create(p.setting().withWindow(0).withMid(0).withCenter(false).withKeyScale(0), 4, 2, 64);
              LayeredKvCache u = KvCaches.create("turbo3.5,window=0,center=off", 4, 2, 64)) {
             java.util.Random r = new java.util.Random(1);
             for (int l = 0; l < 4; l++) {

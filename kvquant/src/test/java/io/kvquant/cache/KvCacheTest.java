@@ -214,9 +214,10 @@ class KvCacheTest {
             double r25 = (double) fp16.bytesUsed() / t25.bytesUsed();
             assertTrue(r35 >= 4.4 && r25 >= 6.0, "ratios " + r35 + " " + r25);
             assertTrue(t35.bytesAllocated() >= t35.bytesUsed());
-            // the plain preset: a 64-token fp16 window (K and V) and, centered, one fp32 key mean per head
-            // and one fp32 key scale per layer (kscale goes with centering)
-            assertEquals(36L * heads * 2 * (2 + 56) + 64L * heads * 2 * d * 2, presetOff.bytesUsed());
+            // the plain preset: a 32-token fp16 window (K and V), the 68 tokens before it in the middle
+            // tier (5 bits: 2 bytes norm + 80 bytes codes, K and V) and, centered, one fp32 key mean
+            // per head and one fp32 key scale per layer (kscale goes with centering)
+            assertEquals(68L * heads * 2 * (2 + 80) + 32L * heads * 2 * d * 2, presetOff.bytesUsed());
             assertEquals(presetOff.bytesUsed() + 4L * heads * d + 4L * d, preset.bytesUsed());
         }
     }
@@ -224,7 +225,7 @@ class KvCacheTest {
     /**
      * Issue #17's budget: the presets hold at most 3.75 real bits per element at 16K tokens, at the
      * bundled model's head dim (64) and at 128, everything counted (records with their fp16 norms,
-     * the 64-token fp32 window, the fp32 key means). At d = 64 that needs the trimmed codec: the
+     * the middle tier's records, the 32-token fp16 window, the fp32 key means and scales). At d = 64 that needs the trimmed codec: the
      * untrimmed one spends 3.75 bits in its records alone, so any window breaks the budget.
      */
     @Test
@@ -239,14 +240,21 @@ class KvCacheTest {
                         c.append(0, gaussian(r, heads * 1024 * d, 1.5f), gaussian(r, heads * 1024 * d, 1f), 1024);
                     }
                     double bits = c.bytesUsed() * 8.0 / (2.0 * tokens * heads * d);
-                    // the exact count: compressed records, the window, one fp32 key mean per head, one fp32 key scale
+                    // the exact count: compressed records, the middle tier's 736 records, the 32-token window,
+                    // one fp32 key mean per head, one fp32 key scale
                     VectorCodec kc = KvCaches.keyCodec(c.config(), d, 0);
                     VectorCodec vc = KvCaches.valueCodec(c.config(), d, 0);
-                    long expect = heads * ((tokens - 64L) * (kc.recordBytes() + vc.recordBytes())
-                            + 64L * 2 * d * c.config().windowBits() / 8 + 4L * d) + 4L * d;
+                    VectorCodec mk = KvCaches.midCodec(c.config(), d, 0, true);
+                    VectorCodec mv = KvCaches.midCodec(c.config(), d, 0, false);
+                    assertEquals(736, c.config().mid());
+                    assertEquals(32, c.config().window());
+                    long expect = heads * ((tokens - 32L - 736) * (kc.recordBytes() + vc.recordBytes())
+                            + 736L * (mk.recordBytes() + mv.recordBytes())
+                            + 32L * 2 * d * c.config().windowBits() / 8 + 4L * d) + 4L * d;
                     assertEquals(expect, c.bytesUsed(), spec + " at d = " + d);
-                    // what kvq generate reports as kv_bytes: pages as allocated (whole pages of records, so
-                    // 16,320 records take 64 pages of 256) with the window and the key means, all under the budget
+                    // what kvq generate reports as kv_bytes: pages as allocated (whole pages of records: 15,616
+                    // records take 61 pages of 256), the middle tier's ring, the window and the key means, all under
+                    // the budget
                     double held = c.bytesAllocated() * 8.0 / (2.0 * tokens * heads * d);
                     double nominal = (c.config().keyBits() + c.config().valueBits()) / 2;
                     double codec = (kc.bitsPerElement() + vc.bitsPerElement()) / 2;
@@ -257,6 +265,7 @@ class KvCacheTest {
                         assertEquals(nominal + 0.125, codec, 1e-9, spec + " records at d = " + d + ": b + 1/8 bits");
                         assertTrue(bits <= nominal + 0.25 && held <= nominal + 0.25, spec + " at d = " + d + ": " + bits
                                 + " bits per element (" + held + " as allocated)");
+                        System.out.printf("bits per element at 16K, %s d = %d: %.4f (%.4f as allocated)%n", spec, d, bits, held);
                     }
                 }
             }

@@ -17,7 +17,8 @@ class KvQuantConfigTest {
             "turbo3.5,window=128,boundary=2,qjl=k", "k4v2.5,qjl=kv,sjl=orthogonal,rot=haar,normfix=on,seed=7,page=64",
             "kivi2,window=64,group=64", "turbo3.5,window=0,center=off", "full,center=on", "auto:3.5", "auto:2.5,window=0",
             "turbo3.5,layers=0-1:k8v4,layers=3:full", "k4v3,layers=2:fp16,layers=0:turbo2.5", "kivi2,center=on",
-            "turbo3.5,trim=off", "turbo3.5,trim=kv,winbits=32", "auto:3.5,winbits=32"})
+            "turbo3.5,trim=off", "turbo3.5,trim=kv,winbits=32", "auto:3.5,winbits=32", "turbo3.5,mid=0", "turbo2.5,mid=100",
+            "turbo3.5,window=0,mid=736", "auto:3.5,mid=64"})
     void compactFormRoundTrips(String s) {
         KvQuantConfig c = KvQuantConfig.parse(s);
         assertEquals(c, KvQuantConfig.parse(c.toString()), s + " -> " + c);
@@ -26,11 +27,29 @@ class KvQuantConfigTest {
     @Test
     void thePresetsCarryTheMeasuredDefaults() {
         KvQuantConfig c = KvQuantConfig.parse("turbo3.5");
-        assertEquals(64, c.window());
+        assertEquals(32, c.window());
         assertEquals(16, c.windowBits());
         assertEquals(KvQuantConfig.Trim.V, c.trim());
         assertTrue(c.center());
         assertEquals("turbo3.5", c.toString());
+        assertEquals(736, c.mid());
+        assertEquals(32, KvQuantConfig.DEFAULT_TURBO_WINDOW);
+        assertEquals(5, c.layerMidBits(0, true));
+        assertEquals(5, c.layerMidBits(0, false));
+        KvQuantConfig t25 = KvQuantConfig.parse("turbo2.5");
+        assertEquals(4, t25.layerMidBits(1, true));
+        KvQuantConfig k4v3 = KvQuantConfig.parse("k4v3,layers=1:k8v2");
+        assertEquals(5.5, k4v3.layerMidBits(0, true));
+        assertEquals(4.5, k4v3.layerMidBits(0, false));
+        assertEquals(8, k4v3.layerMidBits(1, true), "at most 8 bits");
+        assertEquals(3.5, k4v3.layerMidBits(1, false));
+        // no window, no middle tier: the bare codec stays bare; either can be set alone
+        assertEquals(0, KvQuantConfig.parse("turbo3.5,window=0,center=off").mid());
+        assertEquals(736, KvQuantConfig.parse("turbo3.5,window=128").mid());
+        assertEquals(0, KvQuantConfig.parse("turbo3.5,mid=0").mid());
+        assertEquals("turbo3.5,mid=0", KvQuantConfig.parse("turbo3.5,mid=0").toString());
+        assertEquals(0, KvQuantConfig.parse("full").mid());
+        assertEquals(0, KvQuantConfig.parse("kivi2").mid());
         KvQuantConfig old = KvQuantConfig.parse("turbo3.5,trim=off,winbits=32");
         assertEquals(KvQuantConfig.Trim.OFF, old.trim());
         assertEquals(32, old.windowBits());
@@ -127,6 +146,10 @@ class KvQuantConfigTest {
         assertMessage("turbo3,window=many", "window=many");
         assertMessage("kivi3", "KIVI");
         assertMessage("fp16,window=8", "window");
+        assertMessage("turbo3,mid=-1", "mid must be in [0, 1048576]");
+        assertMessage("turbo3,mid=lots", "mid=lots");
+        assertMessage("kivi2,mid=8", "option 'mid' applies to TurboQuant settings");
+        assertMessage("fp16,mid=8", "mid");
         assertMessage("turbo1,qjl=k", "QJL");
         assertMessage("", "empty");
         assertMessage("turbo3,rot=fft", "fft");

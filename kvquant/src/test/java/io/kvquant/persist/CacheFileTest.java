@@ -181,7 +181,7 @@ class CacheFileTest {
 
     @ParameterizedTest
     @ValueSource(strings = {"turbo3.5", "turbo3.5,window=0", "turbo3.5,window=0,center=off", "turbo2.5,window=16", "k4v3,qjl=k,boundary=1,page=16", "fp16", "full",
-            "turbo3.5,rot=haar,window=5,page=8"})
+            "turbo3.5,rot=haar,window=5,page=8", "turbo3.5,window=6,mid=20", "turbo2.5,window=0,mid=13,page=8"})
     void roundTripIsBitIdenticalAndContinuesIdentically(String spec) throws IOException {
         try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
              LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
@@ -217,7 +217,7 @@ class CacheFileTest {
 
     /** A prefix of a saved cache is the cache of that prefix: each token reads back as in the saved cache. */
     @ParameterizedTest
-    @ValueSource(strings = {"turbo3.5,window=0", "turbo3.5,window=12", "fp16"})
+    @ValueSource(strings = {"turbo3.5,window=0", "turbo3.5,window=12", "turbo3.5,window=6,mid=20", "turbo3.5,window=12,mid=0", "fp16"})
     void aPrefixOfTheFileRestoresThoseTokens(String spec) throws IOException {
         try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM)) {
             fill(a, 50, 1);

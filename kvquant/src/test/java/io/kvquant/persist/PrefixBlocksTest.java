@@ -26,6 +26,8 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 
 class PrefixBlocksTest {
 
@@ -122,11 +124,16 @@ class PrefixBlocksTest {
         }
     }
 
-    /** With a window, tokens still in it at save time are not stored; restored records stay records and read back as saved. */
-    @Test
-    void windowedConfigStoresOnlyEncodedTokens() throws IOException {
-        try (LayeredKvCache a = KvCaches.create("turbo3.5,window=20", LAYERS, HEADS, DIM);
-             LayeredKvCache b = KvCaches.create("turbo3.5,window=20", LAYERS, HEADS, DIM);
+    /**
+     * With a window, tokens still in it at save time are not stored; restored records stay records
+     * and read back as saved. Tokens in a middle tier at save time (38-49 with mid=20) are stored as
+     * the records they become on leaving it: the saving cache holds the same once they have left.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"turbo3.5,window=20,mid=0", "turbo3.5,window=12,mid=20"})
+    void windowedConfigStoresOnlyEncodedTokens(String spec) throws IOException {
+        try (LayeredKvCache a = KvCaches.create(spec, LAYERS, HEADS, DIM);
+             LayeredKvCache b = KvCaches.create(spec, LAYERS, HEADS, DIM);
              DirectoryBlockStore s = new DirectoryBlockStore(tmp, 0)) {
             fill(a, 70, 1);
             long[] ids = ids(70, 2);
@@ -138,8 +145,10 @@ class PrefixBlocksTest {
             float[] ka = new float[HEADS * 48 * DIM];
             float[] va = new float[HEADS * 48 * DIM];
             b.read(0, 0, 48, k, v);
+            fill(a, 40, 3); // every token of the blocks leaves the tier, if it was there
             a.read(0, 0, 48, ka, va);
             assertArrayEquals(ka, k, "dequantized values equal the stored records' decoding");
+            assertArrayEquals(va, v, "values too");
         }
     }
 

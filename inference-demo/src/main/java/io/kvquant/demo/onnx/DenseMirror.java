@@ -45,7 +45,7 @@ public final class DenseMirror {
             KvQuantConfig c = lc.config();
             return switch (c.kind()) {
                 case FULL, FP16 -> 0;
-                case TURBO -> c.window();
+                case TURBO -> c.window() + c.mid(); // re-encoded on leaving the window and again on leaving the middle tier
                 case KIVI -> c.window() + c.groupSize();
             };
         }

@@ -214,8 +214,9 @@ class PromptCacheTest {
     void directoryStoreReusesTheLongestStoredPrefix() throws IOException {
         Path store = tmp.resolve("store");
         PromptCache.Settings s = new PromptCache.Settings(null, false, null, store.toString(), 64, 0, null, 2000);
-        // the default preset keeps the last 64 tokens in its fp32 window: 136 of 200 tokens are
-        // records, so blocks 0-1 (128 tokens) are stored; keys are centered, the blocks carry the mean
+        // the default preset keeps the last 32 tokens in its fp16 window: the 168 before them are in
+        // its middle tier and stored as the records they become on leaving it, so blocks 0-1 (128
+        // tokens) are stored; keys are centered, the blocks carry the mean
         Run first = run(split, "turbo3.5", Arrays.copyOf(prompt, 200), s);
         assertEquals(0, first.restored());
         try (var files = Files.list(store)) {
