@@ -186,6 +186,9 @@ class DjlDropInTest {
             prompt[i] = all[i % all.length];
         }
         int n = 12;
+        // the attention kernels compiled first, as docs/djl.md tells a service to do: in 12 steps
+        // the Vector API's uncompiled fallbacks (which box every vector) would be measured instead
+        io.kvquant.attention.KernelWarmup.start(KvQuantConfig.parse("turbo3.5"), 2, 64, 4, 1).join();
         KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5");
         Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
                 .setTypes(NDList.class, CausalLMOutput.class)

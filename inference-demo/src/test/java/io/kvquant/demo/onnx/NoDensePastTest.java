@@ -91,6 +91,14 @@ class NoDensePastTest {
     @Test
     void engineHoldsAndAllocatesNoDensePastButRoundTripDoes() throws IOException {
         DecoderModel.Options o = new DecoderModel.Options(1, DecoderModel.Ep.CPU);
+        // the attention kernels compiled first, as kvq generate --warmup full and a service do:
+        // until C2 has compiled them the Vector API boxes every vector, which run alone (no test
+        // before this one compiling them) measured 13-20 MB per decode step, code or no code
+        int qHeads = ModelConfig.read(TestModel.dir().resolve("config.json")).queryHeads();
+        try (JavaAttentionModel m = JavaAttentionModel.open(TestModel.dir(), o)) {
+            io.kvquant.attention.KernelWarmup.start(io.kvquant.cache.KvQuantConfig.parse("turbo3.5"), m.kvHeads(), m.headDim(),
+                    qHeads, 1).join();
+        }
         try (JavaAttentionModel engine = JavaAttentionModel.open(TestModel.dir(), o);
              DecoderModel plain = DecoderModel.open(TestModel.dir(), o)) {
             Reading en = measure(engine, c -> engine.newDecoder(c, 256));
