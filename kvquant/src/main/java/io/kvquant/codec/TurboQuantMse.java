@@ -30,7 +30,7 @@ public final class TurboQuantMse implements VectorCodec {
     private final int[] segByteOff;   // offset of each segment's codes within the record
     private final Codebook[] books;
     private final float[][] bounds;   // decision boundaries of each segment, ascending
-    private final float[][] search;   // their binary-search thresholds (VectorOps.searchTable), null above 4 bits
+    private final float[][] search;   // their binary-search thresholds (VectorOps.searchTable), null above 5 bits
     private final float[][] centroids;
     private final float[][] paddedCentroids; // at least 16 entries, for the vector decode path
     private final int recordBytes;

@@ -94,7 +94,7 @@ public interface VectorOps {
      * null for other bit widths or boundary counts.
      */
     static float[] searchTable(float[] boundaries, int bits) {
-        if (bits < 1 || bits > 4 || boundaries.length != (1 << bits) - 1) {
+        if (bits < 1 || bits > 5 || boundaries.length != (1 << bits) - 1) {
             return null;
         }
         float[] t = new float[16 * bits];
