@@ -195,60 +195,31 @@ final class TurboStore implements LayerStore {
         //    in step 2, after every record leaving it was re-encoded here.
         for (int h = 0; h < heads; h++) {
             for (int t = c; t < newC; t++) {
-                float[] ksrc;
-                float[] vsrc;
-                int off;
                 if (t < m) { // leaves the middle tier: from its decoding
                     float[] row = rows(2);
                     mkc.decode(midKeys[h].page(0), midOffset(midKeys[h], t), row, 0);
                     mvc.decode(midValues[h].page(0), midOffset(midValues[h], t), row, dim);
                     kc.encode(row, 0, keys[h].page(t), keys[h].offset(t));
                     vc.encode(row, dim, values[h].page(t), values[h].offset(t));
-                    continue;
+                } else if (t < length) { // leaves the window
+                    float[] row = windowRows(h, t);
+                    kc.encode(row, 0, keys[h].page(t), keys[h].offset(t));
+                    vc.encode(row, dim, values[h].page(t), values[h].offset(t));
+                } else { // skips window and tier
+                    int off = (h * tokens + t - length) * dim;
+                    kc.encode(k, off, keys[h].page(t), keys[h].offset(t));
+                    vc.encode(v, off, values[h].page(t), values[h].offset(t));
                 }
-                if (t < length && winK16 != null) {
-                    float[] row = rows(2);
-                    widen(winK16[h], (t % window) * dim, row, 0);
-                    widen(winV16[h], (t % window) * dim, row, dim);
-                    ksrc = row;
-                    vsrc = row;
-                    kc.encode(ksrc, 0, keys[h].page(t), keys[h].offset(t));
-                    vc.encode(vsrc, dim, values[h].page(t), values[h].offset(t));
-                    continue;
-                } else if (t < length) {
-                    ksrc = winK[h];
-                    vsrc = winV[h];
-                    off = (t % window) * dim;
-                } else {
-                    ksrc = k;
-                    vsrc = v;
-                    off = (h * tokens + t - length) * dim;
-                }
-                kc.encode(ksrc, off, keys[h].page(t), keys[h].offset(t));
-                vc.encode(vsrc, off, values[h].page(t), values[h].offset(t));
             }
         }
         // 2. tokens entering the middle tier (from the window, or arriving past it) are encoded
         //    into its ring
         for (int h = 0; h < heads; h++) {
             for (int t = Math.max(newC, m); t < newM; t++) {
-                float[] src;
-                int ko;
-                int vo;
                 if (t < length) {
-                    src = rows(2);
-                    ko = 0;
-                    vo = dim;
-                    int w = (t % window) * dim;
-                    if (winK16 != null) {
-                        widen(winK16[h], w, src, 0);
-                        widen(winV16[h], w, src, dim);
-                    } else {
-                        System.arraycopy(winK[h], w, src, 0, dim);
-                        System.arraycopy(winV[h], w, src, dim, dim);
-                    }
-                    mkc.encode(src, ko, midKeys[h].page(0), midOffset(midKeys[h], t));
-                    mvc.encode(src, vo, midValues[h].page(0), midOffset(midValues[h], t));
+                    float[] row = windowRows(h, t);
+                    mkc.encode(row, 0, midKeys[h].page(0), midOffset(midKeys[h], t));
+                    mvc.encode(row, dim, midValues[h].page(0), midOffset(midValues[h], t));
                 } else {
                     int o = (h * tokens + t - length) * dim;
                     mkc.encode(k, o, midKeys[h].page(0), midOffset(midKeys[h], t));
@@ -602,6 +573,20 @@ final class TurboStore implements LayerStore {
         }
     }
 
+    /** Token {@code t}'s key row then value row from the window ring, in a per-thread scratch of two rows. */
+    private float[] windowRows(int h, int t) {
+        float[] row = rows(2);
+        int w = (t % window) * dim;
+        if (winK16 != null) {
+            widen(winK16[h], w, row, 0);
+            widen(winV16[h], w, row, dim);
+        } else {
+            System.arraycopy(winK[h], w, row, 0, dim);
+            System.arraycopy(winV[h], w, row, dim, dim);
+        }
+        return row;
+    }
+
     /** Stores token {@code t}'s key and value rows in the window ring (rounded to fp16 for an fp16 window). */
     private void putWindow(int h, int t, float[] k, int ko, float[] v, int vo) {
         int o = (t % window) * dim;
@@ -648,7 +633,7 @@ final class TurboStore implements LayerStore {
         // middle-tier tokens: the records they become on leaving the tier (encoded from its decoding)
         VectorCodec tier = key ? mkc : mvc;
         VectorCodec codec = key ? kc : vc;
-        PagedRecords ring = key ? (mid > 0 ? midKeys[head] : null) : (mid > 0 ? midValues[head] : null);
+        PagedRecords ring = mid > 0 ? (key ? midKeys : midValues)[head] : null;
         for (int t = Math.max(from, c); t < to; t++) {
             float[] row = rows(1);
             tier.decode(ring.page(0), midOffset(ring, t), row, 0);
@@ -663,8 +648,8 @@ final class TurboStore implements LayerStore {
 
     /**
      * Appends {@code n} raw records, then {@code midUse} middle-tier records (the first of each
-     * head's in {@code midRec}, laid out as {@link #exportMidRecords} writes them, with
-     * {@code midSaved} tokens per head), then {@code w} decoded tokens into the window. Every
+     * head's in {@code midRec}, laid out as {@link #exportMidRecords} writes them), then {@code w}
+     * decoded tokens into the window. Every
      * token stays in its tier and reads back exactly as saved, even those that a cache computing
      * these tokens would still hold in its window (an fp16 window could not hold their decoding
      * exactly); later tokens move on as usual. Only into a store holding no middle-tier or window
@@ -730,17 +715,12 @@ final class TurboStore implements LayerStore {
         length = at + n + midUse + w;
     }
 
-    /** Tokens held as middle-tier records now: [compressed(), midEnd()). */
-    int midHeld() {
-        return midEnd() - compressed();
-    }
-
     /**
      * The middle tier's records in token order, keys then values: [head][token][record bytes]
      * each (for saving a cache exactly; null without a middle tier or when it holds nothing).
      */
     byte[] exportMidRecords() {
-        int n = midHeld();
+        int n = midEnd() - compressed();
         if (mid == 0 || n == 0) {
             return null;
         }
@@ -761,5 +741,4 @@ final class TurboStore implements LayerStore {
         }
         return out;
     }
-
 }

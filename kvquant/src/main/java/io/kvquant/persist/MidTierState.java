@@ -39,14 +39,9 @@ final class MidTierState {
 
     /** Reads an entry of {@code layer}, refusing one written by other codecs or cut short. */
     static Saved read(LayeredKvCache cache, int layer, byte[] entry, String what) throws CacheRefusedException {
-        if (entry.length < 12) {
-            throw new CacheRefusedException(what + " is corrupted (layer " + layer + "'s middle-tier entry is cut short)");
-        }
-        long fp = 0;
-        for (int i = 7; i >= 0; i--) {
-            fp = fp << 8 | (entry[i] & 0xff);
-        }
-        int tokens = (entry[8] & 0xff) | (entry[9] & 0xff) << 8 | (entry[10] & 0xff) << 16 | (entry[11] & 0xff) << 24;
+        Le.Reader r = new Le.Reader(java.lang.foreign.MemorySegment.ofArray(entry), 0, entry.length, what);
+        long fp = r.i64();
+        int tokens = r.i32();
         if (cache.midRecordBytes(layer, true) == 0) {
             throw new CacheRefusedException(what + " does not fit: layer " + layer + " has a middle tier in the file and none in '"
                     + cache.config() + "'");
