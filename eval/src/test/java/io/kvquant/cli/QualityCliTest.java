@@ -84,6 +84,11 @@ class QualityCliTest {
         assertTrue(kl35 > 0 && kl35 < 0.05, "turbo3.5 KL " + kl35);
         assertTrue(kl25 > kl35 && kl25 < 0.2, "turbo2.5 KL " + kl25 + " vs " + kl35);
         assertTrue(num(res.get(T35), "top1_agreement") > 0.8, res.get(T35).toString());
+        // one window: its Δ is the run's, and there is no spread for a standard error
+        assertTrue(res.get(T35).containsKey("delta_pct_se") && res.get(T35).get("delta_pct_se") == null, res.get(T35).toString());
+        List<Object> byWindow = (List<Object>) res.get(T35).get("window_delta_pct");
+        assertEquals(1, byWindow.size());
+        assertEquals(num(res.get(T35), "delta_pct"), ((Number) byWindow.get(0)).doubleValue(), 1e-6);
         double bits = num(res.get(T35), "bits_per_element");
         assertTrue(bits > 3.5 && bits < 4.0, "turbo3.5 bits/element with norms " + bits);
         assertEquals(0.5, num(full, "memory_ratio_vs_fp16"), 1e-9, "fp32 cache is twice fp16");

@@ -206,6 +206,7 @@ public final class PerplexityCommand implements Callable<Integer> {
                         bar.update(done, "window " + (w + 1) + "/" + starts.size());
                     }
                     for (int i = 0; i < settings.size(); i++) {
+                        scores[i].endWindow();
                         if (runs.get(i) instanceof QualityModel.Run run) {
                             scores[i].memory(run);
                         }
@@ -256,6 +257,10 @@ public final class PerplexityCommand implements Callable<Integer> {
         double ratio = Double.NaN;
         /** The calibration plan of each window (auto: settings only). */
         final List<String> plans = new ArrayList<>();
+        /** Summed NLL and tokens of each finished window. */
+        final List<double[]> windows = new ArrayList<>();
+        private double nllAtWindow;
+        private long tokensAtWindow;
 
         Score(String name) {
             this.name = name;
@@ -266,6 +271,13 @@ public final class PerplexityCommand implements Callable<Integer> {
             nll += tokenNll;
             kl += tokenKl;
             agree += top1 ? 1 : 0;
+        }
+
+        /** Closes the current window (its NLL and token count join {@link #windows}). */
+        void endWindow() {
+            windows.add(new double[] {nll - nllAtWindow, tokens - tokensAtWindow});
+            nllAtWindow = nll;
+            tokensAtWindow = tokens;
         }
 
         void memory(QualityModel.Run run) {
@@ -311,6 +323,48 @@ public final class PerplexityCommand implements Callable<Integer> {
     }
 
 
+    /**
+     * The change in log perplexity against {@code ref} in each window both scored, as a percentage
+     * of perplexity ({@code 100·(e^Δ − 1)}, Δ the window's mean NLL difference).
+     */
+    static double[] windowDeltaPct(Score s, Score ref) {
+        int n = Math.min(s.windows.size(), ref.windows.size());
+        double[] d = new double[n];
+        for (int w = 0; w < n; w++) {
+            double[] a = s.windows.get(w);
+            double[] b = ref.windows.get(w);
+            d[w] = 100 * Math.expm1(a[0] / a[1] - b[0] / b[1]);
+        }
+        return d;
+    }
+
+    /**
+     * Standard error of the change in perplexity, from the spread of its window-by-window values
+     * (windows, not tokens, are the independent draws: a window's tokens share their past, so one
+     * hard window moves all of its tokens at once); NaN below two windows. In percent of
+     * perplexity, through Δppl ≈ e^Δ − 1 at the mean Δ (log-perplexity differences are averaged;
+     * every window scores the same number of tokens).
+     */
+    static double deltaPctStandardError(Score s, Score ref) {
+        int n = Math.min(s.windows.size(), ref.windows.size());
+        if (n < 2) {
+            return Double.NaN;
+        }
+        double[] d = new double[n];
+        double mean = 0;
+        for (int w = 0; w < n; w++) {
+            double[] a = s.windows.get(w);
+            double[] b = ref.windows.get(w);
+            d[w] = a[0] / a[1] - b[0] / b[1];
+            mean += d[w] / n;
+        }
+        double ss = 0;
+        for (double v : d) {
+            ss += (v - mean) * (v - mean);
+        }
+        return 100 * Math.exp(mean) * Math.sqrt(ss / (n - 1) / n);
+    }
+
     static List<Map<String, Object>> rows(Score[] scores) {
         double refPpl = scores[0].perplexity();
         List<Map<String, Object>> rows = new ArrayList<>();
@@ -320,6 +374,9 @@ public final class PerplexityCommand implements Callable<Integer> {
             r.put("tokens", s.tokens);
             r.put("perplexity", s.perplexity());
             r.put("delta_pct", 100 * (s.perplexity() / refPpl - 1));
+            double se = deltaPctStandardError(s, scores[0]);
+            r.put("delta_pct_se", Double.isNaN(se) ? null : se);
+            r.put("window_delta_pct", java.util.Arrays.stream(windowDeltaPct(s, scores[0])).boxed().toList());
             r.put("kl_mean", s.kl / s.tokens);
             r.put("top1_agreement", (double) s.agree / s.tokens);
             r.put("bits_per_element", s.bits);
@@ -343,25 +400,31 @@ public final class PerplexityCommand implements Callable<Integer> {
         StringBuilder b = new StringBuilder();
         b.append(String.format(Locale.ROOT, "Perplexity, %d tokens per setting scored one by one after a %d-token prefix "
                 + "(windows of %d):%n%n", tokensPerSetting, pre, ctx));
-        b.append("| kv | bits/elem | memory vs fp16 | perplexity | Δ ppl | KL (nats) | top-1 agreement |\n");
-        b.append("|---|---:|---:|---:|---:|---:|---:|\n");
+        b.append("| kv | bits/elem | memory vs fp16 | perplexity | Δ ppl | ± (s.e. over windows) | KL (nats) | top-1 agreement |\n");
+        b.append("|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for (Map<String, Object> r : rows(scores)) {
-            b.append(String.format(Locale.ROOT, "| %s | %.2f | %.2fx | %.3f | %+.2f%% | %.5f | %.2f%% |%n", r.get("kv"),
+            Object se = r.get("delta_pct_se");
+            b.append(String.format(Locale.ROOT, "| %s | %.2f | %.2fx | %.3f | %+.2f%% | %s | %.5f | %.2f%% |%n", r.get("kv"),
                     (double) r.get("bits_per_element"), (double) r.get("memory_ratio_vs_fp16"), (double) r.get("perplexity"),
-                    (double) r.get("delta_pct"), (double) r.get("kl_mean"), 100 * (double) r.get("top1_agreement")));
+                    (double) r.get("delta_pct"), se == null ? "–" : String.format(Locale.ROOT, "%.2f", (double) se),
+                    (double) r.get("kl_mean"), 100 * (double) r.get("top1_agreement")));
         }
+        b.append("\nΔ ppl's ± is its standard error from the spread of the window-by-window values (windows, not tokens, "
+                + "are the independent draws); – below two windows.\n");
         return b.toString();
     }
 
     private static void write(Path dir, Map<String, Object> runMeta, Score[] scores, boolean complete) throws IOException {
         Files.createDirectories(dir);
         RunContext.writeAtomically(dir.resolve("perplexity.json"), Json.write(document(runMeta, scores, complete)) + "\n");
-        StringBuilder csv = new StringBuilder("kv,tokens,perplexity,delta_pct,kl_mean,top1_agreement,bits_per_element,memory_ratio_vs_fp16\n");
+        StringBuilder csv = new StringBuilder(
+                "kv,tokens,perplexity,delta_pct,delta_pct_se,kl_mean,top1_agreement,bits_per_element,memory_ratio_vs_fp16\n");
         for (Map<String, Object> r : rows(scores)) {
             csv.append('"').append(r.get("kv")).append('"');
-            for (String k : List.of("tokens", "perplexity", "delta_pct", "kl_mean", "top1_agreement", "bits_per_element",
-                    "memory_ratio_vs_fp16")) {
-                csv.append(',').append(r.get(k));
+            for (String k : List.of("tokens", "perplexity", "delta_pct", "delta_pct_se", "kl_mean", "top1_agreement",
+                    "bits_per_element", "memory_ratio_vs_fp16")) {
+                Object v = r.get(k);
+                csv.append(",").append(v == null ? "" : v);
             }
             csv.append('\n');
         }

@@ -45,6 +45,38 @@ class QualityUnitTest {
     }
 
     @Test
+    void deltaStandardErrorComesFromTheWindowsSpread() {
+        // two settings, three windows of 4 tokens: the setting's mean NLL per window differs from
+        // the reference's by +0.03, -0.01 and +0.01 nats
+        PerplexityCommand.Score ref = new PerplexityCommand.Score("full");
+        PerplexityCommand.Score s = new PerplexityCommand.Score("x");
+        double[] diff = {0.03, -0.01, 0.01};
+        SplittableRandom rnd = new SplittableRandom(5);
+        for (double d : diff) {
+            for (int t = 0; t < 4; t++) {
+                double base = 1 + rnd.nextDouble();
+                ref.add(base, 0, true);
+                s.add(base + d, 0, true);
+            }
+            ref.endWindow();
+            s.endWindow();
+        }
+        double mean = 0.01;
+        double sd = Math.sqrt((0.02 * 0.02 + 0.02 * 0.02 + 0) / 2);
+        assertEquals(100 * Math.exp(mean) * sd / Math.sqrt(3), PerplexityCommand.deltaPctStandardError(s, ref), 1e-9);
+        assertArrayEquals(new double[] {100 * Math.expm1(0.03), 100 * Math.expm1(-0.01), 100 * Math.expm1(0.01)},
+                PerplexityCommand.windowDeltaPct(s, ref), 1e-9);
+        // the overall Δ ppl is the windows' mean Δ log-perplexity
+        assertEquals(100 * Math.expm1(mean), 100 * (s.perplexity() / ref.perplexity() - 1), 1e-9);
+        assertEquals(0, PerplexityCommand.deltaPctStandardError(ref, ref), 0);
+        // one window: no spread to measure
+        PerplexityCommand.Score one = new PerplexityCommand.Score("one");
+        one.add(1, 0, true);
+        one.endWindow();
+        assertTrue(Double.isNaN(PerplexityCommand.deltaPctStandardError(one, one)));
+    }
+
+    @Test
     void needlePromptHasTheRequestedLengthAndDepth() {
         long[] filler = new long[500];
         for (int i = 0; i < filler.length; i++) {
