@@ -31,7 +31,7 @@ public final class KvCaches {
                 stores[l] = switch (cfg.layerKind(l, layers)) {
                     case FULL -> new DenseStore(arena, kvHeads, headDim, false, cfg.pageTokens());
                     case FP16 -> new DenseStore(arena, kvHeads, headDim, true, cfg.pageTokens());
-                    case TURBO -> new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodec(cfg, headDim, l),
+                    case TURBO -> new TurboStore(arena, kvHeads, headDim, keyCodec(cfg, headDim, l), valueCodecs(cfg, headDim, l),
                             cfg.window(), cfg.pageTokens(), cfg.windowBits() == 16, cfg.mid(),
                             cfg.mid() > 0 ? midCodec(cfg, headDim, l, true) : null, cfg.mid() > 0 ? midCodec(cfg, headDim, l, false) : null);
                     case KIVI -> new KiviStore(arena, kvHeads, headDim, (int) cfg.keyBits(), cfg.groupSize(), cfg.window(),
@@ -65,6 +65,21 @@ public final class KvCaches {
     }
 
     /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer}. */
+    /**
+     * The value codecs of a TurboQuant layer, one per value rotation ({@code vrot=}): the first is
+     * {@link #valueCodec}, the others the same codec with other rotation seeds. Token t's value
+     * record uses number (t / {@link KvQuantConfig#VALUE_ROTATION_BLOCK}) mod their count.
+     */
+    public static VectorCodec[] valueCodecs(KvQuantConfig cfg, int headDim, int layer) {
+        VectorCodec[] vcs = new VectorCodec[cfg.valueRotations()];
+        vcs[0] = valueCodec(cfg, headDim, layer);
+        for (int k = 1; k < vcs.length; k++) {
+            vcs[k] = Codecs.turbo(headDim, codeBits(cfg, headDim, layer, false), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
+                    cfg.seed() * 1_000_003L + layer * 2L + 1 + 700_001L * k, cfg.normCorrection());
+        }
+        return vcs;
+    }
+
     public static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
         return Codecs.turbo(headDim, codeBits(cfg, headDim, layer, false), cfg.valueQjl(),
                 cfg.rotation(), cfg.qjlKind(), cfg.seed() * 1_000_003L + layer * 2L + 1, cfg.normCorrection());

@@ -14,7 +14,8 @@ import java.util.Locale;
  * (TurboQuant, separate key and value bits, e.g. {@code k4v3}), {@code kivi<b>} (the KIVI
  * baseline, 2 or 4 bits). Options follow after commas: {@code window=N} (most recent tokens kept
  * in fp32), {@code mid=N} (TurboQuant: the N tokens after the window held at
- * {@link #layerMidBits} bits, then re-encoded at the setting's bits; 0: none), {@code boundary=N} (first and last N layers kept in fp32), {@code qjl=none|k|v|kv},
+ * {@link #layerMidBits} bits, then re-encoded at the setting's bits; 0: none), {@code vrot=K}
+ * (TurboQuant: value records in K rotation seeds by {@link #VALUE_ROTATION_BLOCK}-token block), {@code boundary=N} (first and last N layers kept in fp32), {@code qjl=none|k|v|kv},
  * {@code sjl=gaussian|orthogonal}, {@code rot=hadamard|haar}, {@code normfix=on|off},
  * {@code seed=N}, {@code group=N} (KIVI group size), {@code page=N} (tokens per page),
  * {@code center=on|off} (store keys centered on a per-layer, per-head mean: see {@link LayeredKvCache}),
@@ -32,7 +33,7 @@ import java.util.Locale;
  * <p>The plain TurboQuant presets carry the defaults chosen by measurement (docs/quality.md):
  * keys centered ({@link #DEFAULT_CENTER}) and scaled per channel ({@link #DEFAULT_KEY_SCALE}), a {@link #DEFAULT_TURBO_WINDOW}-token
  * full-precision window held in fp16 ({@link #DEFAULT_WINDOW_BITS}), a {@link #DEFAULT_TURBO_MID}-token middle tier
- * after it ({@code mid=}), and below head dim 128 value
+ * after it ({@code mid=}), {@link #DEFAULT_TURBO_VALUE_ROTATIONS} value rotations ({@code vrot=}), and below head dim 128 value
  * records trimmed to pay for it ({@link #DEFAULT_TRIM}); {@code window=0} and {@code center=off} give the bare codec for ablations.
  * Example: {@code turbo3.5,window=128,boundary=2,qjl=k}.
  */
@@ -40,7 +41,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                             QjlKind qjlKind, RotationKind rotation, boolean normCorrection, int window,
                             int boundaryLayers, int groupSize, int pageTokens, long seed, boolean center,
                             List<LayerOverride> layers, double autoBits, Trim trim, int windowBits, double keyScale,
-                            int mid) {
+                            int mid, int valueRotations) {
 
     /**
      * One per-layer override: layers [first, last] stored as {@code kind} (TURBO with its own key
@@ -109,7 +110,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
      * {@code kscale=} says so.
      */
     public static final double DEFAULT_KEY_SCALE = KEY_SCALE_ON;
-    private static final List<String> OPTIONS = List.of("window", "mid", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
+    private static final List<String> OPTIONS = List.of("window", "mid", "vrot", "winbits", "boundary", "center", "kscale", "trim", "layers", "qjl", "sjl", "rot",
             "normfix", "seed", "group", "page");
 
     /** The form without centering, per-layer overrides or calibration (kept for existing callers). */
@@ -117,7 +118,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                          RotationKind rotation, boolean normCorrection, int window, int boundaryLayers, int groupSize,
                          int pageTokens, long seed) {
         this(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window, boundaryLayers,
-                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0, 0);
+                groupSize, pageTokens, seed, false, List.of(), 0, Trim.OFF, 32, 0, 0, 1);
     }
 
     public KvQuantConfig {
@@ -166,6 +167,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         if (mid != 0 && kind != Kind.TURBO) {
             throw new IllegalArgumentException("mid applies to TurboQuant settings, not " + kind);
+        }
+        if (valueRotations < 1 || valueRotations > MAX_VALUE_ROTATIONS) {
+            throw new IllegalArgumentException("vrot must be in [1, " + MAX_VALUE_ROTATIONS + "], got " + valueRotations);
+        }
+        if (valueRotations != 1 && kind != Kind.TURBO) {
+            throw new IllegalArgumentException("vrot applies to TurboQuant settings, not " + kind);
         }
         if (boundaryLayers < 0) {
             throw new IllegalArgumentException("boundary must be >= 0, got " + boundaryLayers);
@@ -258,6 +265,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         boolean kscaleGiven = false;
         boolean midGiven = false;
         int mid = 0;
+        boolean vrotGiven = false;
+        int vrot = 1;
         boolean kq = false;
         boolean vq = false;
         QjlKind sjl = QjlKind.GAUSSIAN;
@@ -287,6 +296,14 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                     }
                     midGiven = true;
                     mid = integer(val, p, text);
+                }
+                case "vrot" -> {
+                    if (kind != Kind.TURBO) {
+                        throw new IllegalArgumentException("option 'vrot' applies to TurboQuant settings, not '" + preset
+                                + "' in '" + text + "'");
+                    }
+                    vrotGiven = true;
+                    vrot = integer(val, p, text);
                 }
                 case "boundary" -> boundary = integer(val, p, text);
                 case "group" -> group = integer(val, p, text);
@@ -397,7 +414,8 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         }
         try {
             return new KvQuantConfig(kind, kb, vb, kq, vq, sjl, rot, normfix, window, boundary, group, page, seed, center,
-                    overrides, auto, trim, winBits, kscale, midGiven ? mid : defaultMid(kind, window));
+                    overrides, auto, trim, winBits, kscale, midGiven ? mid : defaultMid(kind, window),
+                    vrotGiven ? vrot : defaultValueRotations(kind, window));
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(e.getMessage() + " in '" + text + "'");
         }
@@ -496,6 +514,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             }
             if (kind == Kind.TURBO && mid != defaultMid(kind, window)) {
                 p.add("mid=" + mid);
+            }
+            if (kind == Kind.TURBO && valueRotations != defaultValueRotations(kind, window)) {
+                p.add("vrot=" + valueRotations);
             }
             if (boundaryLayers != 0) {
                 p.add("boundary=" + boundaryLayers);
@@ -606,6 +627,28 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         return Math.min(8, (key ? layerKeyBits(layer) : layerValueBits(layer)) + MID_EXTRA_BITS);
     }
 
+    /**
+     * Value rotations a TurboQuant setting gets when {@code vrot=} is not given:
+     * {@link #DEFAULT_TURBO_VALUE_ROTATIONS} with a window, one without, so that
+     * {@code turbo3.5,window=0,center=off} stays the bare codec.
+     */
+    static int defaultValueRotations(Kind kind, int window) {
+        return kind == Kind.TURBO && window > 0 ? DEFAULT_TURBO_VALUE_ROTATIONS : 1;
+    }
+
+    /**
+     * The presets' value rotations ({@code vrot=}): value records of token t use rotation seed
+     * number (t / {@link #VALUE_ROTATION_BLOCK}) mod K. Values carry no position, so identical
+     * tokens have identical values and, under one rotation, identical rounding errors, which
+     * attention sums coherently; K seeds make them K independent groups (docs/quality.md, "Value
+     * rotations"). No bytes: a token's seed follows from its position.
+     */
+    public static final int DEFAULT_TURBO_VALUE_ROTATIONS = 4;
+    /** Tokens per block of one value rotation: the prefill kernel's tile, so that no tile is cut. */
+    public static final int VALUE_ROTATION_BLOCK = 128;
+    /** Most value rotations a setting may ask for (each adds a value accumulator per query). */
+    public static final int MAX_VALUE_ROTATIONS = 16;
+
     /** Bits the middle tier adds to a layer's own ({@link #layerMidBits}). */
     public static final double MID_EXTRA_BITS = 1.5;
 
@@ -617,7 +660,7 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-layer overrides (replacing any) and without the auto budget: a resolved plan. */
     public KvQuantConfig withLayers(List<LayerOverride> plan) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale, mid);
+                boundaryLayers, groupSize, pageTokens, seed, center, plan, 0, trim, windowBits, keyScale, mid, valueRotations);
     }
 
     /**
@@ -632,25 +675,25 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
     /** This setting with per-channel key scaling at exponent {@code alpha} (0: off). */
     public KvQuantConfig withKeyScale(double alpha) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha, mid);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, alpha, mid, valueRotations);
     }
 
     /** This setting with centering on or off. */
     public KvQuantConfig withCenter(boolean on) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale, mid);
+                boundaryLayers, groupSize, pageTokens, seed, on, layers, autoBits, trim, windowBits, keyScale, mid, valueRotations);
     }
 
     /** This setting with another full-precision window. */
     public KvQuantConfig withWindow(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, tokens,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, mid);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, mid, valueRotations);
     }
 
     /** This setting with another middle tier ({@code mid=}: tokens after the window held at more bits; 0: none). */
     public KvQuantConfig withMid(int tokens) {
         return new KvQuantConfig(kind, keyBits, valueBits, keyQjl, valueQjl, qjlKind, rotation, normCorrection, window,
-                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, tokens);
+                boundaryLayers, groupSize, pageTokens, seed, center, layers, autoBits, trim, windowBits, keyScale, tokens, valueRotations);
     }
 
     /** Throws when an override names a layer beyond {@code layerCount}. */

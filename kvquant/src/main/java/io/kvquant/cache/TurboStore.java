@@ -17,7 +17,9 @@ import java.lang.foreign.MemorySegment;
  * in the window, with m = length − window and c = m − mid (neither below the imported records).
  * A token leaving the window is encoded by the middle tier's codecs from its window row; one
  * leaving the middle tier is encoded by the store's codecs from its middle-tier decoding (a token
- * that skips a tier, in a long append, is encoded from the data it arrived with).
+ * that skips a tier, in a long append, is encoded from the data it arrived with). With value
+ * rotations ({@code vrot=K}) token t's value record is one of value codec number (t / 128) mod K:
+ * each codec's share of a query's value sum is accumulated apart and rotated back in {@link #finish}.
  */
 final class TurboStore implements LayerStore {
 
@@ -26,6 +28,7 @@ final class TurboStore implements LayerStore {
     private final int window;
     private final VectorCodec kc;
     private final VectorCodec vc;
+    private final VectorCodec[] vcs;   // value codecs, one per value rotation (vcs[0] == vc)
     private final PagedRecords[] keys;
     private final PagedRecords[] values;
     private final float[][] winK;   // per head, window × dim ring (fp32 window), else null
@@ -34,6 +37,8 @@ final class TurboStore implements LayerStore {
     private final short[][] winV16;
     private final io.kvquant.simd.CodeLayout kLayout;
     private final io.kvquant.simd.CodeLayout vLayout;
+    private final io.kvquant.simd.CodeLayout[] vLayouts;
+    private static final int VB = KvQuantConfig.VALUE_ROTATION_BLOCK;
     private final int mid;              // middle-tier tokens (0: none)
     private final VectorCodec mkc;      // middle-tier codecs, or null
     private final VectorCodec mvc;
@@ -51,21 +56,41 @@ final class TurboStore implements LayerStore {
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
                boolean window16) {
-        this(arena, heads, dim, keyCodec, valueCodec, window, pageTokens, window16, 0, null, null);
+        this(arena, heads, dim, keyCodec, new VectorCodec[] {valueCodec}, window, pageTokens, window16, 0, null, null);
     }
 
     TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
+               boolean window16, int mid, VectorCodec midKeyCodec, VectorCodec midValueCodec) {
+        this(arena, heads, dim, keyCodec, new VectorCodec[] {valueCodec}, window, pageTokens, window16, mid, midKeyCodec,
+                midValueCodec);
+    }
+
+    /**
+     * With {@code valueCodecs.length} value rotations: token t's value record is encoded by
+     * valueCodecs[(t / {@link KvQuantConfig#VALUE_ROTATION_BLOCK}) mod length] (all of one record size).
+     */
+    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec[] valueCodecs, int window, int pageTokens,
                boolean window16, int mid, VectorCodec midKeyCodec, VectorCodec midValueCodec) {
         this.heads = heads;
         this.dim = dim;
         this.window = window;
         this.kc = keyCodec;
-        this.vc = valueCodec;
+        this.vc = valueCodecs[0];
+        this.vcs = valueCodecs.clone();
         kLayout = keyCodec.codeLayout();
-        vLayout = valueCodec.codeLayout();
+        vLayout = vc.codeLayout();
         if (kLayout == null || vLayout == null) {
             throw new IllegalArgumentException("TurboQuant storage needs codecs with a code layout, got "
-                    + keyCodec.describe() + " / " + valueCodec.describe());
+                    + keyCodec.describe() + " / " + vc.describe());
+        }
+        vLayouts = new io.kvquant.simd.CodeLayout[vcs.length];
+        for (int i = 0; i < vcs.length; i++) {
+            vLayouts[i] = vcs[i].codeLayout();
+            if (vLayouts[i] == null || vcs[i].recordBytes() != vc.recordBytes() || vcs[i].featureSize() != vc.featureSize()
+                    || vcs[i].dim() != dim) {
+                throw new IllegalArgumentException("value rotation " + i + " needs a codec like " + vc.describe() + ", got "
+                        + vcs[i].describe());
+            }
         }
         keys = new PagedRecords[heads];
         values = new PagedRecords[heads];
@@ -137,6 +162,16 @@ final class TurboStore implements LayerStore {
         return vc;
     }
 
+    /** Index of the value codec of token t's record. */
+    private int rot(int t) {
+        return (t / VB) % vcs.length;
+    }
+
+    /** The value codec of token t's record. */
+    private VectorCodec vcOf(int t) {
+        return vcs[rot(t)];
+    }
+
     @Override
     public int kvHeads() {
         return heads;
@@ -200,15 +235,15 @@ final class TurboStore implements LayerStore {
                     mkc.decode(midKeys[h].page(0), midOffset(midKeys[h], t), row, 0);
                     mvc.decode(midValues[h].page(0), midOffset(midValues[h], t), row, dim);
                     kc.encode(row, 0, keys[h].page(t), keys[h].offset(t));
-                    vc.encode(row, dim, values[h].page(t), values[h].offset(t));
+                    vcOf(t).encode(row, dim, values[h].page(t), values[h].offset(t));
                 } else if (t < length) { // leaves the window
                     float[] row = windowRows(h, t);
                     kc.encode(row, 0, keys[h].page(t), keys[h].offset(t));
-                    vc.encode(row, dim, values[h].page(t), values[h].offset(t));
+                    vcOf(t).encode(row, dim, values[h].page(t), values[h].offset(t));
                 } else { // skips window and tier
                     int off = (h * tokens + t - length) * dim;
                     kc.encode(k, off, keys[h].page(t), keys[h].offset(t));
-                    vc.encode(v, off, values[h].page(t), values[h].offset(t));
+                    vcOf(t).encode(v, off, values[h].page(t), values[h].offset(t));
                 }
             }
         }
@@ -247,7 +282,7 @@ final class TurboStore implements LayerStore {
                 int dst = (h * n + t - from) * dim;
                 if (t < c) {
                     kc.decode(keys[h].page(t), keys[h].offset(t), kOut, dst);
-                    vc.decode(values[h].page(t), values[h].offset(t), vOut, dst);
+                    vcOf(t).decode(values[h].page(t), values[h].offset(t), vOut, dst);
                 } else if (t < m) {
                     mkc.decode(midKeys[h].page(0), midOffset(midKeys[h], t), kOut, dst);
                     mvc.decode(midValues[h].page(0), midOffset(midValues[h], t), vOut, dst);
@@ -279,8 +314,8 @@ final class TurboStore implements LayerStore {
                     int dst = (h * n + t - from) * dim;
                     kc.encode(kOut, dst, kr, 0);
                     kc.decode(kr, 0, kOut, dst);
-                    vc.encode(vOut, dst, vr, 0);
-                    vc.decode(vr, 0, vOut, dst);
+                    vcOf(t).encode(vOut, dst, vr, 0);
+                    vcOf(t).decode(vr, 0, vOut, dst);
                 }
             }
         }
@@ -411,26 +446,28 @@ final class TurboStore implements LayerStore {
         }
     }
 
-    // accumulator of one query: [Σ w·f(v) (value featureSize)] [the same for the middle tier's
-    // value codec, if any] [Σ w·v for window tokens (dim)]
+    // accumulator of one query: [Σ w·f(v) (value featureSize), one per value rotation] [the same
+    // for the middle tier's value codec, if any] [Σ w·v for window tokens (dim)]
     @Override
     public int accumulatorSize() {
-        return vc.featureSize() + midValueFeatures() + dim;
+        return vcs.length * vc.featureSize() + midValueFeatures() + dim;
     }
 
     @Override
     public void accumulate(int head, float[] p, int stride, int nq, int from, int to, float[] acc) {
         VectorOps ops = Simd.ops();
         int c = compressed();
-        int fs = vc.featureSize();
+        int fs1 = vc.featureSize();
+        int fs = vcs.length * fs1;
         int as = accumulatorSize();
         PagedRecords pr = values[head];
         float[] scratch = weights((nq + 1) * RUN);
         int end = Math.min(to, c);
         int t = from;
-        while (t < end) {
-            int n = Math.min(RUN, Math.min(end, (t / pr.pageTokens() + 1) * pr.pageTokens()) - t);
-            ops.codeAccumulate(vLayout, pr.page(t), pr.offset(t), n, p, t - from, stride, nq, acc, 0, as, scratch);
+        while (t < end) { // runs within one page and one value rotation's block
+            int n = Math.min(RUN, Math.min(Math.min(end, (t / VB + 1) * VB), (t / pr.pageTokens() + 1) * pr.pageTokens()) - t);
+            int r = rot(t);
+            ops.codeAccumulate(vLayouts[r], pr.page(t), pr.offset(t), n, p, t - from, stride, nq, acc, r * fs1, as, scratch);
             t += n;
         }
         end = Math.min(to, midEnd());
@@ -461,6 +498,13 @@ final class TurboStore implements LayerStore {
     public void finish(float[] acc, int ao, float[] out, int oo) {
         vc.finishFeatures(acc, ao, out, oo);
         int a = ao + vc.featureSize();
+        for (int r = 1; r < vcs.length; r++, a += vc.featureSize()) {
+            float[] t = rows(1);
+            vcs[r].finishFeatures(acc, a, t, 0);
+            for (int j = 0; j < dim; j++) {
+                out[oo + j] += t[j];
+            }
+        }
         if (mid > 0) {
             float[] t = rows(1);
             mvc.finishFeatures(acc, a, t, 0);
@@ -485,7 +529,8 @@ final class TurboStore implements LayerStore {
     public int formEnd(int from, int to) {
         int c = compressed();
         int m = midEnd();
-        return from < c ? Math.min(to, c) : from < m ? Math.min(to, m) : to;
+        // records: also cut at value-rotation blocks (one codec per tile)
+        return from < c ? Math.min(Math.min(to, c), vcs.length > 1 ? (from / VB + 1) * VB : to) : from < m ? Math.min(to, m) : to;
     }
 
     @Override
@@ -505,7 +550,8 @@ final class TurboStore implements LayerStore {
 
     @Override
     public int valueAccOffset(int t) {
-        return t < compressed() ? 0 : t < midEnd() ? vc.featureSize() : vc.featureSize() + midValueFeatures();
+        int fs = vcs.length * vc.featureSize();
+        return t < compressed() ? rot(t) * vc.featureSize() : t < midEnd() ? fs : fs + midValueFeatures();
     }
 
     @Override
@@ -516,7 +562,7 @@ final class TurboStore implements LayerStore {
 
     @Override
     public void expandValues(int head, int from, int to, float[] dst, int ld) {
-        expand(values[head], vLayout, mid > 0 ? midValues[head] : null, mvLayout, winV16 != null ? null : winV[head],
+        expand(values[head], from < compressed() ? vLayouts[rot(from)] : vLayout, mid > 0 ? midValues[head] : null, mvLayout, winV16 != null ? null : winV[head],
                 winV16 != null ? winV16[head] : null, from, to, dst, ld);
     }
 
@@ -632,9 +678,9 @@ final class TurboStore implements LayerStore {
         (key ? keys : values)[head].copyOut(from, Math.min(to, c), dst, off);
         // middle-tier tokens: the records they become on leaving the tier (encoded from its decoding)
         VectorCodec tier = key ? mkc : mvc;
-        VectorCodec codec = key ? kc : vc;
         PagedRecords ring = mid > 0 ? (key ? midKeys : midValues)[head] : null;
         for (int t = Math.max(from, c); t < to; t++) {
+            VectorCodec codec = key ? kc : vcOf(t);
             float[] row = rows(1);
             tier.decode(ring.page(0), midOffset(ring, t), row, 0);
             codec.encode(row, 0, dst, off + (long) (t - from) * codec.recordBytes());

@@ -102,6 +102,13 @@ record LayerLayout(int kind, int keyRecordBytes, int valueRecordBytes, long fing
                 ck.update(rk.asByteBuffer());
                 CRC32C cv = new CRC32C();
                 cv.update(rv.asByteBuffer());
+                if (!midTier) { // value rotations beyond the first (vrot=): their records of the probe too
+                    VectorCodec[] vcs = KvCaches.valueCodecs(cfg, dim, layer);
+                    for (int r = 1; r < vcs.length; r++) {
+                        vcs[r].encode(probe, 0, rv, 0);
+                        cv.update(rv.asByteBuffer());
+                    }
+                }
                 return ck.getValue() << 32 | cv.getValue();
             }
         });

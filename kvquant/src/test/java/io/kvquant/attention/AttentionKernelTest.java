@@ -58,6 +58,9 @@ class AttentionKernelTest {
         // the extremes on one codec: 8 splits on 2 threads over a long context, 1 KV head
         b.add(Arguments.of("turbo3.5,page=16", 128, 8, 4097, 8, 2));
         b.add(Arguments.of("turbo2.5,page=64", 64, 1, 2048, 3, 2));
+        // value rotations: a single one, and 8 over a small window and tier (records in 9 blocks of 128)
+        b.add(Arguments.of("turbo3.5,page=16,vrot=1", 64, 4, 1100, 4, 2));
+        b.add(Arguments.of("turbo3.5,page=16,window=24,mid=40,vrot=8", 96, 4, 1200, 5, 2));
         return b.build();
     }
 

@@ -35,7 +35,10 @@ class BlockedPrefillTest {
                 Arguments.of("turbo4,page=16", 96, 1, 0, 150, 2),
                 Arguments.of("turbo3.5,qjl=k,page=16", 128, 4, 333, 65, 1),
                 Arguments.of("turbo2.5,qjl=kv,page=16", 64, 1, 90, 300, 2),
-                Arguments.of("turbo3.5,page=16,window=64,center=on", 128, 4, 450, 100, 2));
+                Arguments.of("turbo3.5,page=16,window=64,center=on", 128, 4, 450, 100, 2),
+                // value rotations over many 128-token blocks, tiles starting off a block boundary
+                Arguments.of("turbo3.5,page=16,window=20,mid=50,vrot=4", 64, 4, 1037, 150, 2),
+                Arguments.of("turbo2.5,page=16,window=20,mid=50,vrot=1", 64, 2, 700, 60, 1));
     }
 
     @ParameterizedTest(name = "{0} d={1} group={2} past={3} chunk={4} threads={5}")

@@ -315,6 +315,7 @@ class CacheFileTest {
         assertTrue(refusal(f, "turbo3.5,window=0", OTHER_SHA).contains("different model"));
         assertTrue(refusal(f, "turbo2.5", SHA).contains("made with cache config 'turbo3.5,window=0', this run uses 'turbo2.5'"));
         assertTrue(refusal(f, "turbo3.5,seed=7", SHA).contains("cache config"));
+        assertTrue(refusal(f, "turbo3.5,window=0,vrot=2", SHA).contains("cache config"), "other value rotations");
         byte[] b = Files.readAllBytes(f);
         b[8] = 3;
         Files.write(f, b);

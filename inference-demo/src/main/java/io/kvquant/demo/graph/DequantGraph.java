@@ -48,10 +48,10 @@ public final class DequantGraph {
         if (cfg.keyQjl() || cfg.valueQjl()) {
             throw new IllegalArgumentException("--mode graph does not implement the QJL correction; use qjl=none");
         }
-        if (cfg.window() > 0 || cfg.mid() > 0 || cfg.boundaryLayers() > 0 || cfg.center() || cfg.keyScale() > 0
-                || !cfg.layers().isEmpty()) {
-            throw new IllegalArgumentException("--mode graph decodes the bare codec: no window=, mid=, boundary=, layers=, key "
-                    + "centering or key scaling (the plain presets have a window, a middle tier and both); use e.g. --mode graph --kv turbo3.5,window=0,center=off");
+        if (cfg.window() > 0 || cfg.mid() > 0 || cfg.valueRotations() > 1 || cfg.boundaryLayers() > 0 || cfg.center()
+                || cfg.keyScale() > 0 || !cfg.layers().isEmpty()) {
+            throw new IllegalArgumentException("--mode graph decodes the bare codec: no window=, mid=, vrot=, boundary=, layers=, key "
+                    + "centering or key scaling (the plain presets have a window, a middle tier, value rotations and both); use e.g. --mode graph --kv turbo3.5,window=0,center=off");
         }
     }
 
