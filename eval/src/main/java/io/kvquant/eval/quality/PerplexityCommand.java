@@ -323,17 +323,23 @@ public final class PerplexityCommand implements Callable<Integer> {
     }
 
 
-    /**
-     * The change in log perplexity against {@code ref} in each window both scored, as a percentage
-     * of perplexity ({@code 100·(e^Δ − 1)}, Δ the window's mean NLL difference).
-     */
-    static double[] windowDeltaPct(Score s, Score ref) {
+    /** Each window's change in mean NLL (log perplexity) against {@code ref}, over the windows both scored. */
+    private static double[] windowDeltaLog(Score s, Score ref) {
         int n = Math.min(s.windows.size(), ref.windows.size());
         double[] d = new double[n];
         for (int w = 0; w < n; w++) {
             double[] a = s.windows.get(w);
             double[] b = ref.windows.get(w);
-            d[w] = 100 * Math.expm1(a[0] / a[1] - b[0] / b[1]);
+            d[w] = a[0] / a[1] - b[0] / b[1];
+        }
+        return d;
+    }
+
+    /** Each window's change in perplexity against {@code ref}, in percent ({@code 100·(e^Δ − 1)}). */
+    static double[] windowDeltaPct(Score s, Score ref) {
+        double[] d = windowDeltaLog(s, ref);
+        for (int w = 0; w < d.length; w++) {
+            d[w] = 100 * Math.expm1(d[w]);
         }
         return d;
     }
@@ -346,17 +352,14 @@ public final class PerplexityCommand implements Callable<Integer> {
      * every window scores the same number of tokens).
      */
     static double deltaPctStandardError(Score s, Score ref) {
-        int n = Math.min(s.windows.size(), ref.windows.size());
+        double[] d = windowDeltaLog(s, ref);
+        int n = d.length;
         if (n < 2) {
             return Double.NaN;
         }
-        double[] d = new double[n];
         double mean = 0;
-        for (int w = 0; w < n; w++) {
-            double[] a = s.windows.get(w);
-            double[] b = ref.windows.get(w);
-            d[w] = a[0] / a[1] - b[0] / b[1];
-            mean += d[w] / n;
+        for (double v : d) {
+            mean += v / n;
         }
         double ss = 0;
         for (double v : d) {
