@@ -632,13 +632,6 @@ final class PanamaOps implements VectorOps {
                 continue;
             }
             int bits = lay.bits[p];
-            IntVector shifts = CODE_SHIFTS[bits];
-            IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
-            IntVector t0 = tableVector(lay.table[p], 0);
-            IntVector t1 = tableVector(lay.table[p], L);
-            int tt = tables(bits);
-            IntVector t2 = tt == 4 ? tableVector(lay.table[p], 2 * L) : t0;
-            IntVector t3 = tt == 4 ? tableVector(lay.table[p], 3 * L) : t0;
             int groups = lay.count[p] / L;
             int gb = L * bits / 8; // bytes per group
             int co = lay.codeOff[p];
@@ -647,17 +640,17 @@ final class PanamaOps implements VectorOps {
             int i = 0;
             // eight queries per pass when the group has them: one expansion of the codes for all
             for (; i + 8 <= nq; i += 8) {
-                scoresQ8(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ8(seg, off, rb, n, bits, lay.table[p], groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             for (; i + 4 <= nq; i += 4) {
-                scoresQ4(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ4(seg, off, rb, n, bits, lay.table[p], groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             if (i + 2 <= nq) {
-                scoresQ2(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ2(seg, off, rb, n, bits, lay.table[p], groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
                 i += 2;
             }
             if (i < nq) {
-                scoresQ1(seg, off, rb, n, bits, shifts, mask, t0, t1, t2, t3, tt, groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
+                scoresQ1(seg, off, rb, n, bits, lay.table[p], groups, gb, co, so, g, fo + i * gs, gs, out, oo + i * os, os);
             }
             if (groups * L < lay.count[p]) {
                 scalarPartScores(lay, p, seg, off, n, g, go, gs, nq, out, oo, os, groups * L, lay.count[p]);
@@ -666,9 +659,17 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 8 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ8(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
+    private static void scoresQ8(byte[] seg, int off, int rb, int n, int bits, float[] table, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
+        // the look-up vectors are built here, not passed in: a vector argument of a call C2 does
+        // not inline is boxed on every call (one allocation per tile and part at decode)
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
@@ -704,9 +705,15 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 4 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ4(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
+    private static void scoresQ4(byte[] seg, int off, int rb, int n, int bits, float[] table, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
@@ -730,9 +737,15 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 2 queries (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ2(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
+    private static void scoresQ2(byte[] seg, int off, int rb, int n, int bits, float[] table, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
@@ -750,9 +763,15 @@ final class PanamaOps implements VectorOps {
     }
 
     /** Scores of 1 query (rows g[fo + i·gs]), token by token, each with its own accumulator. */
-    private static void scoresQ1(byte[] seg, int off, int rb, int n, int bits, IntVector shifts,
-                                  IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int groups, int gb, int co, int so,
+    private static void scoresQ1(byte[] seg, int off, int rb, int n, int bits, float[] table, int groups, int gb, int co, int so,
                                   float[] g, int fo, int gs, float[] out, int oo, int os) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         for (int t = 0; t < n; t++) {
             int rec = off + t * rb;
             FloatVector a0 = FloatVector.zero(F);
@@ -875,13 +894,6 @@ final class PanamaOps implements VectorOps {
             }
             int groups = vectorPart(lay, p) ? lay.count[p] / L : 0;
             if (groups > 0) {
-                IntVector shifts = CODE_SHIFTS[bits];
-                IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
-                IntVector t0 = tableVector(lay.table[p], 0);
-                IntVector t1 = tableVector(lay.table[p], L);
-                int tt = tables(bits);
-                IntVector t2 = tt == 4 ? tableVector(lay.table[p], 2 * L) : t0;
-                IntVector t3 = tt == 4 ? tableVector(lay.table[p], 3 * L) : t0;
                 int gb = L * bits / 8;
                 int co = off + lay.codeOff[p];
                 // token-major over a block of two output vectors: the accumulators of up to four
@@ -890,19 +902,19 @@ final class PanamaOps implements VectorOps {
                 for (int k = 0; k + 1 < groups; k += 2) {
                     int i = 0;
                     for (; i + 4 <= nq; i += 4) {
-                        accumulateQ4(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ4(seg, co, rb, n, n, k, bits, lay.table[p], gb, scratch, i * n, acc, base + i * as + k * L, as);
                     }
                     if (i + 2 <= nq) {
-                        accumulateQ2(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ2(seg, co, rb, n, n, k, bits, lay.table[p], gb, scratch, i * n, acc, base + i * as + k * L, as);
                         i += 2;
                     }
                     if (i < nq) {
-                        accumulateQ1(seg, co, rb, n, n, k, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc, base + i * as + k * L, as);
+                        accumulateQ1(seg, co, rb, n, n, k, bits, lay.table[p], gb, scratch, i * n, acc, base + i * as + k * L, as);
                     }
                 }
                 if (groups % 2 == 1) {
                     for (int i = 0; i < nq; i++) {
-                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, shifts, mask, t0, t1, t2, t3, tt, gb, scratch, i * n, acc,
+                        accumulateOne(seg, co, rb, n, n, groups - 1, bits, lay.table[p], gb, scratch, i * n, acc,
                                 base + i * as + (groups - 1) * L);
                     }
                 }
@@ -928,9 +940,15 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 4 queries (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ4(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
+    private static void accumulateQ4(byte[] seg, int co, int rb, int nt, int n, int k, int bits, float[] table, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
         FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
@@ -970,9 +988,15 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 2 queries (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ2(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
+    private static void accumulateQ2(byte[] seg, int co, int rb, int nt, int n, int k, int bits, float[] table, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
         FloatVector a10 = FloatVector.fromArray(F, acc, ab + as);
@@ -998,9 +1022,15 @@ final class PanamaOps implements VectorOps {
      * Token-major accumulation of 1 query (weights scratch[wb + i·n + t]) into two output vectors from
      * code group k (accumulators acc[ab + i·as ..]): the accumulators stay in registers for the whole run of tokens.
      */
-    private static void accumulateQ1(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                     IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
+    private static void accumulateQ1(byte[] seg, int co, int rb, int nt, int n, int k, int bits, float[] table, int gb,
                                      float[] scratch, int wb, float[] acc, int ab, int as) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         FloatVector a00 = FloatVector.fromArray(F, acc, ab);
         FloatVector a01 = FloatVector.fromArray(F, acc, ab + L);
         int pos = co + k * gb;
@@ -1016,9 +1046,15 @@ final class PanamaOps implements VectorOps {
     }
 
     /** As {@link #accumulateQ1} for a single output vector (the last group of an odd count), one query. */
-    private static void accumulateOne(byte[] seg, int co, int rb, int nt, int n, int k, int bits,
-                                      IntVector shifts, IntVector mask, IntVector t0, IntVector t1, IntVector t2, IntVector t3, int tt, int gb,
+    private static void accumulateOne(byte[] seg, int co, int rb, int nt, int n, int k, int bits, float[] table, int gb,
                                       float[] scratch, int wb, float[] acc, int ab) {
+        IntVector shifts = CODE_SHIFTS[bits];
+        IntVector mask = IntVector.broadcast(I, (1 << bits) - 1);
+        int tt = tables(bits);
+        IntVector t0 = tableVector(table, 0);
+        IntVector t1 = tableVector(table, L);
+        IntVector t2 = tt == 4 ? tableVector(table, 2 * L) : t0;
+        IntVector t3 = tt == 4 ? tableVector(table, 3 * L) : t0;
         FloatVector a = FloatVector.fromArray(F, acc, ab);
         int pos = co + k * gb;
         for (int t = 0; t < nt; t++, pos += rb) {
