@@ -172,22 +172,20 @@ class DjlDropInTest {
     @Test
     void noDensePastIsAllocatedPerStepThroughDjl() throws Exception {
         // Measured by the JVM (heap bytes allocated by the thread that runs the predictor, which
-        // runs translator and engine block), each decode step of TextGenerator at ~1,500 tokens
-        // must allocate under half of one layer's dense keys (kv heads x tokens x head dim floats).
-        // The old translator rebuilt a dense past per layer (FloatBuffer.allocate) and copied every
-        // present output to the heap (toFloatArray) each step: 4 x layers x that, 16x the bound.
+        // runs translator and engine block): the old translator rebuilt a dense past per layer
+        // (FloatBuffer.allocate) and copied every present output to the heap (toFloatArray) each
+        // step, 4 x layers x one layer's dense keys per step, growing with the context. Here a
+        // decode step allocates the same at ~500 and at ~2,000 tokens of context (its activations,
+        // DJL's logits), under half of one layer's dense keys in all.
         String text = Files.readString(modelDir().getParent().resolve("prompts/long.txt"));
         long[] all;
         try (TextTokenizer tok = TextTokenizer.open(modelDir())) {
             all = tok.encode(text);
         }
-        long[] prompt = new long[1500];
-        for (int i = 0; i < prompt.length; i++) {
-            prompt[i] = all[i % all.length];
-        }
         int n = 12;
-        // the attention kernels compiled first, as docs/djl.md tells a service to do: in 12 steps
-        // the Vector API's uncompiled fallbacks (which box every vector) would be measured instead
+        // compiled first, as docs/djl.md tells a service to do: the attention kernels, then the
+        // engine's Java decode step; in 12 steps the Vector API's uncompiled fallbacks (which box
+        // every vector) would be measured instead
         io.kvquant.attention.KernelWarmup.start(KvQuantConfig.parse("turbo3.5"), 2, 64, 4, 1).join();
         KvQuantTranslator kvq = KvQuantTranslator.of("turbo3.5");
         Criteria<NDList, CausalLMOutput> criteria = Criteria.builder()
@@ -201,16 +199,35 @@ class DjlDropInTest {
              ZooModel<NDList, CausalLMOutput> model = criteria.loadModel();
              CountingPredictor predictor = new CountingPredictor(model, kvq);
              NDManager manager = NDManager.newBaseManager("PyTorch")) {
-            SearchConfig config = new SearchConfig();
-            config.setMaxSeqLength(prompt.length + n);
-            new TextGenerator(predictor, "greedy", config).generate(manager.create(new long[][] {prompt}));
-            assertEquals(n, predictor.perCall.size(), "one prefill call, then one call per step");
-            long[] steps = predictor.perCall.subList(3, n).stream().mapToLong(Long::longValue).sorted().toArray();
-            long median = steps[steps.length / 2];
-            long denseLayerKeys = 2L * (prompt.length + n) * 64 * 4;
-            System.out.printf("DJL + KvQuant engine: median %,d heap bytes per decode step at ~%d tokens (max %,d; one "
-                    + "layer's dense keys: %,d)%n", median, prompt.length, steps[steps.length - 1], denseLayerKeys);
-            assertTrue(steps[steps.length - 1] < denseLayerKeys / 2, "bytes per step " + Arrays.toString(steps));
+            ((KvQuantEngine.EngineBlock) model.getBlock()).runner().warmDecodeStep(KvQuantConfig.parse("turbo3.5"));
+            int[] lengths = {500, 2000};
+            long[][] steps = new long[lengths.length][];
+            for (int r = 0; r < lengths.length; r++) {
+                long[] prompt = new long[lengths[r]];
+                for (int i = 0; i < prompt.length; i++) {
+                    prompt[i] = all[i % all.length];
+                }
+                predictor.perCall.clear();
+                SearchConfig config = new SearchConfig();
+                config.setMaxSeqLength(prompt.length + n);
+                // a call without a past starts a new sequence: the same predictor runs both
+                new TextGenerator(predictor, "greedy", config).generate(manager.create(new long[][] {prompt}));
+                assertEquals(n, predictor.perCall.size(), "one prefill call, then one call per step");
+                steps[r] = predictor.perCall.subList(3, n).stream().mapToLong(Long::longValue).sorted().toArray();
+            }
+            long shortMedian = steps[0][steps[0].length / 2];
+            long[] longSteps = steps[1];
+            long longMedian = longSteps[longSteps.length / 2];
+            long layerKeysPerToken = 2L * 64 * 4; // kv heads x head dim x 4 bytes
+            long denseLayerKeys = layerKeysPerToken * (lengths[1] + n);
+            double perToken = (double) (longMedian - shortMedian) / (lengths[1] - lengths[0]);
+            System.out.printf("DJL + KvQuant engine: median %,d heap bytes per decode step at ~%d tokens, %,d at ~%d "
+                    + "(%.1f per token of context; max %,d; one layer's dense keys: %,d, %d per token)%n", longMedian,
+                    lengths[1], shortMedian, lengths[0], perToken, longSteps[longSteps.length - 1], denseLayerKeys,
+                    layerKeysPerToken);
+            assertTrue(perToken < layerKeysPerToken / 4.0, "bytes per step grow with the context: " + perToken
+                    + " per token; " + Arrays.toString(steps[0]) + " at " + lengths[0] + ", " + Arrays.toString(longSteps));
+            assertTrue(longSteps[longSteps.length - 1] < denseLayerKeys / 2, "bytes per step " + Arrays.toString(longSteps));
         }
     }
 
