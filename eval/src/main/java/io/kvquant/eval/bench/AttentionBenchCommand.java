@@ -27,7 +27,7 @@ import picocli.CommandLine.Option;
         description = {"Decode-attention time per token for one layer, and bytes per token, per KV cache.",
                 "Ratios are against dense fp16 at the same context, threads and head dim, in this run.",
                 "read-probe rows: a plain sequential read of fp16's bytes (the memory-bandwidth bound);",
-                "GB/s and %probe: each cache's bytes read per step over its time, and that over a read of the same size.",
+                "GB/s and %%probe: each cache's bytes read per step over its time, and that over a read of the same size.",
                 "cpu×fp16 (1 thread): the same ratio in thread CPU time, steadier on a shared machine.",
                 "×1thr: speed-up over 1 thread (steps of every thread count interleaved); cpu×1t: the same from CPU",
                 "time (1-thread CPU time × threads ÷ process CPU time), what the threads give when each has a core."},
@@ -114,6 +114,32 @@ public final class AttentionBenchCommand implements Callable<Integer> {
                     for (int i = 0; i < 5 || mx.getCurrentThreadCpuTime() < warmEnd; i++) {
                         measure(List.of(cfg), d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
                     }
+                }
+            }
+            // then rounds over every cache until one passes, and a pause after it, with the JIT
+            // compiling nothing: on 2 cores C2's queue was still long after the 3 s above, and a
+            // kernel left in C1 code (which boxes every vector) timed 10-40x slow (session 12)
+            java.lang.management.CompilationMXBean jit = java.lang.management.ManagementFactory.getCompilationMXBean();
+            if (jit != null && jit.isCompilationTimeMonitoringSupported()) {
+                long quietEnd = System.nanoTime() + 30_000_000_000L;
+                long before = jit.getTotalCompilationTime();
+                while (System.nanoTime() < quietEnd) {
+                    for (int d : headDims) {
+                        for (KvQuantConfig cfg : cfgs) {
+                            measure(List.of(cfg), d, Math.min(2048, Arrays.stream(contexts).min().orElse(2048)));
+                        }
+                    }
+                    try {
+                        Thread.sleep(250);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                        break;
+                    }
+                    long now = jit.getTotalCompilationTime();
+                    if (now == before) {
+                        break;
+                    }
+                    before = now;
                 }
             }
             repeats = savedRepeats;
