@@ -207,6 +207,9 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
         return parse("full");
     }
 
+    /** Options only TurboQuant settings take (kivi and the dense kinds refuse them). */
+    private static final java.util.Set<String> TURBO_OPTIONS = java.util.Set.of("mid", "vrot", "kscale", "winbits", "trim", "layers");
+
     /** Parses the compact form; errors name the bad part. */
     public static KvQuantConfig parse(String text) {
         if (text == null || text.isBlank()) {
@@ -287,21 +290,17 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
             if ((kind == Kind.FULL || kind == Kind.FP16) && !key.equals("page") && !key.equals("center")) {
                 throw new IllegalArgumentException("option '" + key + "' does not apply to '" + preset + "' in '" + text + "'");
             }
+            if (kind != Kind.TURBO && TURBO_OPTIONS.contains(key)) {
+                throw new IllegalArgumentException("option '" + key + "' applies to TurboQuant settings, not '" + preset
+                        + "' in '" + text + "'");
+            }
             switch (key) {
                 case "window" -> window = integer(val, p, text);
                 case "mid" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'mid' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     midGiven = true;
                     mid = integer(val, p, text);
                 }
                 case "vrot" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'vrot' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     vrotGiven = true;
                     vrot = integer(val, p, text);
                 }
@@ -311,10 +310,6 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                 case "seed" -> seed = integer(val, p, text);
                 case "center" -> center = onOff(val, "center", text);
                 case "kscale" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'kscale' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     kscaleGiven = true;
                     kscale = switch (val) {
                         case "on", "true" -> KEY_SCALE_ON;
@@ -335,20 +330,12 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                     };
                 }
                 case "winbits" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'winbits' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     winBits = integer(val, p, text);
                     if (winBits != 16 && winBits != 32) {
                         throw new IllegalArgumentException("winbits must be 16 or 32, not '" + val + "' in '" + text + "'");
                     }
                 }
                 case "trim" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'trim' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     trim = switch (val) {
                         case "kv", "on" -> Trim.KV;
                         case "v" -> Trim.V;
@@ -358,10 +345,6 @@ public record KvQuantConfig(Kind kind, double keyBits, double valueBits, boolean
                     };
                 }
                 case "layers" -> {
-                    if (kind != Kind.TURBO) {
-                        throw new IllegalArgumentException("option 'layers' applies to TurboQuant settings, not '" + preset
-                                + "' in '" + text + "'");
-                    }
                     if (auto != 0) {
                         throw new IllegalArgumentException("'" + preset + "' chooses the per-layer bits itself: drop '" + p
                                 + "' from '" + text + "'");

@@ -50,21 +50,6 @@ final class TurboStore implements LayerStore {
     private int pinned;             // imported records stay records (see importRecords)
     private int midPinned;          // imported middle-tier records stay there (see importTiers); >= pinned
 
-    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens) {
-        this(arena, heads, dim, keyCodec, valueCodec, window, pageTokens, false);
-    }
-
-    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
-               boolean window16) {
-        this(arena, heads, dim, keyCodec, new VectorCodec[] {valueCodec}, window, pageTokens, window16, 0, null, null);
-    }
-
-    TurboStore(Arena arena, int heads, int dim, VectorCodec keyCodec, VectorCodec valueCodec, int window, int pageTokens,
-               boolean window16, int mid, VectorCodec midKeyCodec, VectorCodec midValueCodec) {
-        this(arena, heads, dim, keyCodec, new VectorCodec[] {valueCodec}, window, pageTokens, window16, mid, midKeyCodec,
-                midValueCodec);
-    }
-
     /**
      * With {@code valueCodecs.length} value rotations: token t's value record is encoded by
      * valueCodecs[(t / {@link KvQuantConfig#VALUE_ROTATION_BLOCK}) mod length] (all of one record size).
