@@ -25,13 +25,18 @@ class NoDensePastTest {
     static final int N = 1500;
 
     record Reading(long perStepAllocated, long heldHeap, long heldDirect, long cacheAllocated, long dense, long denseLayer) {
-        /** What stayed reachable beyond the cache itself. */
-        long heldBeyondCache() {
-            return heldHeap + heldDirect - cacheAllocated;
+        /**
+         * What stayed reachable on the heap and in direct buffers. The cache's pages are native
+         * memory from an {@code Arena}, which neither meter counts (Arena segments are not in the
+         * direct buffer pool), so nothing is subtracted for them: until session 12 their bytes
+         * were, which loosened the bound by the size of the pages.
+         */
+        long held() {
+            return heldHeap + heldDirect;
         }
 
         boolean holdsNoDensePast() {
-            return perStepAllocated < denseLayer / 2 && heldBeyondCache() < dense / 8;
+            return perStepAllocated < denseLayer / 2 && held() < dense / 8;
         }
 
         @Override
@@ -53,6 +58,17 @@ class NoDensePastTest {
 
     static Reading measure(ModelRunner r, Function<KvCache, Decoder> decoders) throws IOException {
         long[] prompt = prompt(N);
+        // a short throwaway decode first: what the first decode of a process sets up once and keeps
+        // (codebooks, per-thread scratch, the Java step's compiled graph) is not this decode's past.
+        // Run alone (no test before it), this test otherwise saw 1.3-1.8 MB held against ~0.2 MB in
+        // the full suite, over its bound of an eighth of the dense past.
+        try (KvCache cache = KvCaches.create("turbo3.5", r.layers(), r.kvHeads(), r.headDim())) {
+            Decoder dec = decoders.apply(cache);
+            float[] logits = dec.prefill(java.util.Arrays.copyOf(prompt, 300), null);
+            for (int i = 0; i < 3; i++) {
+                logits = dec.step(EngineTest.argmax(logits));
+            }
+        }
         long heap0 = MemoryMeter.heapAfterGc();
         long direct0 = MemoryMeter.direct();
         try (KvCache cache = KvCaches.create("turbo3.5", r.layers(), r.kvHeads(), r.headDim())) {
@@ -101,13 +117,15 @@ class NoDensePastTest {
         }
         try (JavaAttentionModel engine = JavaAttentionModel.open(TestModel.dir(), o);
              DecoderModel plain = DecoderModel.open(TestModel.dir(), o)) {
+            // and the engine's Java decode step, which the kernels' warm-up does not run
+            engine.warmDecodeStep(io.kvquant.cache.KvQuantConfig.parse("turbo3.5"));
             Reading en = measure(engine, c -> engine.newDecoder(c, 256));
             Reading rt = measure(plain, c -> plain.newDecoder(c, 256));
             System.out.println("engine:     " + en);
             System.out.println("round-trip: " + rt);
             assertTrue(en.holdsNoDensePast(), "engine: " + en);
             // the meter catches the dense copy of the round-trip reference (the old default path)
-            assertTrue(!rt.holdsNoDensePast() && rt.heldBeyondCache() >= rt.dense(), "round-trip: " + rt);
+            assertTrue(!rt.holdsNoDensePast() && rt.held() >= rt.dense(), "round-trip: " + rt);
         }
     }
 }
