@@ -740,23 +740,28 @@ public final class GenerateBenchCommand implements Callable<Integer> {
             double b = r.ort() ? ORT_B : compressed ? KVQ_B_COMPRESSED : KVQ_B_DENSE;
             double c = r.ort() ? ORT_C : KVQ_C;
             double e = r.ort() ? ORT_E : compressed ? KVQ_E_COMPRESSED : KVQ_E_DENSE;
-            return START + scale * a * n + kvScale * b * n * n + decode * (scale * c + kvScale * e * n);
+            double start = r.ort() ? ORT_START : KVQ_START;
+            return start + scale * a * n + kvScale * b * n * n + decode * (scale * c + kvScale * e * n);
         }
     }
 
-    // Coefficients of Estimate (seconds), fitted to rows of the default benchmark model measured
-    // on the 2-core development machine while it was shared with other jobs (load average ~20),
-    // before the kernels/engine speed-ups: e.g. ort at 4K 279 s, turbo3.5 at 4K 759 s. A quiet
-    // machine is several times faster; the running estimate corrects itself after the first row.
-    static final double START = 20;
-    static final double ORT_A = 0.012;
-    static final double ORT_B = 9.7e-6;
-    static final double ORT_C = 0.05;
-    static final double ORT_E = 3.5e-4;
-    static final double KVQ_A = 0.02;
-    static final double KVQ_B_DENSE = 2.5e-5;
-    static final double KVQ_B_COMPRESSED = 3.5e-5;
-    static final double KVQ_C = 0.1;
-    static final double KVQ_E_DENSE = 2.5e-4;
-    static final double KVQ_E_COMPRESSED = 4.5e-4;
+    // Coefficients of Estimate (seconds), fitted in session 12 to the engine-era rows of the
+    // default benchmark model on the shared 2-core development machine (results/bench-generate/
+    // s7-final, s8-final, s9-java-step; 16 decode tokens): ort at 4K ~14 s and 16K ~87 s, turbo3.5
+    // with --warmup full ~22 s and ~110 s. The first fit (sessions 2-4, load average ~20, before
+    // the engine) predicted 12 min and 2 h 46 min for those turbo3.5 rows, and kept session 11
+    // from starting a run of a few minutes. A quiet machine is up to 2x faster (session 10); the
+    // running estimate corrects itself after the first row.
+    static final double ORT_START = 3;
+    static final double KVQ_START = 8; // JVM start and the kernels' warm-up (--warmup full)
+    static final double ORT_A = 1.56e-3;
+    static final double ORT_B = 2.0e-7;
+    static final double ORT_C = 0.021;
+    static final double ORT_E = 1.5e-5;
+    static final double KVQ_A = 2.1e-3;
+    static final double KVQ_B_DENSE = 2.5e-7;
+    static final double KVQ_B_COMPRESSED = 2.5e-7;
+    static final double KVQ_C = 0.033;
+    static final double KVQ_E_DENSE = 1.5e-5;
+    static final double KVQ_E_COMPRESSED = 4.1e-6;
 }
