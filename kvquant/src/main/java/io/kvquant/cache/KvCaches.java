@@ -64,7 +64,6 @@ public final class KvCaches {
                 cfg.qjlKind(), cfg.seed() * 1_000_003L + layer * 2L + (key ? 0 : 1) + 500_009L, cfg.normCorrection());
     }
 
-    /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer}. */
     /**
      * The value codecs of a TurboQuant layer, one per value rotation ({@code vrot=}): the first is
      * {@link #valueCodec}, the others the same codec with other rotation seeds. Token t's value
@@ -72,17 +71,21 @@ public final class KvCaches {
      */
     public static VectorCodec[] valueCodecs(KvQuantConfig cfg, int headDim, int layer) {
         VectorCodec[] vcs = new VectorCodec[cfg.valueRotations()];
-        vcs[0] = valueCodec(cfg, headDim, layer);
-        for (int k = 1; k < vcs.length; k++) {
-            vcs[k] = Codecs.turbo(headDim, codeBits(cfg, headDim, layer, false), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
-                    cfg.seed() * 1_000_003L + layer * 2L + 1 + 700_001L * k, cfg.normCorrection());
+        for (int k = 0; k < vcs.length; k++) {
+            vcs[k] = valueCodec(cfg, headDim, layer, k);
         }
         return vcs;
     }
 
+    /** The value codec a TurboQuant cache of {@code cfg} uses for {@code layer} (its first value rotation). */
     public static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer) {
-        return Codecs.turbo(headDim, codeBits(cfg, headDim, layer, false), cfg.valueQjl(),
-                cfg.rotation(), cfg.qjlKind(), cfg.seed() * 1_000_003L + layer * 2L + 1, cfg.normCorrection());
+        return valueCodec(cfg, headDim, layer, 0);
+    }
+
+    /** Value rotation {@code k}'s codec: the same bits and rotation kind, its own seed. */
+    private static VectorCodec valueCodec(KvQuantConfig cfg, int headDim, int layer, int k) {
+        return Codecs.turbo(headDim, codeBits(cfg, headDim, layer, false), cfg.valueQjl(), cfg.rotation(), cfg.qjlKind(),
+                cfg.seed() * 1_000_003L + layer * 2L + 1 + 700_001L * k, cfg.normCorrection());
     }
 
     /**

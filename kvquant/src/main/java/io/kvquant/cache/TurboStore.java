@@ -484,22 +484,23 @@ final class TurboStore implements LayerStore {
         vc.finishFeatures(acc, ao, out, oo);
         int a = ao + vc.featureSize();
         for (int r = 1; r < vcs.length; r++, a += vc.featureSize()) {
-            float[] t = rows(1);
-            vcs[r].finishFeatures(acc, a, t, 0);
-            for (int j = 0; j < dim; j++) {
-                out[oo + j] += t[j];
-            }
+            addFinished(vcs[r], acc, a, out, oo);
         }
         if (mid > 0) {
-            float[] t = rows(1);
-            mvc.finishFeatures(acc, a, t, 0);
-            for (int j = 0; j < dim; j++) {
-                out[oo + j] += t[j];
-            }
+            addFinished(mvc, acc, a, out, oo);
             a += mvc.featureSize();
         }
         for (int j = 0; j < dim; j++) {
             out[oo + j] += acc[a + j];
+        }
+    }
+
+    /** Adds {@code codec}'s finished share (its accumulator slice at {@code a}, rotated back) to out. */
+    private void addFinished(VectorCodec codec, float[] acc, int a, float[] out, int oo) {
+        float[] t = rows(1);
+        codec.finishFeatures(acc, a, t, 0);
+        for (int j = 0; j < dim; j++) {
+            out[oo + j] += t[j];
         }
     }
 
@@ -547,8 +548,8 @@ final class TurboStore implements LayerStore {
 
     @Override
     public void expandValues(int head, int from, int to, float[] dst, int ld) {
-        expand(values[head], from < compressed() ? vLayouts[rot(from)] : vLayout, mid > 0 ? midValues[head] : null, mvLayout, winV16 != null ? null : winV[head],
-                winV16 != null ? winV16[head] : null, from, to, dst, ld);
+        expand(values[head], from < compressed() ? vLayouts[rot(from)] : vLayout, mid > 0 ? midValues[head] : null, mvLayout,
+                winV16 != null ? null : winV[head], winV16 != null ? winV16[head] : null, from, to, dst, ld);
     }
 
     /**

@@ -88,26 +88,23 @@ record LayerLayout(int kind, int keyRecordBytes, int valueRecordBytes, long fing
     static long fingerprint(KvQuantConfig cfg, int dim, int layer, boolean midTier) {
         return FINGERPRINTS.computeIfAbsent(cfg + "|" + dim + "|" + layer + (midTier ? "|mid" : ""), k -> {
             VectorCodec kc = midTier ? KvCaches.midCodec(cfg, dim, layer, true) : KvCaches.keyCodec(cfg, dim, layer);
-            VectorCodec vc = midTier ? KvCaches.midCodec(cfg, dim, layer, false) : KvCaches.valueCodec(cfg, dim, layer);
+            // every value rotation's codec (vrot=), in order; the middle tier has one
+            VectorCodec[] vcs = midTier ? new VectorCodec[] {KvCaches.midCodec(cfg, dim, layer, false)}
+                    : KvCaches.valueCodecs(cfg, dim, layer);
             float[] probe = new float[dim];
             for (int j = 0; j < dim; j++) {
                 probe[j] = (float) Math.sin(0.37 * j + 1.0) * (1 + j % 3);
             }
             try (Arena a = Arena.ofConfined()) {
                 MemorySegment rk = a.allocate(kc.recordBytes());
-                MemorySegment rv = a.allocate(vc.recordBytes());
+                MemorySegment rv = a.allocate(vcs[0].recordBytes());
                 kc.encode(probe, 0, rk, 0);
-                vc.encode(probe, 0, rv, 0);
                 CRC32C ck = new CRC32C();
                 ck.update(rk.asByteBuffer());
                 CRC32C cv = new CRC32C();
-                cv.update(rv.asByteBuffer());
-                if (!midTier) { // value rotations beyond the first (vrot=): their records of the probe too
-                    VectorCodec[] vcs = KvCaches.valueCodecs(cfg, dim, layer);
-                    for (int r = 1; r < vcs.length; r++) {
-                        vcs[r].encode(probe, 0, rv, 0);
-                        cv.update(rv.asByteBuffer());
-                    }
+                for (VectorCodec vc : vcs) {
+                    vc.encode(probe, 0, rv, 0);
+                    cv.update(rv.asByteBuffer());
                 }
                 return ck.getValue() << 32 | cv.getValue();
             }
